@@ -1,0 +1,5 @@
+-- claim_batch: claim up to $2 versions for actor $1 with a lease of $3 seconds.
+-- Returns one row per claimed version (see postpub._claim in 0003_worker.sql).
+select version_id, document, version, is_tombstone, recipe_id, attempts, lease_token,
+       body_bytes, created_at
+  from postpub._claim($1::text, $2::int, make_interval(secs => $3::float8))

@@ -1,0 +1,7 @@
+-- status_counts: versions per state, with the age in seconds of the oldest pending one
+-- (null for other states).
+select state::text,
+       count(*),
+       extract(epoch from now() - min(created_at) filter (where state = 'post-publication'))::float8
+  from postpub.versions
+ group by state

@@ -1,0 +1,251 @@
+//! The command line: clap definitions and what each subcommand does. Errors leave here as
+//! `anyhow` with context; `main` prints them as one line and picks the exit code
+//! (2 for configuration/usage, 1 for everything else).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::db::{self, migrate};
+use crate::{admin, daemon, demo, event, logging, shutdown};
+
+/// postpub: claims versions of documents published into PostgreSQL, collates them with
+/// their CSS recipe and publishes them: exactly one current version per document, an
+/// outbox event for everyone else.
+#[derive(Debug, Parser)]
+#[command(name = "postpub", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file (TOML; see config.example.toml). Defaults apply without one.
+    #[arg(long, global = true, value_name = "FILE", env = "POSTPUB_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL; overrides DATABASE_URL and the config file.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the postpub schema (safe to run twice, or twice at once).
+    Migrate,
+    /// Run the daemon: claim, collate and publish versions until SIGTERM.
+    Run,
+    /// Show versions per state, the outbox backlog and the latest errors.
+    Status(StatusArgs),
+    /// Put errored versions back in the queue.
+    Requeue(RequeueArgs),
+    /// Publish a version of a document (or delete the document).
+    Publish(PublishArgs),
+    /// Showcase: a throwaway database, a few documents, the daemon, the resulting states.
+    Demo(DemoArgs),
+}
+
+/// `status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many of the latest errors to show.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub errors: i64,
+}
+
+/// `requeue` options: one version, or every errored one.
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    /// The errored version to requeue.
+    #[arg(long, value_name = "VERSION_ID", required_unless_present = "errored", conflicts_with = "errored")]
+    pub id: Option<i64>,
+    /// Requeue every errored version (of --document, if given).
+    #[arg(long)]
+    pub errored: bool,
+    /// With --errored: only this document.
+    #[arg(long, value_name = "DOCUMENT", requires = "errored")]
+    pub document: Option<String>,
+}
+
+/// `publish` options.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Document name.
+    #[arg(long, value_name = "DOCUMENT")]
+    pub document: String,
+    /// File holding the body ("-" for stdin).
+    #[arg(long, value_name = "FILE", required_unless_present = "delete", conflicts_with = "delete")]
+    pub body: Option<PathBuf>,
+    /// Publish a deletion (tombstone) instead of a body.
+    #[arg(long, conflicts_with = "recipe")]
+    pub delete: bool,
+    /// CSS recipe to collate the body with.
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Name of the database the demo creates (dropped first if it exists).
+    #[arg(long, default_value = "postpub_demo", value_name = "NAME")]
+    pub database: String,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        cli.database_url.as_deref(),
+    )?;
+    logging::init(&cfg.log);
+    match cli.command {
+        Command::Migrate => migrate_cmd(&cfg).await,
+        Command::Run => run_cmd(cfg).await,
+        Command::Status(args) => status_cmd(&cfg, &args).await,
+        Command::Requeue(args) => requeue_cmd(&cfg, &args).await,
+        Command::Publish(args) => publish_cmd(&cfg, &args).await,
+        Command::Demo(args) => demo::run(&cfg, &args.database).await,
+    }
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {
+    Ok(db::connect(&cfg.database.url, cfg.database.connect_timeout).await?)
+}
+
+async fn migrate_cmd(cfg: &Config) -> anyhow::Result<()> {
+    let mut client = connect(cfg).await?;
+    let report = migrate::migrate(&mut client).await?;
+    if report.from == report.to {
+        println!("schema postpub is up to date (version {})", report.to);
+    } else {
+        println!(
+            "schema postpub migrated from version {} to {}",
+            report.from, report.to
+        );
+    }
+    Ok(())
+}
+
+async fn run_cmd(cfg: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown::Shutdown::new();
+    let (_signals, _reload) =
+        shutdown::install(shutdown.clone()).context("installing signal handlers")?;
+    let (ready, _) = watch::channel(false);
+    daemon::run(cfg, shutdown, event::channel(), ready).await?;
+    Ok(())
+}
+
+async fn status_cmd(cfg: &Config, args: &StatusArgs) -> anyhow::Result<()> {
+    let client = connect(cfg).await?;
+    migrate::check(&client).await?;
+    let st = admin::status(&client, args.errors).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", st.render());
+    }
+    Ok(())
+}
+
+async fn requeue_cmd(cfg: &Config, args: &RequeueArgs) -> anyhow::Result<()> {
+    let client = connect(cfg).await?;
+    migrate::check(&client).await?;
+    if let Some(id) = args.id {
+        admin::requeue(&client, id).await?;
+        println!("requeued version {id}");
+    } else {
+        let n = admin::requeue_errored(&client, args.document.as_deref()).await?;
+        match &args.document {
+            Some(d) => println!("requeued {n} errored versions of {d}"),
+            None => println!("requeued {n} errored versions"),
+        }
+    }
+    Ok(())
+}
+
+async fn publish_cmd(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
+    let recipe = match &args.recipe {
+        Some(path) => Some(read_text(path)?),
+        None => None,
+    };
+    let body = match &args.body {
+        Some(path) => Some(read_text(path)?),
+        None => None,
+    };
+    let client = connect(cfg).await?;
+    migrate::check(&client).await?;
+    let id = match (body, args.delete) {
+        (Some(body), false) => {
+            admin::publish(&client, &args.document, &body, recipe.as_deref()).await?
+        }
+        (None, true) => admin::delete(&client, &args.document).await?,
+        _ => bail!("give exactly one of --body FILE and --delete"),
+    };
+    println!("{id}");
+    Ok(())
+}
+
+/// Reads a UTF-8 text file ("-" = stdin), naming the file on failure.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading standard input")?;
+        return Ok(s);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let a = Cli::try_parse_from(["postpub", "--config", "x.toml", "run"]).expect("before");
+        let b = Cli::try_parse_from(["postpub", "run", "--config", "x.toml"]).expect("after");
+        assert_eq!(a.config, b.config);
+        let c = Cli::try_parse_from(["postpub", "status", "--database-url", "postgres://h/d"])
+            .expect("after");
+        assert_eq!(c.database_url.as_deref(), Some("postgres://h/d"));
+    }
+
+    #[test]
+    fn requeue_needs_exactly_one_target() {
+        assert!(Cli::try_parse_from(["postpub", "requeue"]).is_err());
+        assert!(Cli::try_parse_from(["postpub", "requeue", "--id", "3", "--errored"]).is_err());
+        assert!(Cli::try_parse_from(["postpub", "requeue", "--document", "d"]).is_err());
+        assert!(Cli::try_parse_from(["postpub", "requeue", "--errored", "--document", "d"]).is_ok());
+    }
+
+    #[test]
+    fn publish_needs_a_body_or_delete() {
+        assert!(Cli::try_parse_from(["postpub", "publish", "--document", "d"]).is_err());
+        assert!(Cli::try_parse_from([
+            "postpub", "publish", "--document", "d", "--delete", "--recipe", "r.css"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["postpub", "publish", "--document", "d", "--delete"]).is_ok());
+    }
+}

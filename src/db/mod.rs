@@ -1,0 +1,383 @@
+//! Database access: connection settings, the work pool, typed errors and the `State`
+//! mapping. Which statements run lives in [`sql`]; schema changes in [`migrate`].
+//!
+//! Everything that decides what happens to a version is SQL (`sql/`); this module only
+//! connects, and sorts failures into "try again" and "give up" ([`classify`]).
+
+pub mod migrate;
+pub mod sql;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::DatabaseConfig;
+
+/// Failures talking to PostgreSQL, each naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL does not parse.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// A connection could not be opened.
+    #[error("cannot connect to the database at {target}: {source}")]
+    Connect {
+        /// host:port/dbname of the attempt (no password).
+        target: String,
+        /// The driver's reason.
+        source: tokio_postgres::Error,
+    },
+    /// The pool could not hand out a connection.
+    #[error("cannot connect to the database at {target}: {reason}")]
+    Pool {
+        /// host:port/dbname of the pool (no password).
+        target: String,
+        /// The pool's reason, in one line.
+        reason: String,
+    },
+    /// A statement failed.
+    #[error("{what}: {}", describe(source))]
+    Query {
+        /// What the statement was for.
+        what: Cow<'static, str>,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The database has not been migrated far enough for this binary.
+    #[error("database schema postpub is at version {found}, this postpub needs {need}: run `postpub migrate`")]
+    NotMigrated {
+        /// Schema version found (0 = not migrated at all).
+        found: i32,
+        /// Schema version this binary was built for.
+        need: i32,
+    },
+    /// The database was migrated by a newer postpub.
+    #[error("database schema postpub is at version {found}, newer than this postpub knows ({need}): upgrade the binary")]
+    TooNew {
+        /// Schema version found.
+        found: i32,
+        /// Schema version this binary was built for.
+        need: i32,
+    },
+}
+
+impl Error {
+    /// Wraps a statement failure with what it was for.
+    pub fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| Error::Query {
+            what: Cow::Borrowed(what),
+            source,
+        }
+    }
+
+    /// Whether retrying the same thing later can succeed.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::InvalidUrl(_) | Error::NotMigrated { .. } | Error::TooNew { .. } => {
+                Class::Permanent
+            }
+            Error::Connect { .. } | Error::Pool { .. } => Class::Transient,
+            Error::Query { source, .. } => classify(source),
+        }
+    }
+}
+
+/// One readable line for a driver error: the server's message (with detail) when there is
+/// one, the I/O cause otherwise.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            s.push_str(": ");
+            s.push_str(detail);
+        }
+        return s;
+    }
+    let s = e.to_string();
+    match std::error::Error::source(e).map(|c| c.to_string()) {
+        Some(cause) if !s.contains(&cause) => format!("{s}: {cause}"),
+        _ => s,
+    }
+}
+
+/// Whether a failure is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Connection loss, server shutdown, deadlock, serialization failure, read-only or full
+    /// database: the same statement may succeed later.
+    Transient,
+    /// Anything else: retrying the same statement gives the same error.
+    Permanent,
+}
+
+/// Sorts driver errors by SQLSTATE (STYLE §3: one function does this).
+pub fn classify(e: &tokio_postgres::Error) -> Class {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: I/O, closed connection, timeouts.
+        return Class::Transient;
+    };
+    let c = code.code();
+    if c.starts_with("08") // connection exception
+        || c.starts_with("53") // insufficient resources (disk full, out of memory)
+        || c.starts_with("57") // operator intervention (admin shutdown, cancel)
+        || c.starts_with("58") // system error (I/O)
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::CANNOT_CONNECT_NOW
+    {
+        Class::Transient
+    } else {
+        Class::Permanent
+    }
+}
+
+/// Parses a database URL into driver settings with our connection defaults.
+pub fn pg_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Config, Error> {
+    let mut cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::InvalidUrl(format!("{e} (in {})", redact(url))))?;
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("postpub");
+    }
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(connect_timeout);
+    }
+    // Detect a dead peer (server host gone, network stall) in tens of seconds, not hours.
+    cfg.keepalives(true);
+    cfg.keepalives_idle(Duration::from_secs(10));
+    cfg.keepalives_interval(Duration::from_secs(5));
+    cfg.keepalives_retries(3);
+    Ok(cfg)
+}
+
+/// `host:port/dbname` of a connection, for messages; never includes a password.
+pub fn target(cfg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let db = cfg
+        .get_dbname()
+        .or(cfg.get_user())
+        .unwrap_or("postgres")
+        .to_owned();
+    format!("{host}:{port}/{db}")
+}
+
+/// The URL with any password replaced, for error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The same server and credentials with another database name, as a key=value
+/// connection string (the demo, the bench and tests create their own databases).
+pub fn url_with_database(url: &str, dbname: &str) -> Result<String, Error> {
+    use tokio_postgres::config::Host;
+    let cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::InvalidUrl(format!("{e} (in {})", redact(url))))?;
+    fn quote(v: &str) -> String {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    let mut parts = Vec::new();
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        parts.push(format!("host={}", quote(&hosts.join(","))));
+    }
+    let ports: Vec<String> = cfg.get_ports().iter().map(|p| p.to_string()).collect();
+    if !ports.is_empty() {
+        parts.push(format!("port={}", quote(&ports.join(","))));
+    }
+    if let Some(user) = cfg.get_user() {
+        parts.push(format!("user={}", quote(user)));
+    }
+    if let Some(pw) = cfg.get_password() {
+        parts.push(format!("password={}", quote(&String::from_utf8_lossy(pw))));
+    }
+    parts.push(format!("dbname={}", quote(dbname)));
+    Ok(parts.join(" "))
+}
+
+/// The work pool. Connections are opened lazily; a dead one is replaced on next use.
+pub fn pool(cfg: &DatabaseConfig) -> Result<(Pool, String), Error> {
+    let pg = pg_config(&cfg.url, cfg.connect_timeout)?;
+    let target = target(&pg);
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(cfg.connect_timeout))
+        .wait_timeout(Some(cfg.connect_timeout * 6))
+        .build()
+        .map_err(|e| Error::InvalidUrl(e.to_string()))?;
+    Ok((pool, target))
+}
+
+/// Takes a connection from the pool, naming the database on failure.
+pub async fn get(pool: &Pool, target: &str) -> Result<deadpool_postgres::Object, Error> {
+    use deadpool_postgres::PoolError;
+    pool.get().await.map_err(|e| Error::Pool {
+        target: target.to_owned(),
+        reason: match e {
+            PoolError::Backend(e) => describe(&e),
+            PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
+            PoolError::Closed => "the pool is closed (shutting down)".to_owned(),
+            other => other.to_string(),
+        },
+    })
+}
+
+/// Opens one connection outside the pool (LISTEN, migrations, CLI commands) and drives it
+/// on a task; the returned client fails once the connection is gone.
+pub async fn connect(url: &str, connect_timeout: Duration) -> Result<Client, Error> {
+    let cfg = pg_config(url, connect_timeout)?;
+    let (client, connection) = cfg.connect(NoTls).await.map_err(|source| Error::Connect {
+        target: target(&cfg),
+        source,
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The state of a version, spelled exactly as in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Waiting to be claimed.
+    PostPublication,
+    /// Claimed by a daemon holding a lease.
+    Processing,
+    /// The one live version of its document.
+    Current,
+    /// Failed; waits for an operator.
+    Errored,
+    /// A newer version was published first.
+    Superseded,
+    /// Was current, replaced by a newer current version.
+    Archived,
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 6] = [
+        State::PostPublication,
+        State::Processing,
+        State::Current,
+        State::Errored,
+        State::Superseded,
+        State::Archived,
+    ];
+
+    /// The SQL enum label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::PostPublication => "post-publication",
+            State::Processing => "processing",
+            State::Current => "current",
+            State::Errored => "errored",
+            State::Superseded => "superseded",
+            State::Archived => "archived",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown version state {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_sql_names() {
+        for st in State::ALL {
+            assert_eq!(st.as_str().parse::<State>(), Ok(st));
+        }
+        assert!("current ".parse::<State>().is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn target_names_host_port_and_database() {
+        let cfg = pg_config("postgres://u:pw@db.example:6543/books", Duration::from_secs(1))
+            .expect("parses");
+        assert_eq!(target(&cfg), "db.example:6543/books");
+    }
+
+    #[test]
+    fn another_database_on_the_same_server() {
+        let url = url_with_database("postgres://u:p'w@h:6000/orig", "other").expect("ok");
+        let cfg = tokio_postgres::Config::from_str(&url).expect("reparses");
+        assert_eq!(cfg.get_dbname(), Some("other"));
+        assert_eq!(cfg.get_user(), Some("u"));
+        assert_eq!(cfg.get_password(), Some(&b"p'w"[..]));
+        assert_eq!(target(&cfg), "h:6000/other");
+    }
+
+    #[test]
+    fn a_bad_url_is_an_error_not_a_panic() {
+        assert!(matches!(
+            pg_config("postgres://u@h:notaport/db", Duration::from_secs(1)),
+            Err(Error::InvalidUrl(_))
+        ));
+    }
+}

@@ -1,0 +1,30 @@
+//! The statements the daemon and the CLI run, one file each under `sql/queries/`, named
+//! after the function that runs it (STYLE §5). Business rules live in the SQL functions
+//! of the migrations; these files only call them or read.
+
+/// See `sql/queries/claim_batch.sql`.
+pub const CLAIM_BATCH: &str = include_str!("../../sql/queries/claim_batch.sql");
+/// See `sql/queries/finish_batch.sql`.
+pub const FINISH_BATCH: &str = include_str!("../../sql/queries/finish_batch.sql");
+/// See `sql/queries/renew_leases.sql`.
+pub const RENEW_LEASES: &str = include_str!("../../sql/queries/renew_leases.sql");
+/// See `sql/queries/rescue_expired.sql`.
+pub const RESCUE_EXPIRED: &str = include_str!("../../sql/queries/rescue_expired.sql");
+/// See `sql/queries/fetch_body.sql`.
+pub const FETCH_BODY: &str = include_str!("../../sql/queries/fetch_body.sql");
+/// See `sql/queries/fetch_recipe.sql`.
+pub const FETCH_RECIPE: &str = include_str!("../../sql/queries/fetch_recipe.sql");
+/// See `sql/queries/status_counts.sql`.
+pub const STATUS_COUNTS: &str = include_str!("../../sql/queries/status_counts.sql");
+/// See `sql/queries/status_errors.sql`.
+pub const STATUS_ERRORS: &str = include_str!("../../sql/queries/status_errors.sql");
+/// See `sql/queries/status_outbox.sql`.
+pub const STATUS_OUTBOX: &str = include_str!("../../sql/queries/status_outbox.sql");
+/// See `sql/queries/publish_version.sql`.
+pub const PUBLISH_VERSION: &str = include_str!("../../sql/queries/publish_version.sql");
+/// See `sql/queries/delete_document.sql`.
+pub const DELETE_DOCUMENT: &str = include_str!("../../sql/queries/delete_document.sql");
+/// See `sql/queries/requeue_version.sql`.
+pub const REQUEUE_VERSION: &str = include_str!("../../sql/queries/requeue_version.sql");
+/// See `sql/queries/requeue_errored.sql`.
+pub const REQUEUE_ERRORED: &str = include_str!("../../sql/queries/requeue_errored.sql");

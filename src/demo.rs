@@ -1,0 +1,179 @@
+//! `postpub demo`: a self-contained showcase against the local PostgreSQL. It creates its
+//! own database, migrates it, starts the daemon in this process, publishes a handful of
+//! documents that take every path (collated, straight to current, superseded, deleted,
+//! never-published tombstone, malformed), waits for them to settle and prints the result.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::db::{self, migrate};
+use crate::{admin, daemon, event, shutdown};
+
+/// A small recipe in the easybake dialect: number the figures, collect the exercises at
+/// the end of the chapter.
+const RECIPE: &str = r#"
+div[data-type="chapter"] { counter-reset: figure; }
+figure { counter-increment: figure; }
+figure > figcaption::before { content: "Figure " counter(figure) ": "; }
+section.exercise { move-to: exercises; }
+div[data-type="chapter"]::after {
+  content: pending(exercises);
+  class: "end-of-chapter-exercises";
+  container: section;
+}
+"#;
+
+const CHAPTER_1: &str = r#"<div data-type="chapter"><h1>Forces</h1>
+<p>A force is a push or a pull.</p>
+<section class="exercise"><p>What is a force?</p></section>
+<figure><img src="push.png"/><figcaption>A push</figcaption></figure>
+<figure><img src="pull.png"/><figcaption>A pull</figcaption></figure>
+<section class="exercise"><p>Name two forces.</p></section>
+</div>"#;
+
+/// Runs the showcase; the database stays for exploring afterwards.
+pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
+    let admin_client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    admin_client
+        .batch_execute(&format!(
+            "drop database if exists {0} with (force); create database {0}",
+            quote_ident(database)
+        ))
+        .await
+        .map_err(db::Error::query("creating the demo database"))?;
+    drop(admin_client);
+
+    let mut cfg = cfg.clone();
+    cfg.database.url = db::url_with_database(&cfg.database.url, database)?;
+    cfg.database.listen_url = String::new();
+    cfg.pipeline.steps = vec!["validate".into()];
+    cfg.worker.poll_interval = Duration::from_millis(500);
+    cfg.worker.backoff.initial = Duration::from_millis(100);
+    cfg.http.listen = String::new();
+
+    let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    let report = migrate::migrate(&mut client).await?;
+    println!("created database {database} and migrated it to schema version {}", report.to);
+
+    let shutdown = shutdown::Shutdown::new();
+    let (ready_tx, mut ready) = watch::channel(false);
+    let daemon = tokio::spawn(daemon::run(
+        cfg.clone(),
+        shutdown.clone(),
+        event::channel(),
+        ready_tx,
+    ));
+    tokio::time::timeout(Duration::from_secs(15), ready.wait_for(|r| *r))
+        .await
+        .context("the daemon did not become ready within 15s")?
+        .context("the daemon stopped before it was ready")?;
+    println!("daemon running (pipeline: {:?})\n", cfg.pipeline.steps);
+
+    use Publish::{Body, Delete};
+    let script = [
+        ("publish intro without a recipe (current at once)", Body("intro", "<h1>Welcome</h1>", false)),
+        ("publish chapter-1 v1 with a recipe", Body("chapter-1", "<div data-type=\"chapter\"><h1>Draft</h1></div>", true)),
+        ("publish chapter-1 v2 right after (v1 is superseded)", Body("chapter-1", CHAPTER_1, true)),
+        ("publish glossary, then delete it", Body("glossary", "<dl><dt>force</dt><dd>a push or a pull</dd></dl>", true)),
+        ("", Delete("glossary")),
+        ("delete never-published (no event, no retry)", Delete("never-published")),
+        ("publish broken with malformed HTML (errored)", Body("broken", "<div><p>unclosed</div>", true)),
+        ("publish intro v2 without a recipe (v1 archived)", Body("intro", "<h1>Welcome back</h1>", false)),
+    ];
+    for (what, step) in script {
+        if !what.is_empty() {
+            println!("  {what}");
+        }
+        match step {
+            Body(doc, body, with_recipe) => {
+                admin::publish(&client, doc, body, with_recipe.then_some(RECIPE)).await?;
+            }
+            Delete(doc) => {
+                admin::delete(&client, doc).await?;
+            }
+        }
+    }
+
+    let started = Instant::now();
+    loop {
+        let pending: i64 = client
+            .query_one(
+                "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
+                &[],
+            )
+            .await
+            .map_err(db::Error::query("waiting for the versions to settle"))?
+            .get(0);
+        if pending == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("{pending} versions still pending after 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("\nsettled in {} ms\n", started.elapsed().as_millis());
+
+    print_table(&client).await?;
+    shutdown.soft.cancel();
+    daemon.await.context("the daemon task failed")??;
+    println!(
+        "\nexplore it: psql '{}' -c 'select * from postpub.current'",
+        db::redact(&cfg.database.url)
+    );
+    Ok(())
+}
+
+enum Publish {
+    Body(&'static str, &'static str, bool),
+    Delete(&'static str),
+}
+
+async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let rows = client
+        .query(
+            "select v.document, v.version, v.state::text, v.is_tombstone, v.attempts,
+                    coalesce(v.last_error, ''),
+                    (select string_agg(o.kind::text, ',') from postpub.outbox o where o.version_id = v.id)
+               from postpub.versions v order by v.document, v.version",
+            &[],
+        )
+        .await
+        .map_err(db::Error::query("reading the versions"))?;
+    println!(
+        "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} note",
+        "document", "v", "state", "kind", "attempts", "event"
+    );
+    for r in rows {
+        let kind = if r.get::<_, bool>(3) { "tombstone" } else { "body" };
+        println!(
+            "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} {}",
+            r.get::<_, &str>(0),
+            r.get::<_, i32>(1),
+            r.get::<_, &str>(2),
+            kind,
+            r.get::<_, i32>(4),
+            r.get::<_, Option<&str>>(6).unwrap_or("-"),
+            r.get::<_, &str>(5),
+        );
+    }
+    let row = client
+        .query_opt(
+            "select content from postpub.current where document = 'chapter-1'",
+            &[],
+        )
+        .await
+        .map_err(db::Error::query("reading chapter-1"))?;
+    if let Some(r) = row {
+        println!("\nchapter-1 as published:\n{}", r.get::<_, &str>(0));
+    }
+    Ok(())
+}
+
+/// Quotes an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,37 @@
+//! postpub: a daemon that finishes what a publishing application starts.
+//!
+//! An application publishes a version of a document into PostgreSQL (`postpub.publish`);
+//! a statement-level trigger NOTIFYs; the daemon claims the version, runs its pipeline
+//! (validate, collate with the version's CSS recipe, external commands) and makes it the
+//! document's single current version, with an outbox event, or marks it errored.
+//!
+//! Architecture map (one module per concern):
+//! - [`config`]   — TOML + `POSTPUB__*` + `DATABASE_URL` layering, validated once.
+//! - [`db`]       — connections, the pool, typed errors, `State`; [`db::migrate`] applies
+//!                  `sql/NNNN_*.sql`; [`db::sql`] holds the statements of `sql/queries/`.
+//! - [`listener`] — the dedicated LISTEN connection: reconnect, re-LISTEN, wake-ups.
+//! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
+//!                  claim/finish SQL; [`worker::rescuer`] takes back expired leases.
+//! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
+//! - [`daemon`]   — wires the services together for `postpub run`.
+//! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
+//! - [`event`]    — what services report (tests wait on it; metrics count it).
+//! - [`admin`]    — status, requeue and publish for the CLI.
+//! - [`demo`]     — the self-contained showcase.
+//! - [`cli`]      — clap subcommands; [`logging`] sets up tracing.
+//!
+//! Business rules (one current per document, supersede, fencing, outbox in the same
+//! transaction) live in SQL under `sql/`, where the database enforces them.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod demo;
+pub mod event;
+pub mod listener;
+pub mod logging;
+pub mod pipeline;
+pub mod shutdown;
+pub mod worker;

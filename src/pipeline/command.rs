@@ -1,0 +1,280 @@
+//! `command`: an external program as a pipeline step, so any tool can be plugged in.
+//!
+//! The body goes to the program's stdin and its stdout becomes the new body. Exit 0 is
+//! success, 75 (`EX_TEMPFAIL`) a transient failure, anything else permanent. A program
+//! that runs past `timeout` is killed and retried; one that prints more than
+//! `max_output_bytes` is killed and refused, so a runaway step cannot exhaust the
+//! daemon's memory. Dropping the step's future (shutdown, lost lease) kills the program.
+
+use std::process::Stdio;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::{Step, StepError, Work};
+use crate::config::CommandConfig;
+
+/// Exit status meaning "try again later" (sysexits.h `EX_TEMPFAIL`).
+pub const EXIT_TEMPFAIL: i32 = 75;
+
+/// How much of stderr is kept for the error message.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// The `command` step.
+pub struct Command {
+    cfg: CommandConfig,
+}
+
+impl Command {
+    /// A step running `cfg.program`.
+    pub fn new(cfg: CommandConfig) -> Self {
+        Self { cfg }
+    }
+
+    async fn exec(&self, work: &mut Work) -> Result<(), StepError> {
+        let cfg = &self.cfg;
+        let mut child = tokio::process::Command::new(&cfg.program)
+            .args(&cfg.args)
+            .env("POSTPUB_DOCUMENT", &work.document)
+            .env("POSTPUB_VERSION", work.version.to_string())
+            .env("POSTPUB_VERSION_ID", work.version_id.to_string())
+            .env("POSTPUB_ATTEMPT", work.attempt.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| StepError::Permanent(format!("cannot start {}: {e}", cfg.program)))?;
+
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(StepError::Permanent(
+                "the program's standard streams were not captured".to_owned(),
+            ));
+        };
+        let body = std::mem::take(&mut work.body);
+        // Feed stdin while reading stdout, or a program that writes before it has read
+        // everything would block on a full pipe and so would we.
+        let feed = async move {
+            // A program may exit without reading its input; that is its business.
+            let _ = stdin.write_all(body.as_bytes()).await;
+            drop(stdin);
+            body
+        };
+        let limit = cfg.max_output_bytes;
+        let run = async {
+            let (body, out, err) = tokio::join!(feed, read_limited(stdout, limit), tail(stderr));
+            (body, out, err)
+        };
+        let (body, out, err_tail) = match tokio::time::timeout(cfg.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(StepError::Transient(format!(
+                    "{} timed out after {}",
+                    cfg.program,
+                    humantime::format_duration(cfg.timeout)
+                )));
+            }
+        };
+        work.body = body;
+        let out = match out {
+            Ok(out) => out,
+            Err(ReadError::TooLong) => {
+                let _ = child.kill().await;
+                return Err(StepError::Permanent(format!(
+                    "{} wrote more than {} bytes to stdout (pipeline.command.max_output_bytes)",
+                    cfg.program, limit
+                )));
+            }
+            Err(ReadError::Io(e)) => {
+                let _ = child.kill().await;
+                return Err(StepError::Transient(format!(
+                    "reading the output of {}: {e}",
+                    cfg.program
+                )));
+            }
+        };
+        let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                return Err(StepError::Transient(format!(
+                    "waiting for {}: {e}",
+                    cfg.program
+                )))
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(StepError::Transient(format!(
+                    "{} closed its output but did not exit within {}",
+                    cfg.program,
+                    humantime::format_duration(cfg.timeout)
+                )));
+            }
+        };
+        let stderr_note = if err_tail.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", err_tail.trim())
+        };
+        match status.code() {
+            Some(0) => {
+                work.body = String::from_utf8(out).map_err(|e| {
+                    StepError::Permanent(format!(
+                        "{} wrote invalid UTF-8 at byte {}",
+                        cfg.program,
+                        e.utf8_error().valid_up_to()
+                    ))
+                })?;
+                work.transformed = true;
+                Ok(())
+            }
+            Some(EXIT_TEMPFAIL) => Err(StepError::Transient(format!(
+                "{} exited {EXIT_TEMPFAIL} (temporary failure){stderr_note}",
+                cfg.program
+            ))),
+            Some(code) => Err(StepError::Permanent(format!(
+                "{} exited {code}{stderr_note}",
+                cfg.program
+            ))),
+            None => Err(StepError::Transient(format!(
+                "{} was killed by a signal{stderr_note}",
+                cfg.program
+            ))),
+        }
+    }
+}
+
+impl Step for Command {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn run<'a>(&'a self, work: &'a mut Work) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(self.exec(work))
+    }
+}
+
+enum ReadError {
+    TooLong,
+    Io(std::io::Error),
+}
+
+/// Reads everything up to `limit` bytes; more is an error (and reading stops).
+async fn read_limited(mut r: impl AsyncRead + Unpin, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.map_err(ReadError::Io)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() as u64 + n as u64 > limit {
+            return Err(ReadError::TooLong);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads everything, keeping only the last few KB (for the error message).
+async fn tail(mut r: impl AsyncRead + Unpin) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 8 * 1024];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_TAIL_BYTES {
+            kept.drain(..kept.len() - STDERR_TAIL_BYTES);
+        }
+    }
+    if kept.len() > STDERR_TAIL_BYTES {
+        kept.drain(..kept.len() - STDERR_TAIL_BYTES);
+    }
+    let text = String::from_utf8_lossy(&kept);
+    // One line in the database and the logs.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::work;
+    use std::time::Duration;
+
+    fn sh(script: &str, timeout_ms: u64, max_output_bytes: u64) -> Command {
+        Command::new(CommandConfig {
+            program: "/bin/sh".to_owned(),
+            args: vec!["-c".to_owned(), script.to_owned()],
+            timeout: Duration::from_millis(timeout_ms),
+            max_output_bytes,
+        })
+    }
+
+    #[tokio::test]
+    async fn stdout_becomes_the_body() {
+        let mut w = work("<p>in</p>");
+        sh("tr a-z A-Z", 5000, 1024).run(&mut w).await.expect("ok");
+        assert_eq!(w.body, "<P>IN</P>");
+        assert!(w.transformed);
+    }
+
+    #[tokio::test]
+    async fn the_version_is_in_the_environment() {
+        let mut w = work("");
+        sh("cat >/dev/null; printf '%s/%s' \"$POSTPUB_DOCUMENT\" \"$POSTPUB_ATTEMPT\"", 5000, 1024)
+            .run(&mut w)
+            .await
+            .expect("ok");
+        assert_eq!(w.body, "doc/1");
+    }
+
+    #[tokio::test]
+    async fn exit_75_is_transient_and_other_codes_are_permanent() {
+        let mut w = work("x");
+        let e = sh("echo busy >&2; exit 75", 5000, 1024).run(&mut w).await;
+        assert!(matches!(&e, Err(StepError::Transient(m)) if m.contains("busy")), "{e:?}");
+        let e = sh("echo broken recipe >&2; exit 3", 5000, 1024).run(&mut w).await;
+        assert!(
+            matches!(&e, Err(StepError::Permanent(m)) if m.contains("exited 3: broken recipe")),
+            "{e:?}"
+        );
+        assert_eq!(w.body, "x", "a failed step leaves the body as it was");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_program_times_out_as_transient() {
+        let mut w = work("x");
+        let started = std::time::Instant::now();
+        let e = sh("sleep 30", 300, 1024).run(&mut w).await;
+        assert!(matches!(&e, Err(StepError::Transient(m)) if m.contains("timed out")), "{e:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn too_much_output_is_refused() {
+        let mut w = work("x");
+        let e = sh("yes", 10_000, 100_000).run(&mut w).await;
+        assert!(matches!(&e, Err(StepError::Permanent(m)) if m.contains("more than 100000 bytes")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let mut w = work("x");
+        let step = Command::new(CommandConfig {
+            program: "/nonexistent/step".to_owned(),
+            ..CommandConfig::default()
+        });
+        let e = step.run(&mut w).await;
+        assert!(matches!(&e, Err(StepError::Permanent(m)) if m.contains("/nonexistent/step")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_output_is_permanent() {
+        let mut w = work("x");
+        let e = sh("cat >/dev/null; printf '\\377'", 5000, 1024).run(&mut w).await;
+        assert!(matches!(&e, Err(StepError::Permanent(m)) if m.contains("UTF-8")), "{e:?}");
+    }
+}

@@ -1,0 +1,245 @@
+//! Claim, finish and lease renewal: thin typed wrappers around the SQL functions in
+//! `sql/0003_worker.sql`, which hold the rules (one version per document, supersede,
+//! fencing). Each call is one statement and one round trip for a whole batch.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Client;
+
+use crate::db::{sql, Error, State};
+
+/// A version this daemon now holds a lease on.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// `postpub.versions.id`.
+    pub id: i64,
+    /// Document name.
+    pub document: String,
+    /// Version number within the document.
+    pub version: i32,
+    /// A deletion: skips the steps, goes straight to the publish step.
+    pub is_tombstone: bool,
+    /// Recipe to collate with, if any.
+    pub recipe_id: Option<i64>,
+    /// Claims so far, this one included.
+    pub attempts: i32,
+    /// Fencing token: finishing succeeds only while the lease still carries it.
+    pub token: i64,
+    /// Body size, checked against `pipeline.max_body_bytes` before loading it.
+    pub body_bytes: i32,
+    /// When it was published (the publishing transaction's start).
+    pub created_at: SystemTime,
+}
+
+/// Claims up to `limit` versions for `actor`.
+pub async fn claim_batch(
+    client: &Client,
+    actor: &str,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<Claimed>, Error> {
+    let stmt = client
+        .prepare_cached(sql::CLAIM_BATCH)
+        .await
+        .map_err(Error::query("preparing the claim"))?;
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let rows = client
+        .query(&stmt, &[&actor, &limit, &lease.as_secs_f64()])
+        .await
+        .map_err(Error::query("claiming versions"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Claimed {
+            id: r.get(0),
+            document: r.get(1),
+            version: r.get(2),
+            is_tombstone: r.get(3),
+            recipe_id: r.get(4),
+            attempts: r.get(5),
+            token: r.get(6),
+            body_bytes: r.get(7),
+            created_at: r.get(8),
+        })
+        .collect())
+}
+
+/// What happens to a claimed version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Make it current (or superseded, if a newer version already is).
+    Publish {
+        /// New content to store as the collated output, when a step produced some.
+        collated: Option<String>,
+        /// Warnings of the steps, stored with the collated output.
+        warnings: Vec<String>,
+    },
+    /// Errored now, with this reason.
+    Error(String),
+    /// Back to post-publication, claimable again after `after`.
+    Retry {
+        /// The transient failure.
+        error: String,
+        /// Backoff delay.
+        after: Duration,
+    },
+    /// Back to post-publication now, the attempt not counted (shutdown).
+    Release,
+}
+
+impl Outcome {
+    fn sql_name(&self) -> &'static str {
+        match self {
+            Outcome::Publish { .. } => "publish",
+            Outcome::Error(_) => "error",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Release => "release",
+        }
+    }
+}
+
+/// An outcome to record for one claimed version.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Version id.
+    pub id: i64,
+    /// The token it was claimed with.
+    pub token: i64,
+    /// What to record.
+    pub outcome: Outcome,
+}
+
+/// What recording an outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The version is now in this state.
+    State(State),
+    /// The lease is no longer ours (expired and rescued, maybe re-claimed): nothing written.
+    Lost,
+}
+
+/// Records outcomes in one transaction. Versions missing from the result could not be
+/// finished yet (their document is locked by an application transaction): retry them.
+pub async fn finish_batch(
+    client: &Client,
+    actor: &str,
+    batch: &[Finish],
+) -> Result<Vec<(i64, Finished)>, Error> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut retry_s = Vec::with_capacity(n);
+    let mut collated: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut warnings: Vec<Option<String>> = Vec::with_capacity(n);
+    for f in batch {
+        ids.push(f.id);
+        tokens.push(f.token);
+        outcomes.push(f.outcome.sql_name());
+        let (err, after, coll, warn) = match &f.outcome {
+            Outcome::Publish { collated, warnings } => (
+                None,
+                0.0,
+                collated.as_deref(),
+                (!warnings.is_empty()).then(|| warnings.join("\n")),
+            ),
+            Outcome::Error(e) => (Some(e.as_str()), 0.0, None, None),
+            Outcome::Retry { error, after } => (Some(error.as_str()), after.as_secs_f64(), None, None),
+            Outcome::Release => (None, 0.0, None, None),
+        };
+        errors.push(err);
+        retry_s.push(after);
+        collated.push(coll);
+        warnings.push(warn);
+    }
+    let stmt = client
+        .prepare_cached(sql::FINISH_BATCH)
+        .await
+        .map_err(Error::query("preparing the finish"))?;
+    let rows = client
+        .query(
+            &stmt,
+            &[&actor, &ids, &tokens, &outcomes, &errors, &retry_s, &collated, &warnings],
+        )
+        .await
+        .map_err(Error::query("finishing versions"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: i64 = r.get(0);
+        let result: &str = r.get(1);
+        let finished = if result == "lost" {
+            Finished::Lost
+        } else {
+            match result.parse::<State>() {
+                Ok(s) => Finished::State(s),
+                // Only reachable if the SQL and this binary disagree; treat as not finished
+                // so the version is retried rather than forgotten.
+                Err(e) => {
+                    tracing::error!(version_id = id, error = %e, "finish returned an unknown state");
+                    continue;
+                }
+            }
+        };
+        out.push((id, finished));
+    }
+    Ok(out)
+}
+
+/// Extends the leases this daemon holds; returns the ids still held.
+pub async fn renew_leases(
+    client: &Client,
+    held: &[(i64, i64)],
+    lease: Duration,
+) -> Result<HashSet<i64>, Error> {
+    let ids: Vec<i64> = held.iter().map(|h| h.0).collect();
+    let tokens: Vec<i64> = held.iter().map(|h| h.1).collect();
+    let stmt = client
+        .prepare_cached(sql::RENEW_LEASES)
+        .await
+        .map_err(Error::query("preparing the lease renewal"))?;
+    let rows = client
+        .query(&stmt, &[&ids, &tokens, &lease.as_secs_f64()])
+        .await
+        .map_err(Error::query("renewing leases"))?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+}
+
+/// A version whose expired lease was taken back.
+#[derive(Debug, Clone)]
+pub struct Rescued {
+    /// Version id.
+    pub id: i64,
+    /// Document name.
+    pub document: String,
+    /// Its new state (post-publication, or errored when out of attempts).
+    pub state: String,
+    /// Who held the lease.
+    pub held_by: Option<String>,
+}
+
+/// Takes back every expired lease.
+pub async fn rescue_expired(
+    client: &Client,
+    actor: &str,
+    max_attempts: u32,
+) -> Result<Vec<Rescued>, Error> {
+    let stmt = client
+        .prepare_cached(sql::RESCUE_EXPIRED)
+        .await
+        .map_err(Error::query("preparing the lease rescue"))?;
+    let max = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+    let rows = client
+        .query(&stmt, &[&actor, &max])
+        .await
+        .map_err(Error::query("rescuing expired leases"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Rescued {
+            id: r.get(0),
+            document: r.get(1),
+            state: r.get(2),
+            held_by: r.get(3),
+        })
+        .collect())
+}

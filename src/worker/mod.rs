@@ -1,0 +1,666 @@
+//! The worker: claims versions in batches, runs the pipeline on each, and records the
+//! outcomes in batches, while renewing the leases it holds.
+//!
+//! Three loops share one in-flight registry:
+//! * the claim loop takes up to `batch_size` versions whenever this daemon holds fewer
+//!   than `concurrency`, and otherwise waits for a notification, a finished batch or the
+//!   fallback poll;
+//! * the finisher records outcomes in one `postpub._finish` call per batch (whatever has
+//!   accumulated while the previous call ran), and frees the slots;
+//! * the renewer extends every held lease each `lease / 3`, and cancels work whose lease
+//!   was lost.
+//!
+//! Shutdown (STYLE §4): the soft token stops claiming; in-flight work gets
+//! `shutdown_timeout` to finish; then the hard token cancels it and it is released back to
+//! post-publication with the attempt not counted.
+
+pub mod claim;
+pub mod rescuer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{BackoffConfig, PipelineConfig, WorkerConfig};
+use crate::db::{self, sql, State};
+use crate::event::{Event, Events};
+use crate::pipeline::{Pipeline, RecipeSource, Work};
+use claim::{Claimed, Finish, Finished, Outcome};
+
+/// How long the finisher may keep trying after the hard deadline before leaving the rest
+/// to lease expiry.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
+
+/// Recipes kept in memory; recipes never change, so the cache never goes stale.
+const RECIPE_CACHE_SIZE: usize = 256;
+
+/// The worker service.
+pub struct Worker {
+    /// Work pool.
+    pool: Pool,
+    /// `host:port/db` of the pool, for messages.
+    target: String,
+    /// Who we are in `locked_by` and the audit trail.
+    actor: String,
+    /// `[worker]`.
+    cfg: WorkerConfig,
+    /// `[pipeline]` (body size limit).
+    pipeline_cfg: PipelineConfig,
+    /// The steps.
+    pipeline: Arc<Pipeline>,
+    /// Woken by the listener (and by the finisher when slots free up).
+    wake: Arc<Notify>,
+    /// Reports claims and outcomes.
+    events: Events,
+}
+
+/// One claimed version this daemon is working on.
+struct InFlight {
+    token: i64,
+    document: String,
+    /// Cancelled when the lease is lost or on hard shutdown.
+    cancel: CancellationToken,
+}
+
+/// Versions held by this daemon, by id.
+#[derive(Clone, Default)]
+struct Registry(Arc<Mutex<HashMap<i64, InFlight>>>);
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, InFlight>> {
+        // A panic while holding this lock would be a bug elsewhere; the map itself is
+        // still consistent (single inserts/removes), so keep going with it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An outcome on its way to the finisher, with the slot it frees once recorded.
+struct Done {
+    id: i64,
+    token: i64,
+    document: String,
+    outcome: Outcome,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// What processing needs, shared by every version's task.
+struct Context {
+    pool: Pool,
+    target: String,
+    pipeline: Arc<Pipeline>,
+    max_body_bytes: u64,
+    max_attempts: u32,
+    backoff: BackoffConfig,
+    recipes: Mutex<HashMap<i64, Arc<RecipeSource>>>,
+    events: Events,
+}
+
+impl Worker {
+    /// A worker over `pool`, identified as `actor`.
+    pub fn new(
+        pool: Pool,
+        target: String,
+        actor: String,
+        cfg: WorkerConfig,
+        pipeline_cfg: PipelineConfig,
+        pipeline: Arc<Pipeline>,
+        wake: Arc<Notify>,
+        events: Events,
+    ) -> Self {
+        Self {
+            pool,
+            target,
+            actor,
+            cfg,
+            pipeline_cfg,
+            pipeline,
+            wake,
+            events,
+        }
+    }
+
+    /// Runs until `soft` is cancelled and in-flight work is finished or released.
+    pub async fn run(self, soft: CancellationToken, hard: CancellationToken) {
+        tracing::debug!(actor = %self.actor, "worker started");
+        let cfg = self.cfg.clone();
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let registry = Registry::default();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        let tasks = TaskTracker::new();
+        let ctx = Arc::new(Context {
+            pool: self.pool.clone(),
+            target: self.target.clone(),
+            pipeline: self.pipeline.clone(),
+            max_body_bytes: self.pipeline_cfg.max_body_bytes,
+            max_attempts: cfg.max_attempts,
+            backoff: cfg.backoff.clone(),
+            recipes: Mutex::new(HashMap::new()),
+            events: self.events.clone(),
+        });
+
+        let finisher = tokio::spawn(
+            Finisher {
+                pool: self.pool.clone(),
+                target: self.target.clone(),
+                actor: self.actor.clone(),
+                batch_size: cfg.batch_size,
+                registry: registry.clone(),
+                wake: self.wake.clone(),
+                events: self.events.clone(),
+            }
+            .run(done_rx),
+        );
+        let renew_stop = CancellationToken::new();
+        let renewer = tokio::spawn(
+            Renewer {
+                pool: self.pool.clone(),
+                target: self.target.clone(),
+                lease: cfg.lease,
+                interval: cfg.renew_interval(),
+                registry: registry.clone(),
+            }
+            .run(renew_stop.clone()),
+        );
+
+        self.claim_loop(&soft, &hard, &slots, &registry, &done_tx, &tasks, &ctx)
+            .await;
+
+        // Phase 1: let in-flight work finish (every slot back means every outcome recorded).
+        let all = u32::try_from(cfg.concurrency).unwrap_or(u32::MAX);
+        let in_flight = cfg.concurrency - slots.available_permits();
+        if in_flight > 0 {
+            tracing::info!(in_flight, timeout = %humantime::format_duration(cfg.shutdown_timeout), "waiting for in-flight versions");
+        }
+        let finished = tokio::time::timeout(cfg.shutdown_timeout, slots.acquire_many(all)).await;
+        if finished.is_err() {
+            // Phase 2: cancel what still runs; its tasks release their versions.
+            let left = cfg.concurrency - slots.available_permits();
+            tracing::warn!(in_flight = left, "shutdown timeout reached; releasing unfinished versions");
+            hard.cancel();
+            if tokio::time::timeout(RELEASE_GRACE, slots.acquire_many(all))
+                .await
+                .is_err()
+            {
+                let left = cfg.concurrency - slots.available_permits();
+                tracing::warn!(
+                    unreleased = left,
+                    "could not record every release; those versions return when their lease expires"
+                );
+            }
+        }
+        tasks.close();
+        drop(done_tx);
+        if tokio::time::timeout(RELEASE_GRACE, tasks.wait()).await.is_err() {
+            tracing::warn!("some version tasks did not stop in time");
+        }
+        // The finisher ends once every sender is gone and its queue is empty (or the
+        // database is unreachable: then leases expire and another daemon rescues).
+        if tokio::time::timeout(RELEASE_GRACE, finisher).await.is_err() {
+            tracing::warn!("finisher did not drain in time");
+        }
+        renew_stop.cancel();
+        let _ = renewer.await;
+        tracing::debug!("worker stopped");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_loop(
+        &self,
+        soft: &CancellationToken,
+        hard: &CancellationToken,
+        slots: &Arc<Semaphore>,
+        registry: &Registry,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        tasks: &TaskTracker,
+        ctx: &Arc<Context>,
+    ) {
+        let mut poll = tokio::time::interval(self.cfg.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        let mut db_backoff = Duration::from_millis(100);
+        let instant = !self.pipeline.needs_body();
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = soft.cancelled() => return,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return, // closed: only on shutdown
+                },
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.cfg.batch_size {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let want = permits.len();
+            let claimed = match self.claim(want).await {
+                Ok(c) => {
+                    db_backoff = Duration::from_millis(100);
+                    c
+                }
+                Err(e) => {
+                    drop(permits);
+                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "claim failed");
+                    tokio::select! {
+                        biased;
+                        _ = soft.cancelled() => return,
+                        _ = tokio::time::sleep(db_backoff) => {}
+                    }
+                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let got = claimed.len();
+            for (c, slot) in claimed.into_iter().zip(permits.drain(..)) {
+                self.start(c, slot, hard, registry, done_tx, tasks, ctx, instant);
+            }
+            drop(permits);
+            if got == want {
+                continue; // a full batch: there is probably more
+            }
+            tokio::select! {
+                biased;
+                _ = soft.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = poll.tick() => {}
+            }
+        }
+    }
+
+    async fn claim(&self, n: usize) -> Result<Vec<Claimed>, db::Error> {
+        let client = db::get(&self.pool, &self.target).await?;
+        claim::claim_batch(&client, &self.actor, n, self.cfg.lease).await
+    }
+
+    /// Starts work on a claimed version: inline when nothing needs doing (tombstones, a
+    /// pipeline of no-ops), otherwise on its own task.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        c: Claimed,
+        slot: OwnedSemaphorePermit,
+        hard: &CancellationToken,
+        registry: &Registry,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        tasks: &TaskTracker,
+        ctx: &Arc<Context>,
+        instant: bool,
+    ) {
+        let cancel = hard.child_token();
+        registry.lock().insert(
+            c.id,
+            InFlight {
+                token: c.token,
+                document: c.document.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let _ = self.events.send(Event::Claimed {
+            version_id: c.id,
+            document: c.document.clone(),
+            attempt: c.attempts,
+            wait_s: std::time::SystemTime::now()
+                .duration_since(c.created_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        });
+        if c.is_tombstone || instant {
+            tracing::debug!(version_id = c.id, document = %c.document, attempt = c.attempts, "claimed");
+            let _ = done_tx.send(Done {
+                id: c.id,
+                token: c.token,
+                document: c.document,
+                outcome: Outcome::Publish {
+                    collated: None,
+                    warnings: Vec::new(),
+                },
+                _slot: slot,
+            });
+            return;
+        }
+        let span = tracing::info_span!("version", version_id = c.id, document = %c.document);
+        let done_tx = done_tx.clone();
+        let ctx = ctx.clone();
+        tasks.spawn(
+            async move {
+                tracing::debug!(attempt = c.attempts, "claimed");
+                let outcome = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Outcome::Release,
+                    o = ctx.process(&c) => o,
+                };
+                let _ = done_tx.send(Done {
+                    id: c.id,
+                    token: c.token,
+                    document: c.document,
+                    outcome,
+                    _slot: slot,
+                });
+            }
+            .instrument(span),
+        );
+    }
+}
+
+impl Context {
+    /// Loads what the pipeline needs, runs it, and decides the outcome.
+    async fn process(&self, c: &Claimed) -> Outcome {
+        if c.body_bytes as u64 > self.max_body_bytes {
+            return Outcome::Error(format!(
+                "body is {} bytes, more than pipeline.max_body_bytes ({})",
+                c.body_bytes, self.max_body_bytes
+            ));
+        }
+        let mut work = match self.load(c).await {
+            Ok(w) => w,
+            Err(e) => return self.transient(c, format!("loading the version: {e}")),
+        };
+        let started = Instant::now();
+        match self.pipeline.run(&mut work).await {
+            Ok(()) => {
+                let _ = self.events.send(Event::StepRan {
+                    step: "pipeline",
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+                Outcome::Publish {
+                    collated: work.transformed.then_some(work.body),
+                    warnings: work.warnings,
+                }
+            }
+            Err(e) if e.is_transient() => self.transient(c, e.to_string()),
+            Err(e) => Outcome::Error(e.to_string()),
+        }
+    }
+
+    /// A transient failure: retry with backoff, or give up after `max_attempts` claims.
+    fn transient(&self, c: &Claimed, error: String) -> Outcome {
+        let attempt = u32::try_from(c.attempts).unwrap_or(0);
+        if attempt >= self.max_attempts {
+            Outcome::Error(format!("gave up after {attempt} attempts: {error}"))
+        } else {
+            let after = retry_delay(attempt, &self.backoff, rand::random::<f64>());
+            tracing::info!(attempt, retry_in_ms = after.as_millis() as u64, error = %error, "transient failure; will retry");
+            Outcome::Retry { error, after }
+        }
+    }
+
+    async fn load(&self, c: &Claimed) -> Result<Work, db::Error> {
+        let client = db::get(&self.pool, &self.target).await?;
+        let stmt = client
+            .prepare_cached(sql::FETCH_BODY)
+            .await
+            .map_err(db::Error::query("preparing the body fetch"))?;
+        let row = client
+            .query_one(&stmt, &[&c.id])
+            .await
+            .map_err(db::Error::query("loading the body"))?;
+        let body: String = row.get(0);
+        let recipe = match c.recipe_id {
+            Some(id) if self.pipeline.needs_recipe() => Some(self.recipe(&client, id).await?),
+            _ => None,
+        };
+        Ok(Work {
+            version_id: c.id,
+            document: c.document.clone(),
+            version: c.version,
+            attempt: c.attempts,
+            body,
+            recipe,
+            transformed: false,
+            warnings: Vec::new(),
+        })
+    }
+
+    async fn recipe(
+        &self,
+        client: &deadpool_postgres::Client,
+        id: i64,
+    ) -> Result<Arc<RecipeSource>, db::Error> {
+        if let Some(r) = self.recipes_lock().get(&id) {
+            return Ok(r.clone());
+        }
+        let stmt = client
+            .prepare_cached(sql::FETCH_RECIPE)
+            .await
+            .map_err(db::Error::query("preparing the recipe fetch"))?;
+        let row = client
+            .query_one(&stmt, &[&id])
+            .await
+            .map_err(db::Error::query("loading the recipe"))?;
+        let recipe = Arc::new(RecipeSource {
+            id,
+            css: row.get(0),
+        });
+        let mut cache = self.recipes_lock();
+        if cache.len() >= RECIPE_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(id, recipe.clone());
+        Ok(recipe)
+    }
+
+    fn recipes_lock(&self) -> MutexGuard<'_, HashMap<i64, Arc<RecipeSource>>> {
+        self.recipes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Delay before retry number `attempt` (1-based): `initial * 2^(attempt-1)`, capped at
+/// `max`, then scaled by a jitter factor in [0.5, 1.0) so that versions failing together
+/// do not retry together. `unit` is a uniform random number in [0, 1).
+pub fn retry_delay(attempt: u32, backoff: &BackoffConfig, unit: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let base = backoff
+        .initial
+        .checked_mul(1u32 << exp)
+        .unwrap_or(backoff.max)
+        .min(backoff.max);
+    base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+/// Records outcomes in batches.
+struct Finisher {
+    pool: Pool,
+    target: String,
+    actor: String,
+    batch_size: usize,
+    registry: Registry,
+    wake: Arc<Notify>,
+    events: Events,
+}
+
+impl Finisher {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Done>) {
+        let mut queue: Vec<Done> = Vec::new();
+        let mut backoff = Duration::from_millis(50);
+        let mut closed = false;
+        loop {
+            if queue.is_empty() {
+                if closed {
+                    return;
+                }
+                match rx.recv().await {
+                    Some(d) => queue.push(d),
+                    None => return,
+                }
+            }
+            while !closed && queue.len() < self.batch_size {
+                match rx.try_recv() {
+                    Ok(d) => queue.push(d),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                }
+            }
+            let take = queue.len().min(self.batch_size);
+            let batch: Vec<Done> = queue.drain(..take).collect();
+            match self.finish(&batch).await {
+                Ok(results) => {
+                    backoff = Duration::from_millis(50);
+                    let mut results: HashMap<i64, Finished> = results.into_iter().collect();
+                    let mut waiting = Vec::new();
+                    for d in batch {
+                        match results.remove(&d.id) {
+                            Some(f) => self.report(&d, f),
+                            None => waiting.push(d),
+                        }
+                    }
+                    self.wake.notify_one();
+                    if !waiting.is_empty() {
+                        // Their documents are locked by an application transaction that is
+                        // publishing to them; try again shortly.
+                        tracing::debug!(count = waiting.len(), "documents busy; finishing later");
+                        queue.extend(waiting);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, count = batch.len(), retry_in_ms = backoff.as_millis() as u64, "recording outcomes failed; will retry");
+                    queue.splice(0..0, batch);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, batch: &[Done]) -> Result<Vec<(i64, Finished)>, db::Error> {
+        let finishes: Vec<Finish> = batch
+            .iter()
+            .map(|d| Finish {
+                id: d.id,
+                token: d.token,
+                outcome: d.outcome.clone(),
+            })
+            .collect();
+        let client = db::get(&self.pool, &self.target).await?;
+        claim::finish_batch(&client, &self.actor, &finishes).await
+    }
+
+    fn report(&self, d: &Done, f: Finished) {
+        self.registry.lock().remove(&d.id);
+        let (id, document) = (d.id, d.document.as_str());
+        match f {
+            Finished::State(state) => {
+                match (&d.outcome, state) {
+                    (Outcome::Error(e), _) => {
+                        tracing::warn!(version_id = id, document, error = %e, "version errored")
+                    }
+                    (Outcome::Retry { .. }, _) => {
+                        tracing::debug!(version_id = id, document, "version will be retried")
+                    }
+                    (Outcome::Release, _) => {
+                        tracing::info!(version_id = id, document, "version released")
+                    }
+                    (_, State::Current) => {
+                        tracing::info!(version_id = id, document, "version is current")
+                    }
+                    (_, state) => tracing::info!(version_id = id, document, %state, "version finished"),
+                }
+                let _ = self.events.send(Event::Finished {
+                    version_id: id,
+                    document: d.document.clone(),
+                    state,
+                });
+            }
+            Finished::Lost => {
+                tracing::warn!(version_id = id, document, "lease lost before the outcome was recorded; nothing written");
+                let _ = self.events.send(Event::LeaseLost {
+                    version_id: id,
+                    document: d.document.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// Keeps held leases alive.
+struct Renewer {
+    pool: Pool,
+    target: String,
+    lease: Duration,
+    interval: Duration,
+    registry: Registry,
+}
+
+impl Renewer {
+    async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let held: Vec<(i64, i64)> = self
+                .registry
+                .lock()
+                .iter()
+                .map(|(id, f)| (*id, f.token))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let renewed = match db::get(&self.pool, &self.target).await {
+                Ok(client) => claim::renew_leases(&client, &held, self.lease).await,
+                Err(e) => Err(e),
+            };
+            match renewed {
+                Ok(renewed) => {
+                    let registry = self.registry.lock();
+                    for (id, _) in held.iter().filter(|(id, _)| !renewed.contains(id)) {
+                        // Either finished a moment ago (then this is a no-op) or rescued
+                        // by another daemon: stop working on it; the finish is fenced.
+                        if let Some(f) = registry.get(id) {
+                            tracing::debug!(version_id = id, document = %f.document, "lease not renewed; cancelling its work");
+                            f.cancel.cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, held = held.len(), "renewing leases failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff(initial_ms: u64, max_ms: u64) -> BackoffConfig {
+        BackoffConfig {
+            initial: Duration::from_millis(initial_ms),
+            max: Duration::from_millis(max_ms),
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_the_maximum() {
+        let b = backoff(100, 1000);
+        let full = |n| retry_delay(n, &b, 0.999_999_9);
+        assert!(full(1) <= Duration::from_millis(100) && full(1) > Duration::from_millis(99));
+        assert!(full(2) > Duration::from_millis(199));
+        assert!(full(4) > Duration::from_millis(799));
+        assert_eq!(retry_delay(5, &b, 1.0), Duration::from_millis(1000));
+        assert_eq!(retry_delay(60, &b, 1.0), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn jitter_keeps_at_least_half_the_delay() {
+        let b = backoff(1000, 600_000);
+        assert_eq!(retry_delay(1, &b, 0.0), Duration::from_millis(500));
+        for u in [0.0, 0.25, 0.5, 0.99] {
+            let d = retry_delay(3, &b, u);
+            assert!(d >= Duration::from_millis(2000) && d <= Duration::from_millis(4000));
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The rescuer: a maintenance loop that takes back versions whose lease expired (their
+//! daemon died or stalled) so that any running daemon can claim them again.
+//!
+//! It runs in every daemon at least every `min(poll_interval, lease / 2)`; rows another
+//! transaction holds are skipped, so rescuers never wait for each other or for a finish.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use super::claim;
+use crate::db;
+use crate::event::{Event, Events};
+
+/// The rescue loop.
+pub struct Rescuer {
+    /// Work pool.
+    pub pool: Pool,
+    /// `host:port/db`, for messages.
+    pub target: String,
+    /// Recorded in the audit trail.
+    pub actor: String,
+    /// How often to look.
+    pub interval: Duration,
+    /// A version rescued after this many claims is errored instead of retried.
+    pub max_attempts: u32,
+    /// Reports rescues.
+    pub events: Events,
+}
+
+impl Rescuer {
+    /// Runs until cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        tracing::debug!(interval_ms = self.interval.as_millis() as u64, "rescuer started");
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match self.rescue().await {
+                Ok(rescued) => {
+                    for r in rescued {
+                        tracing::warn!(
+                            version_id = r.id,
+                            document = %r.document,
+                            held_by = r.held_by.as_deref().unwrap_or("?"),
+                            state = %r.state,
+                            "lease expired; version taken back"
+                        );
+                        let _ = self.events.send(Event::Rescued {
+                            version_id: r.id,
+                            document: r.document,
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+            }
+        }
+        tracing::debug!("rescuer stopped");
+    }
+
+    async fn rescue(&self) -> Result<Vec<claim::Rescued>, db::Error> {
+        let client = db::get(&self.pool, &self.target).await?;
+        claim::rescue_expired(&client, &self.actor, self.max_attempts).await
+    }
+}
