@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 use crate::db::{sql, Error, State};
 
@@ -44,7 +44,7 @@ pub struct ErroredVersion {
 }
 
 /// Reads the status.
-pub async fn status(client: &Client, error_limit: i64) -> Result<Status, Error> {
+pub async fn status(client: &impl GenericClient, error_limit: i64) -> Result<Status, Error> {
     let mut st = Status::default();
     let rows = client
         .query(sql::STATUS_COUNTS, &[])
@@ -132,7 +132,7 @@ fn human_age(seconds: f64) -> String {
 
 /// `postpub.publish(document, body, recipe)`; returns the new version id.
 pub async fn publish(
-    client: &Client,
+    client: &impl GenericClient,
     document: &str,
     body: &str,
     recipe: Option<&str>,
@@ -145,7 +145,7 @@ pub async fn publish(
 }
 
 /// `postpub.delete(document)`; returns the tombstone's version id.
-pub async fn delete(client: &Client, document: &str) -> Result<i64, Error> {
+pub async fn delete(client: &impl GenericClient, document: &str) -> Result<i64, Error> {
     Ok(client
         .query_one(sql::DELETE_DOCUMENT, &[&document])
         .await
@@ -154,7 +154,7 @@ pub async fn delete(client: &Client, document: &str) -> Result<i64, Error> {
 }
 
 /// `postpub.requeue(id)`.
-pub async fn requeue(client: &Client, id: i64) -> Result<(), Error> {
+pub async fn requeue(client: &impl GenericClient, id: i64) -> Result<(), Error> {
     client
         .query_one(sql::REQUEUE_VERSION, &[&id])
         .await
@@ -163,7 +163,10 @@ pub async fn requeue(client: &Client, id: i64) -> Result<(), Error> {
 }
 
 /// `postpub.requeue_errored(document)`; returns how many were requeued.
-pub async fn requeue_errored(client: &Client, document: Option<&str>) -> Result<i32, Error> {
+pub async fn requeue_errored(
+    client: &impl GenericClient,
+    document: Option<&str>,
+) -> Result<i32, Error> {
     Ok(client
         .query_one(sql::REQUEUE_ERRORED, &[&document])
         .await

@@ -16,7 +16,12 @@ use crate::{admin, daemon, demo, event, logging, shutdown};
 /// their CSS recipe and publishes them: exactly one current version per document, an
 /// outbox event for everyone else.
 #[derive(Debug, Parser)]
-#[command(name = "postpub", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "postpub",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Configuration file (TOML; see config.example.toml). Defaults apply without one.
     #[arg(long, global = true, value_name = "FILE", env = "POSTPUB_CONFIG")]
@@ -63,7 +68,12 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct RequeueArgs {
     /// The errored version to requeue.
-    #[arg(long, value_name = "VERSION_ID", required_unless_present = "errored", conflicts_with = "errored")]
+    #[arg(
+        long,
+        value_name = "VERSION_ID",
+        required_unless_present = "errored",
+        conflicts_with = "errored"
+    )]
     pub id: Option<i64>,
     /// Requeue every errored version (of --document, if given).
     #[arg(long)]
@@ -80,7 +90,12 @@ pub struct PublishArgs {
     #[arg(long, value_name = "DOCUMENT")]
     pub document: String,
     /// File holding the body ("-" for stdin).
-    #[arg(long, value_name = "FILE", required_unless_present = "delete", conflicts_with = "delete")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "delete",
+        conflicts_with = "delete"
+    )]
     pub body: Option<PathBuf>,
     /// Publish a deletion (tombstone) instead of a body.
     #[arg(long, conflicts_with = "recipe")]
@@ -105,7 +120,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         std::env::vars(),
         cli.database_url.as_deref(),
     )?;
-    logging::init(&cfg.log);
+    let mut log = cfg.log.clone();
+    if matches!(cli.command, Command::Demo(_)) {
+        // The demo prints its own story; only problems should interrupt it.
+        log.level = "warn".to_owned();
+    }
+    logging::init(&log);
     match cli.command {
         Command::Migrate => migrate_cmd(&cfg).await,
         Command::Run => run_cmd(cfg).await,
@@ -236,14 +256,22 @@ mod tests {
         assert!(Cli::try_parse_from(["postpub", "requeue"]).is_err());
         assert!(Cli::try_parse_from(["postpub", "requeue", "--id", "3", "--errored"]).is_err());
         assert!(Cli::try_parse_from(["postpub", "requeue", "--document", "d"]).is_err());
-        assert!(Cli::try_parse_from(["postpub", "requeue", "--errored", "--document", "d"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["postpub", "requeue", "--errored", "--document", "d"]).is_ok()
+        );
     }
 
     #[test]
     fn publish_needs_a_body_or_delete() {
         assert!(Cli::try_parse_from(["postpub", "publish", "--document", "d"]).is_err());
         assert!(Cli::try_parse_from([
-            "postpub", "publish", "--document", "d", "--delete", "--recipe", "r.css"
+            "postpub",
+            "publish",
+            "--document",
+            "d",
+            "--delete",
+            "--recipe",
+            "r.css"
         ])
         .is_err());
         assert!(Cli::try_parse_from(["postpub", "publish", "--document", "d", "--delete"]).is_ok());

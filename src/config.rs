@@ -364,7 +364,10 @@ impl Config {
             return bad("worker.max_attempts", "must be at least 1");
         }
         if w.backoff.initial > w.backoff.max {
-            return bad("worker.backoff.initial", "must not exceed worker.backoff.max");
+            return bad(
+                "worker.backoff.initial",
+                "must not exceed worker.backoff.max",
+            );
         }
         if self.database.pool_size < 2 {
             return bad(
@@ -503,7 +506,10 @@ mod tests {
             ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
             ("[worker]\nbatch_size = 5000\n", "worker.batch_size"),
             ("[pipeline]\nsteps = [\"colate\"]\n", "pipeline.steps"),
-            ("[pipeline]\nsteps = [\"command\"]\n", "pipeline.command.program"),
+            (
+                "[pipeline]\nsteps = [\"command\"]\n",
+                "pipeline.command.program",
+            ),
             ("[worker]\nlease = \"10ms\"\n", "worker.lease"),
         ] {
             let f = write(text);
@@ -514,9 +520,11 @@ mod tests {
 
     #[test]
     fn rescue_runs_at_least_every_half_lease() {
-        let mut w = WorkerConfig::default();
-        w.lease = Duration::from_secs(4);
-        w.poll_interval = Duration::from_secs(5);
+        let w = WorkerConfig {
+            lease: Duration::from_secs(4),
+            poll_interval: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        };
         assert_eq!(w.rescue_interval(), Duration::from_secs(2));
     }
 }

@@ -80,16 +80,16 @@ pub async fn run(
         .run(shutdown.soft.clone()),
     );
     tracker.spawn(
-        Worker::new(
-            pool.clone(),
-            target.clone(),
-            actor.clone(),
-            cfg.worker.clone(),
-            cfg.pipeline.clone(),
-            pipeline.clone(),
-            wakeups.versions.clone(),
-            events.clone(),
-        )
+        Worker {
+            pool: pool.clone(),
+            target: target.clone(),
+            actor: actor.clone(),
+            cfg: cfg.worker.clone(),
+            pipeline_cfg: cfg.pipeline.clone(),
+            pipeline: pipeline.clone(),
+            wake: wakeups.versions.clone(),
+            events: events.clone(),
+        }
         .run(shutdown.soft.clone(), shutdown.hard.clone()),
     );
     tracing::info!(

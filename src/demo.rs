@@ -37,11 +37,16 @@ const CHAPTER_1: &str = r#"<div data-type="chapter"><h1>Forces</h1>
 /// Runs the showcase; the database stays for exploring afterwards.
 pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
     let admin_client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    // Separate statements: DROP/CREATE DATABASE refuse to run in a transaction block.
     admin_client
         .batch_execute(&format!(
-            "drop database if exists {0} with (force); create database {0}",
+            "drop database if exists {} with (force)",
             quote_ident(database)
         ))
+        .await
+        .map_err(db::Error::query("dropping the previous demo database"))?;
+    admin_client
+        .batch_execute(&format!("create database {}", quote_ident(database)))
         .await
         .map_err(db::Error::query("creating the demo database"))?;
     drop(admin_client);
@@ -56,7 +61,10 @@ pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
 
     let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
     let report = migrate::migrate(&mut client).await?;
-    println!("created database {database} and migrated it to schema version {}", report.to);
+    println!(
+        "created database {database} and migrated it to schema version {}",
+        report.to
+    );
 
     let shutdown = shutdown::Shutdown::new();
     let (ready_tx, mut ready) = watch::channel(false);
@@ -72,31 +80,87 @@ pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
         .context("the daemon stopped before it was ready")?;
     println!("daemon running (pipeline: {:?})\n", cfg.pipeline.steps);
 
-    use Publish::{Body, Delete};
-    let script = [
-        ("publish intro without a recipe (current at once)", Body("intro", "<h1>Welcome</h1>", false)),
-        ("publish chapter-1 v1 with a recipe", Body("chapter-1", "<div data-type=\"chapter\"><h1>Draft</h1></div>", true)),
-        ("publish chapter-1 v2 right after (v1 is superseded)", Body("chapter-1", CHAPTER_1, true)),
-        ("publish glossary, then delete it", Body("glossary", "<dl><dt>force</dt><dd>a push or a pull</dd></dl>", true)),
-        ("", Delete("glossary")),
-        ("delete never-published (no event, no retry)", Delete("never-published")),
-        ("publish broken with malformed HTML (errored)", Body("broken", "<div><p>unclosed</div>", true)),
-        ("publish intro v2 without a recipe (v1 archived)", Body("intro", "<h1>Welcome back</h1>", false)),
+    use Publish::{Body, Burst, Delete};
+    let first = [
+        (
+            "publish intro without a recipe (current at once)",
+            Body("intro", "<h1>Welcome</h1>", false),
+        ),
+        (
+            "publish chapter-1 v1 and v2 in one transaction (v1 is superseded)",
+            Burst(
+                "chapter-1",
+                ["<div data-type=\"chapter\"><h1>Draft</h1></div>", CHAPTER_1],
+            ),
+        ),
+        (
+            "publish glossary with a recipe",
+            Body(
+                "glossary",
+                "<dl><dt>force</dt><dd>a push or a pull</dd></dl>",
+                true,
+            ),
+        ),
+        (
+            "delete never-published (no event, no retry)",
+            Delete("never-published"),
+        ),
+        (
+            "publish broken with malformed HTML (errored)",
+            Body("broken", "<div><p>unclosed</div>", true),
+        ),
     ];
-    for (what, step) in script {
-        if !what.is_empty() {
+    let second = [
+        ("delete glossary (deleted event)", Delete("glossary")),
+        (
+            "publish intro v2 without a recipe (v1 archived)",
+            Body("intro", "<h1>Welcome back</h1>", false),
+        ),
+    ];
+    let started = Instant::now();
+    for batch in [&first[..], &second[..]] {
+        for (what, step) in batch {
             println!("  {what}");
-        }
-        match step {
-            Body(doc, body, with_recipe) => {
-                admin::publish(&client, doc, body, with_recipe.then_some(RECIPE)).await?;
+            match *step {
+                Body(doc, body, with_recipe) => {
+                    admin::publish(&client, doc, body, with_recipe.then_some(RECIPE)).await?;
+                }
+                Burst(doc, bodies) => {
+                    let tx = client
+                        .transaction()
+                        .await
+                        .map_err(db::Error::query("starting a transaction"))?;
+                    for body in bodies {
+                        admin::publish(&tx, doc, body, Some(RECIPE)).await?;
+                    }
+                    tx.commit()
+                        .await
+                        .map_err(db::Error::query("committing the versions"))?;
+                }
+                Delete(doc) => {
+                    admin::delete(&client, doc).await?;
+                }
             }
-            Delete(doc) => {
-                admin::delete(&client, doc).await?;
-            }
         }
+        settle(&client).await?;
     }
+    println!("\nsettled in {} ms\n", started.elapsed().as_millis());
 
+    print_table(&client).await?;
+    shutdown.soft.cancel();
+    daemon.await.context("the daemon task failed")??;
+    let pg = db::pg_config(&cfg.database.url, cfg.database.connect_timeout)?;
+    println!(
+        "\nexplore it: psql -h {} -p {} -U {} -d {database} -c 'select document, version, content from postpub.current'",
+        db::target(&pg).split(':').next().unwrap_or("localhost"),
+        pg.get_ports().first().copied().unwrap_or(5432),
+        pg.get_user().unwrap_or("postgres"),
+    );
+    Ok(())
+}
+
+/// Waits until no version is pending or processing.
+async fn settle(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let pending: i64 = client
@@ -108,27 +172,18 @@ pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
             .map_err(db::Error::query("waiting for the versions to settle"))?
             .get(0);
         if pending == 0 {
-            break;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(30) {
             anyhow::bail!("{pending} versions still pending after 30s");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("\nsettled in {} ms\n", started.elapsed().as_millis());
-
-    print_table(&client).await?;
-    shutdown.soft.cancel();
-    daemon.await.context("the daemon task failed")??;
-    println!(
-        "\nexplore it: psql '{}' -c 'select * from postpub.current'",
-        db::redact(&cfg.database.url)
-    );
-    Ok(())
 }
 
 enum Publish {
     Body(&'static str, &'static str, bool),
+    Burst(&'static str, [&'static str; 2]),
     Delete(&'static str),
 }
 
@@ -148,7 +203,11 @@ async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         "document", "v", "state", "kind", "attempts", "event"
     );
     for r in rows {
-        let kind = if r.get::<_, bool>(3) { "tombstone" } else { "body" };
+        let kind = if r.get::<_, bool>(3) {
+            "tombstone"
+        } else {
+            "body"
+        };
         println!(
             "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} {}",
             r.get::<_, &str>(0),

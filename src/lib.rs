@@ -8,10 +8,10 @@
 //! Architecture map (one module per concern):
 //! - [`config`]   — TOML + `POSTPUB__*` + `DATABASE_URL` layering, validated once.
 //! - [`db`]       — connections, the pool, typed errors, `State`; [`db::migrate`] applies
-//!                  `sql/NNNN_*.sql`; [`db::sql`] holds the statements of `sql/queries/`.
+//!   `sql/NNNN_*.sql`; [`db::sql`] holds the statements of `sql/queries/`.
 //! - [`listener`] — the dedicated LISTEN connection: reconnect, re-LISTEN, wake-ups.
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
-//!                  claim/finish SQL; [`worker::rescuer`] takes back expired leases.
+//!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
 //! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
 //! - [`daemon`]   — wires the services together for `postpub run`.
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).

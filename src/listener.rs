@@ -116,10 +116,17 @@ impl Listener {
     /// Returns `Ok` when cancelled, `Err(reason)` when the connection is lost.
     async fn session(&self, cancel: &CancellationToken, reconnects: u64) -> Result<(), String> {
         let cfg = db::pg_config(&self.url, self.connect_timeout).map_err(|e| e.to_string())?;
-        let (client, mut connection) = tokio::time::timeout(self.connect_timeout, cfg.connect(NoTls))
-            .await
-            .map_err(|_| format!("connecting to {} timed out", db::target(&cfg)))?
-            .map_err(|e| format!("cannot connect to {}: {}", db::target(&cfg), db::describe(&e)))?;
+        let (client, mut connection) =
+            tokio::time::timeout(self.connect_timeout, cfg.connect(NoTls))
+                .await
+                .map_err(|_| format!("connecting to {} timed out", db::target(&cfg)))?
+                .map_err(|e| {
+                    format!(
+                        "cannot connect to {}: {}",
+                        db::target(&cfg),
+                        db::describe(&e)
+                    )
+                })?;
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -37,11 +37,17 @@ pub fn install(shutdown: Shutdown) -> std::io::Result<(JoinHandle<()>, watch::Re
                     reload_tx.send_modify(|n| *n += 1);
                 }
                 _ if shutdown.soft.is_cancelled() => {
-                    tracing::warn!(signal = sig, "second stop signal; releasing in-flight work now");
+                    tracing::warn!(
+                        signal = sig,
+                        "second stop signal; releasing in-flight work now"
+                    );
                     shutdown.hard.cancel();
                 }
                 _ => {
-                    tracing::info!(signal = sig, "stop signal received; finishing in-flight work");
+                    tracing::info!(
+                        signal = sig,
+                        "stop signal received; finishing in-flight work"
+                    );
                     shutdown.soft.cancel();
                 }
             }

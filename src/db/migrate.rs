@@ -44,7 +44,7 @@ pub fn latest() -> i32 {
 }
 
 /// Arbitrary but fixed key of the advisory lock taken while migrating ("postpub" in hex).
-const LOCK_KEY: i64 = 0x706f_7374_7075_62;
+const LOCK_KEY: i64 = 0x0070_6f73_7470_7562;
 
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +127,10 @@ pub async fn schema_version(client: &Client) -> Result<i32, Error> {
         return Ok(0);
     }
     let row = client
-        .query_one("select coalesce(max(version), 0) from postpub.migrations", &[])
+        .query_one(
+            "select coalesce(max(version), 0) from postpub.migrations",
+            &[],
+        )
         .await
         .map_err(Error::query("reading the schema version"))?;
     Ok(row.get(0))

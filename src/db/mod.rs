@@ -358,8 +358,11 @@ mod tests {
 
     #[test]
     fn target_names_host_port_and_database() {
-        let cfg = pg_config("postgres://u:pw@db.example:6543/books", Duration::from_secs(1))
-            .expect("parses");
+        let cfg = pg_config(
+            "postgres://u:pw@db.example:6543/books",
+            Duration::from_secs(1),
+        )
+        .expect("parses");
         assert_eq!(target(&cfg), "db.example:6543/books");
     }
 

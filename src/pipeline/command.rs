@@ -224,10 +224,14 @@ mod tests {
     #[tokio::test]
     async fn the_version_is_in_the_environment() {
         let mut w = work("");
-        sh("cat >/dev/null; printf '%s/%s' \"$POSTPUB_DOCUMENT\" \"$POSTPUB_ATTEMPT\"", 5000, 1024)
-            .run(&mut w)
-            .await
-            .expect("ok");
+        sh(
+            "cat >/dev/null; printf '%s/%s' \"$POSTPUB_DOCUMENT\" \"$POSTPUB_ATTEMPT\"",
+            5000,
+            1024,
+        )
+        .run(&mut w)
+        .await
+        .expect("ok");
         assert_eq!(w.body, "doc/1");
     }
 
@@ -235,8 +239,13 @@ mod tests {
     async fn exit_75_is_transient_and_other_codes_are_permanent() {
         let mut w = work("x");
         let e = sh("echo busy >&2; exit 75", 5000, 1024).run(&mut w).await;
-        assert!(matches!(&e, Err(StepError::Transient(m)) if m.contains("busy")), "{e:?}");
-        let e = sh("echo broken recipe >&2; exit 3", 5000, 1024).run(&mut w).await;
+        assert!(
+            matches!(&e, Err(StepError::Transient(m)) if m.contains("busy")),
+            "{e:?}"
+        );
+        let e = sh("echo broken recipe >&2; exit 3", 5000, 1024)
+            .run(&mut w)
+            .await;
         assert!(
             matches!(&e, Err(StepError::Permanent(m)) if m.contains("exited 3: broken recipe")),
             "{e:?}"
@@ -249,7 +258,10 @@ mod tests {
         let mut w = work("x");
         let started = std::time::Instant::now();
         let e = sh("sleep 30", 300, 1024).run(&mut w).await;
-        assert!(matches!(&e, Err(StepError::Transient(m)) if m.contains("timed out")), "{e:?}");
+        assert!(
+            matches!(&e, Err(StepError::Transient(m)) if m.contains("timed out")),
+            "{e:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
@@ -257,7 +269,10 @@ mod tests {
     async fn too_much_output_is_refused() {
         let mut w = work("x");
         let e = sh("yes", 10_000, 100_000).run(&mut w).await;
-        assert!(matches!(&e, Err(StepError::Permanent(m)) if m.contains("more than 100000 bytes")), "{e:?}");
+        assert!(
+            matches!(&e, Err(StepError::Permanent(m)) if m.contains("more than 100000 bytes")),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]
@@ -268,13 +283,21 @@ mod tests {
             ..CommandConfig::default()
         });
         let e = step.run(&mut w).await;
-        assert!(matches!(&e, Err(StepError::Permanent(m)) if m.contains("/nonexistent/step")), "{e:?}");
+        assert!(
+            matches!(&e, Err(StepError::Permanent(m)) if m.contains("/nonexistent/step")),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]
     async fn invalid_utf8_output_is_permanent() {
         let mut w = work("x");
-        let e = sh("cat >/dev/null; printf '\\377'", 5000, 1024).run(&mut w).await;
-        assert!(matches!(&e, Err(StepError::Permanent(m)) if m.contains("UTF-8")), "{e:?}");
+        let e = sh("cat >/dev/null; printf '\\377'", 5000, 1024)
+            .run(&mut w)
+            .await;
+        assert!(
+            matches!(&e, Err(StepError::Permanent(m)) if m.contains("UTF-8")),
+            "{e:?}"
+        );
     }
 }

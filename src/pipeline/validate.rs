@@ -9,11 +9,11 @@
 use std::cell::RefCell;
 
 use futures_util::future::BoxFuture;
+use html5ever::tendril::StrTendril;
 use html5ever::tokenizer::states::RawKind;
 use html5ever::tokenizer::{
     BufferQueue, Tag, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
 };
-use html5ever::tendril::StrTendril;
 use html5ever::LocalName;
 
 use super::{Step, StepError, Work};
@@ -33,8 +33,8 @@ impl Step for Validate {
 
 /// Elements that never have an end tag.
 const VOID: &[&str] = &[
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
-    "source", "track", "wbr",
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
 ];
 
 /// Checks that `html` is well-formed; the error names the line and the problem.
@@ -165,7 +165,10 @@ mod tests {
         for (bad, want) in [
             ("<div><p>x</div>", "</div> closes <p> opened at line 1"),
             ("<div>\n<p>x</p>", "<div> opened at line 1 is never closed"),
-            ("<p>x</p>\n</div>", "line 2: </div> has no matching start tag"),
+            (
+                "<p>x</p>\n</div>",
+                "line 2: </div> has no matching start tag",
+            ),
             ("<p a=1 a=2>x</p>", "malformed HTML at line 1"),
             ("<p>nul\0</p>", "NUL character"),
             ("<p>x</br></p>", "void element"),

@@ -145,7 +145,9 @@ pub async fn finish_batch(
                 (!warnings.is_empty()).then(|| warnings.join("\n")),
             ),
             Outcome::Error(e) => (Some(e.as_str()), 0.0, None, None),
-            Outcome::Retry { error, after } => (Some(error.as_str()), after.as_secs_f64(), None, None),
+            Outcome::Retry { error, after } => {
+                (Some(error.as_str()), after.as_secs_f64(), None, None)
+            }
             Outcome::Release => (None, 0.0, None, None),
         };
         errors.push(err);
@@ -160,7 +162,9 @@ pub async fn finish_batch(
     let rows = client
         .query(
             &stmt,
-            &[&actor, &ids, &tokens, &outcomes, &errors, &retry_s, &collated, &warnings],
+            &[
+                &actor, &ids, &tokens, &outcomes, &errors, &retry_s, &collated, &warnings,
+            ],
         )
         .await
         .map_err(Error::query("finishing versions"))?;

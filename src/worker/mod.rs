@@ -43,21 +43,21 @@ const RECIPE_CACHE_SIZE: usize = 256;
 /// The worker service.
 pub struct Worker {
     /// Work pool.
-    pool: Pool,
+    pub pool: Pool,
     /// `host:port/db` of the pool, for messages.
-    target: String,
+    pub target: String,
     /// Who we are in `locked_by` and the audit trail.
-    actor: String,
+    pub actor: String,
     /// `[worker]`.
-    cfg: WorkerConfig,
+    pub cfg: WorkerConfig,
     /// `[pipeline]` (body size limit).
-    pipeline_cfg: PipelineConfig,
+    pub pipeline_cfg: PipelineConfig,
     /// The steps.
-    pipeline: Arc<Pipeline>,
+    pub pipeline: Arc<Pipeline>,
     /// Woken by the listener (and by the finisher when slots free up).
-    wake: Arc<Notify>,
+    pub wake: Arc<Notify>,
     /// Reports claims and outcomes.
-    events: Events,
+    pub events: Events,
 }
 
 /// One claimed version this daemon is working on.
@@ -102,29 +102,6 @@ struct Context {
 }
 
 impl Worker {
-    /// A worker over `pool`, identified as `actor`.
-    pub fn new(
-        pool: Pool,
-        target: String,
-        actor: String,
-        cfg: WorkerConfig,
-        pipeline_cfg: PipelineConfig,
-        pipeline: Arc<Pipeline>,
-        wake: Arc<Notify>,
-        events: Events,
-    ) -> Self {
-        Self {
-            pool,
-            target,
-            actor,
-            cfg,
-            pipeline_cfg,
-            pipeline,
-            wake,
-            events,
-        }
-    }
-
     /// Runs until `soft` is cancelled and in-flight work is finished or released.
     pub async fn run(self, soft: CancellationToken, hard: CancellationToken) {
         tracing::debug!(actor = %self.actor, "worker started");
@@ -181,7 +158,10 @@ impl Worker {
         if finished.is_err() {
             // Phase 2: cancel what still runs; its tasks release their versions.
             let left = cfg.concurrency - slots.available_permits();
-            tracing::warn!(in_flight = left, "shutdown timeout reached; releasing unfinished versions");
+            tracing::warn!(
+                in_flight = left,
+                "shutdown timeout reached; releasing unfinished versions"
+            );
             hard.cancel();
             if tokio::time::timeout(RELEASE_GRACE, slots.acquire_many(all))
                 .await
@@ -196,7 +176,10 @@ impl Worker {
         }
         tasks.close();
         drop(done_tx);
-        if tokio::time::timeout(RELEASE_GRACE, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(RELEASE_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some version tasks did not stop in time");
         }
         // The finisher ends once every sender is gone and its queue is empty (or the
@@ -562,7 +545,9 @@ impl Finisher {
                     (_, State::Current) => {
                         tracing::info!(version_id = id, document, "version is current")
                     }
-                    (_, state) => tracing::info!(version_id = id, document, %state, "version finished"),
+                    (_, state) => {
+                        tracing::info!(version_id = id, document, %state, "version finished")
+                    }
                 }
                 let _ = self.events.send(Event::Finished {
                     version_id: id,
@@ -571,7 +556,11 @@ impl Finisher {
                 });
             }
             Finished::Lost => {
-                tracing::warn!(version_id = id, document, "lease lost before the outcome was recorded; nothing written");
+                tracing::warn!(
+                    version_id = id,
+                    document,
+                    "lease lost before the outcome was recorded; nothing written"
+                );
                 let _ = self.events.send(Event::LeaseLost {
                     version_id: id,
                     document: d.document.clone(),

@@ -32,7 +32,10 @@ pub struct Rescuer {
 impl Rescuer {
     /// Runs until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
-        tracing::debug!(interval_ms = self.interval.as_millis() as u64, "rescuer started");
+        tracing::debug!(
+            interval_ms = self.interval.as_millis() as u64,
+            "rescuer started"
+        );
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

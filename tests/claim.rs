@@ -1,0 +1,195 @@
+//! Claiming under contention, leases, rescue and fencing, against a real PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, Daemon, TestDb};
+use postpub::worker::claim::{self, Finish, Finished, Outcome};
+
+const RECIPE: &str = "p { color: inherit; }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_documents() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let mut cfg = db.config();
+    cfg.worker.concurrency = 4;
+    cfg.worker.batch_size = 16;
+    let mut daemons = Vec::new();
+    for _ in 0..4 {
+        daemons.push(Daemon::start(cfg.clone()).await);
+    }
+    // Two rounds of 1,000 documents while the daemons run.
+    for _round in 0..2 {
+        for k in 0..10 {
+            c.batch_execute(&format!(
+                "select count(postpub.publish('race-' || i, '<p>' || i || '</p>', '{RECIPE}'))
+                   from generate_series({}, {}) i",
+                k * 100,
+                k * 100 + 99
+            ))
+            .await
+            .expect("publish");
+        }
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "1000 current and nothing pending",
+        || async { db.pending(&c).await == 0 && db.counts(&c).await.get("current") == Some(&1000) },
+    )
+    .await;
+    let old: i64 = c
+        .query_one(
+            "select count(*) from postpub.versions where state = 'current' and version <> 2",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(old, 0, "every current version is the newest");
+    db.assert_invariants(&c).await;
+    for d in daemons {
+        d.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
+    let db = TestDb::new().await;
+    let pool_cfg = db.config();
+    let (pool, _) = postpub::db::pool(&pool_cfg.database).expect("pool");
+    let c = pool.get().await.expect("conn");
+    let v = db.publish(&c, "fenced", "<p>x</p>", Some(RECIPE)).await;
+
+    // Worker A claims with a 1 s lease and then stalls.
+    let a = claim::claim_batch(&c, "worker-a", 10, Duration::from_secs(1))
+        .await
+        .expect("claim a");
+    assert_eq!(a.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let rescued = claim::rescue_expired(&c, "rescuer", 5)
+        .await
+        .expect("rescue");
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].state, "post-publication");
+
+    // Worker B re-claims it.
+    let b = claim::claim_batch(&c, "worker-b", 10, Duration::from_secs(30))
+        .await
+        .expect("claim b");
+    assert_eq!(b.len(), 1);
+    assert_ne!(
+        a[0].token, b[0].token,
+        "a new claim carries a new fencing token"
+    );
+    assert_eq!(b[0].attempts, 2);
+
+    // A wakes up and tries to error it: fenced off, nothing written.
+    let late = claim::finish_batch(
+        &c,
+        "worker-a",
+        &[Finish {
+            id: v,
+            token: a[0].token,
+            outcome: Outcome::Error("late".into()),
+        }],
+    )
+    .await
+    .expect("finish a");
+    assert_eq!(late, vec![(v, Finished::Lost)]);
+    assert_eq!(db.state(&c, v).await, "processing");
+    // A's renewal does not extend B's lease either.
+    let renewed = claim::renew_leases(&c, &[(v, a[0].token)], Duration::from_secs(60))
+        .await
+        .expect("renew");
+    assert!(renewed.is_empty());
+
+    // B finishes normally.
+    let done = claim::finish_batch(
+        &c,
+        "worker-b",
+        &[Finish {
+            id: v,
+            token: b[0].token,
+            outcome: Outcome::Publish {
+                collated: Some("<p>X</p>".into()),
+                warnings: vec![],
+            },
+        }],
+    )
+    .await
+    .expect("finish b");
+    assert_eq!(
+        done,
+        vec![(v, Finished::State(postpub::db::State::Current))]
+    );
+    let content: String = c
+        .query_one(
+            "select content from postpub.current where document = 'fenced'",
+            &[],
+        )
+        .await
+        .expect("view")
+        .get(0);
+    assert_eq!(content, "<p>X</p>");
+    db.assert_invariants(&c).await;
+}
+
+#[tokio::test]
+async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let v = db.publish(&c, "orphan", "<p>x</p>", Some(RECIPE)).await;
+    // A daemon that claimed and died: lease already expired.
+    c.batch_execute(&format!(
+        "select * from postpub._claim('dead-daemon', 10, interval '1 second');
+         update postpub.versions set locked_until = now() - interval '1 second' where id = {v};"
+    ))
+    .await
+    .expect("simulate");
+    assert_eq!(db.state(&c, v).await, "processing");
+    let mut cfg = db.config();
+    cfg.worker.lease = Duration::from_secs(2); // rescue runs every second
+    let d = Daemon::start(cfg).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the orphan to become current",
+        || async { db.state(&c, v).await == "current" },
+    )
+    .await;
+    let why: String = c
+        .query_one(
+            "select why from postpub.transitions where version_id = $1 and from_state = 'processing' order by id limit 1",
+            &[&v],
+        )
+        .await
+        .expect("audit")
+        .get(0);
+    assert!(
+        why.contains("lease expired while dead-daemon held it"),
+        "{why}"
+    );
+    db.assert_invariants(&c).await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_version_rescued_after_its_last_attempt_is_errored_not_retried_forever() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let v = db.publish(&c, "poison", "<p>x</p>", Some(RECIPE)).await;
+    c.batch_execute(&format!(
+        "update postpub.versions set attempts = 2 where id = {v};
+         select * from postpub._claim('dead-daemon', 10, interval '1 second');
+         update postpub.versions set locked_until = now() - interval '1 second' where id = {v};"
+    ))
+    .await
+    .expect("simulate");
+    let rescued = c
+        .query("select state from postpub._rescue('rescuer', 3)", &[])
+        .await
+        .expect("rescue");
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(db.state(&c, v).await, "errored");
+}

@@ -1,0 +1,216 @@
+//! The binary from the outside: bad input gives one clear line and the right exit code;
+//! the operator commands work; --help lists every subcommand.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{bin, server_url, TestDb};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run postpub")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// One `error:` line naming `what`, the exit code `code`, no panic.
+fn assert_clear_failure(o: &Output, code: i32, what: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "exactly one error line: {err}");
+    assert!(
+        lines[0].contains(what),
+        "error line does not name {what:?}: {}",
+        lines[0]
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_exit_1_naming_the_address() {
+    let o = run(&["--database-url", "postgres://postgres@127.0.0.1:1/x", "run"]);
+    assert_clear_failure(&o, 1, "127.0.0.1:1/x");
+}
+
+#[test]
+fn a_malformed_database_url_is_named() {
+    let o = run(&["status", "--database-url", "postgres://u@h:port/x"]);
+    assert_clear_failure(&o, 1, "invalid database URL");
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_says_to_run_migrate() {
+    let db = TestDb::empty().await;
+    let o = run(&["run", "--database-url", &db.url]);
+    assert_clear_failure(&o, 1, "run `postpub migrate`");
+}
+
+#[test]
+fn a_missing_config_file_is_exit_2_naming_it() {
+    let o = run(&["--config", "/nonexistent/postpub.toml", "run"]);
+    assert_clear_failure(&o, 2, "/nonexistent/postpub.toml");
+}
+
+#[test]
+fn an_invalid_config_value_is_exit_2_naming_the_key() {
+    let dir = common::Script::new("");
+    let path = dir.dir.join("bad.toml");
+    std::fs::write(&path, "[worker]\nconcurrency = \"lots\"\n").expect("write");
+    let o = run(&["run", "--config", path.to_str().expect("utf-8 path")]);
+    assert_clear_failure(&o, 2, "worker.concurrency");
+    std::fs::write(&path, "[pipeline]\nsteps = [\"colate\"]\n").expect("write");
+    let o = run(&["run", "--config", path.to_str().expect("utf-8 path")]);
+    assert_clear_failure(&o, 2, "colate");
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for sub in ["migrate", "run", "status", "requeue", "publish", "demo"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(sub)),
+            "--help does not list {sub}:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn publish_status_and_requeue_from_the_command_line() {
+    let db = TestDb::new().await;
+    let dir = common::Script::new("");
+    let body = dir.dir.join("body.html");
+    let recipe = dir.dir.join("recipe.css");
+    std::fs::write(&body, "<p>hello</p>").expect("write");
+    std::fs::write(&recipe, "p { color: inherit; }").expect("write");
+    let url = db.url.as_str();
+
+    let o = run(&[
+        "publish",
+        "--database-url",
+        url,
+        "--document",
+        "cli-doc",
+        "--body",
+        body.to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id: i64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("prints the version id");
+    let c = db.client().await;
+    assert_eq!(db.state(&c, id).await, "current");
+
+    let o = run(&[
+        "publish",
+        "--database-url",
+        url,
+        "--document",
+        "cli-doc",
+        "--body",
+        body.to_str().unwrap_or_default(),
+        "--recipe",
+        recipe.to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with_recipe: i64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("id");
+    assert_eq!(db.state(&c, with_recipe).await, "post-publication");
+
+    // Make it errored by hand, as a failing pipeline would, then requeue it.
+    c.execute(
+        "update postpub.versions set state = 'errored', last_error = 'boom' where id = $1",
+        &[&with_recipe],
+    )
+    .await
+    .expect("error it");
+    let o = run(&["status", "--database-url", url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("errored") && out.contains("boom") && out.contains("cli-doc"),
+        "{out}"
+    );
+    let o = run(&["status", "--json", "--database-url", url]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
+    assert_eq!(json["errors"][0]["id"], serde_json::json!(with_recipe));
+
+    let o = run(&[
+        "requeue",
+        "--database-url",
+        url,
+        "--id",
+        &with_recipe.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(db.state(&c, with_recipe).await, "post-publication");
+    // Requeueing it again is refused: it is no longer errored.
+    let o = run(&[
+        "requeue",
+        "--database-url",
+        url,
+        "--id",
+        &with_recipe.to_string(),
+    ]);
+    assert_clear_failure(&o, 1, "not errored");
+    let o = run(&["requeue", "--database-url", url, "--errored"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("requeued 0 errored versions"));
+
+    let o = run(&[
+        "publish",
+        "--database-url",
+        url,
+        "--document",
+        "cli-doc",
+        "--delete",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "publish",
+        "--database-url",
+        url,
+        "--document",
+        "x",
+        "--body",
+        "/nonexistent.html",
+    ]);
+    assert_clear_failure(&o, 1, "/nonexistent.html");
+}
+
+#[tokio::test]
+async fn the_demo_runs_end_to_end() {
+    let name = format!(
+        "postpub_t_demo_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let o = run(&["demo", "--database-url", &server_url(), "--database", &name]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let admin = common::connect(&server_url()).await;
+    let _ = admin
+        .batch_execute(&format!("drop database if exists {name} with (force)"))
+        .await;
+    assert!(o.status.success(), "demo failed: {}\n{out}", stderr(&o));
+    for want in [
+        "current",
+        "superseded",
+        "archived",
+        "errored",
+        "deleted",
+        "malformed HTML",
+    ] {
+        assert!(out.contains(want), "demo output lacks {want:?}:\n{out}");
+    }
+}

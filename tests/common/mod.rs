@@ -1,0 +1,419 @@
+//! Test harness: every test gets its own database, created from a migrated template
+//! (`postpub_template`, rebuilt when the migrations change), and dropped `WITH (FORCE)`
+//! when the test passes (kept for debugging when it fails). Daemons run in-process with
+//! their event stream, or as the real binary when signals matter.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use postpub::config::Config;
+use postpub::db;
+use postpub::event::{self, Event};
+use postpub::shutdown::Shutdown;
+use tokio::sync::{broadcast, watch};
+use tokio_postgres::{Client, NoTls};
+
+/// Server the tests use: `DATABASE_URL`, else the local default.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+const TEMPLATE: &str = "postpub_template";
+
+/// Identifies the migrations the template was built from.
+fn fingerprint() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in postpub::db::migrate::MIGRATIONS {
+        for b in m.sql.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("postpub-template-{h:016x}")
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Builds the template once per server and migration set; safe across test processes.
+async fn ensure_template() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let admin = connect(&server_url()).await;
+        admin
+            .execute("select pg_advisory_lock(4242424242)", &[])
+            .await
+            .expect("template lock");
+        let fp = fingerprint();
+        let current: Option<String> = admin
+            .query_opt(
+                "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+                &[&TEMPLATE],
+            )
+            .await
+            .expect("look up template")
+            .and_then(|r| r.get(0));
+        if current.as_deref() != Some(fp.as_str()) {
+            // One statement per call: DROP/CREATE DATABASE refuse implicit transactions.
+            for sql in [
+                format!("alter database {TEMPLATE} is_template false"),
+                format!("drop database if exists {TEMPLATE} with (force)"),
+                format!("create database {TEMPLATE}"),
+            ] {
+                if let Err(e) = admin.batch_execute(&sql).await {
+                    // The first fails when there is no template yet.
+                    if !sql.starts_with("alter") {
+                        panic!("{sql}: {e}");
+                    }
+                }
+            }
+            {
+                let url = db::url_with_database(&server_url(), TEMPLATE).expect("url");
+                let (mut client, conn) = tokio_postgres::connect(&url, NoTls)
+                    .await
+                    .expect("connect template");
+                let h = tokio::spawn(conn);
+                db::migrate::migrate(&mut client)
+                    .await
+                    .expect("migrate template");
+                drop(client);
+                let _ = h.await;
+            }
+            admin
+                .batch_execute(&format!(
+                    "comment on database {TEMPLATE} is '{fp}';
+                     alter database {TEMPLATE} is_template true;"
+                ))
+                .await
+                .expect("mark template");
+        }
+        admin
+            .execute("select pg_advisory_unlock(4242424242)", &[])
+            .await
+            .expect("template unlock");
+    })
+    .await;
+}
+
+/// A database of one's own.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A fresh, migrated database.
+    pub async fn new() -> TestDb {
+        ensure_template().await;
+        let name = format!(
+            "postpub_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let admin = connect(&server_url()).await;
+        let mut tries = 0;
+        loop {
+            match admin
+                .batch_execute(&format!("create database {name} template {TEMPLATE}"))
+                .await
+            {
+                Ok(()) => break,
+                // "source database is being accessed by other users": another process is
+                // copying it right now.
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("create {name}: {e}"),
+            }
+        }
+        let url = db::url_with_database(&server_url(), &name).expect("url");
+        TestDb { name, url }
+    }
+
+    /// An empty database (not migrated).
+    pub async fn empty() -> TestDb {
+        let name = format!(
+            "postpub_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        connect(&server_url())
+            .await
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create empty db");
+        let url = db::url_with_database(&server_url(), &name).expect("url");
+        TestDb { name, url }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    /// Daemon settings for tests: fast polls and retries, no HTTP, a no-op pipeline.
+    pub fn config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.database.url = self.url.clone();
+        cfg.database.pool_size = 4;
+        cfg.worker.poll_interval = Duration::from_millis(500);
+        cfg.worker.lease = Duration::from_secs(5);
+        cfg.worker.backoff.initial = Duration::from_millis(20);
+        cfg.worker.backoff.max = Duration::from_millis(100);
+        cfg.worker.shutdown_timeout = Duration::from_secs(5);
+        cfg.pipeline.steps = vec!["noop".to_owned()];
+        cfg.http.listen = String::new();
+        cfg
+    }
+
+    pub async fn publish(&self, c: &Client, doc: &str, body: &str, recipe: Option<&str>) -> i64 {
+        c.query_one(
+            "select postpub.publish($1, $2, $3)",
+            &[&doc, &body, &recipe],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("publish {doc}: {e}"))
+        .get(0)
+    }
+
+    pub async fn delete(&self, c: &Client, doc: &str) -> i64 {
+        c.query_one("select postpub.delete($1)", &[&doc])
+            .await
+            .unwrap_or_else(|e| panic!("delete {doc}: {e}"))
+            .get(0)
+    }
+
+    pub async fn state(&self, c: &Client, id: i64) -> String {
+        c.query_one(
+            "select state::text from postpub.versions where id = $1",
+            &[&id],
+        )
+        .await
+        .expect("state")
+        .get(0)
+    }
+
+    pub async fn counts(&self, c: &Client) -> HashMap<String, i64> {
+        c.query(
+            "select state::text, count(*) from postpub.versions group by 1",
+            &[],
+        )
+        .await
+        .expect("counts")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+
+    pub async fn pending(&self, c: &Client) -> i64 {
+        c.query_one(
+            "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
+            &[],
+        )
+        .await
+        .expect("pending")
+        .get(0)
+    }
+
+    /// Checks the invariants every scenario must end with.
+    pub async fn assert_invariants(&self, c: &Client) {
+        let q = |sql: &'static str| async move {
+            c.query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, i64>(0)
+        };
+        assert_eq!(
+            q("select count(*) from (select document from postpub.versions where state = 'current' group by 1 having count(*) > 1) x").await,
+            0,
+            "a document with two current versions"
+        );
+        assert_eq!(
+            q("select count(*) from postpub.versions where state = 'errored' and coalesce(last_error, '') = ''").await,
+            0,
+            "errored without a reason"
+        );
+        assert_eq!(
+            q("select count(*) from postpub.versions v where not v.is_tombstone and v.state in ('current', 'archived')
+               and (select count(*) from postpub.outbox o where o.version_id = v.id and o.kind = 'published') <> 1").await,
+            0,
+            "a published version without exactly one published event"
+        );
+        assert_eq!(
+            q("select count(*) from postpub.outbox o join postpub.versions v on v.id = o.version_id
+               where v.state not in ('current', 'archived')").await,
+            0,
+            "an event for a version that was never current"
+        );
+        assert_eq!(
+            q("select count(*) from postpub.versions v
+               where v.state <> (select t.to_state from postpub.transitions t where t.version_id = v.id order by t.id desc limit 1)").await,
+            0,
+            "the audit trail does not end in the version's state"
+        );
+        assert_eq!(
+            q("select count(*) from postpub.versions v where v.state = 'current'
+               and exists (select 1 from postpub.versions n where n.document = v.document and n.version > v.version
+                           and n.state in ('current', 'archived'))").await,
+            0,
+            "a current version older than another published one"
+        );
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("keeping database {} for debugging", self.name);
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside a runtime; do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c
+                        .batch_execute(&format!("drop database if exists {name} with (force)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// An in-process daemon with its event stream.
+pub struct Daemon {
+    pub shutdown: Shutdown,
+    pub events: broadcast::Receiver<Event>,
+    pub ready: watch::Receiver<bool>,
+    handle: tokio::task::JoinHandle<Result<(), postpub::daemon::StartError>>,
+}
+
+impl Daemon {
+    pub async fn start(cfg: Config) -> Daemon {
+        let tx = event::channel();
+        let events = tx.subscribe();
+        let shutdown = Shutdown::new();
+        let (ready_tx, mut ready) = watch::channel(false);
+        let handle = tokio::spawn(postpub::daemon::run(cfg, shutdown.clone(), tx, ready_tx));
+        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+            .await
+            .expect("daemon ready within 10s")
+            .expect("daemon running");
+        Daemon {
+            shutdown,
+            events,
+            ready,
+            handle,
+        }
+    }
+
+    /// Stops it and checks that it stopped in time (no leaked task keeps it alive).
+    pub async fn stop(self) {
+        self.shutdown.soft.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.handle)
+            .await
+            .expect("daemon stopped within 15s")
+            .expect("daemon task")
+            .expect("daemon ran");
+    }
+
+    /// Waits for an event matching `pred`.
+    pub async fn wait_event(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Ok(e)) if pred(&e) => return e,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(e)) => panic!("event stream ended: {e}"),
+                Err(_) => panic!("no matching event within {timeout:?}"),
+            }
+        }
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A shell script in a temp dir (removed when dropped).
+pub struct Script {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl Script {
+    pub fn new(body: &str) -> Script {
+        let dir =
+            std::env::temp_dir().join(format!("postpub-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("step.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Script { dir, path }
+    }
+
+    pub fn program(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_postpub")
+}
+
+/// Shared tracing output for tests that want it (RUST_LOG=debug cargo test …).
+pub fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("RUST_LOG").is_ok() {
+            postpub::logging::init(&postpub::config::LogConfig::default());
+        }
+    });
+}
