@@ -47,14 +47,20 @@ create table postpub.versions (
   created_at       timestamptz not null default now(),
   state_changed_at timestamptz not null default now(),
   published_at     timestamptz,
-  unique (document, version)
+  unique (document, version),
+  -- The fencing token exists exactly while a version is processing, so "still ours" is
+  -- `lease_token = token`, an equality the planner can always drive by primary key.
+  constraint versions_lease_only_while_processing
+    check ((state = 'processing') = (lease_token is not null))
 );
 
 -- The database, not the daemon, guarantees one current and one processing version.
 create unique index versions_one_current on postpub.versions (document) where state = 'current';
 create unique index versions_one_processing on postpub.versions (document) where state = 'processing';
--- The claim scans pending work oldest first.
+-- The claim scans pending work oldest first, then looks at each document's pending versions.
 create index versions_pending on postpub.versions (run_after, id) where state = 'post-publication';
+create index versions_pending_document on postpub.versions (document, version)
+  where state = 'post-publication';
 create index versions_errored on postpub.versions (document) where state = 'errored';
 
 create table postpub.collated (
@@ -69,7 +75,9 @@ create table postpub.outbox (
   id              bigint generated always as identity primary key,  -- per-document order
   event_id        uuid not null unique,
   document        text not null,
-  version_id      bigint not null references postpub.versions (id),
+  -- No foreign key: events are only written by postpub's functions next to the version
+  -- they announce, and the key check would lock each version row once more per publish.
+  version_id      bigint not null,
   kind            postpub.event_kind not null,
   payload         jsonb not null,
   created_at      timestamptz not null default now(),

@@ -11,16 +11,30 @@
 --   * Finishing is fenced: a version changes state only while it is still 'processing'
 --     with the caller's lease token, so a worker whose lease expired cannot overwrite it.
 
+-- Planner settings of the functions below: their statements touch a few hundred rows of
+-- tables that may hold millions, often right after a bulk publish, before autovacuum has
+-- analyzed them. With stale statistics the planner can pick a bitmap scan and sort of the
+-- whole backlog (hundreds of ms per claim, measured). Index scans are always right for
+-- these access paths (by id, by document, or the pending index in order), so the
+-- functions turn the alternatives off, and join per document through LATERAL lookups
+-- or id arrays rather than through CTE joins whose sizes the planner cannot know. JIT is
+-- off: with inflated estimates it compiles a 5 ms statement for 300 ms.
+
 -- _claim(actor, limit, lease): claim up to `limit` versions, one per document, the newest
 -- pending one; older pending versions of those documents become superseded.
 create function postpub._claim(p_actor text, p_limit int, p_lease interval)
 returns table (version_id bigint, document text, version int, is_tombstone boolean,
                recipe_id bigint, attempts int, lease_token bigint, body_bytes int,
                created_at timestamptz)
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off set enable_bitmapscan = off set jit = off as $$
 declare
   v_docs text[];
+  v_claim bigint[];
+  v_stale bigint[];
+  v_by int[];
 begin
+  -- 1. Documents with claimable work, oldest first, that no other transaction holds.
   select coalesce(array_agg(distinct x.document), '{}') into v_docs
     from (select d.document
             from postpub.versions v
@@ -35,53 +49,66 @@ begin
     return;
   end if;
 
+  -- 2. Per locked document (a new snapshot: every claim or finish committed before the
+  --    lock was granted is visible): the newest pending version is claimed unless the
+  --    document is busy or already has a newer current; older pending ones are stale.
+  select coalesce(array_agg(i.newest_id) filter (
+           where i.run_after <= now() and i.processing is null
+             and i.newest > coalesce(i.current, 0)), '{}'),
+         coalesce(array_agg(s.id) filter (where s.id is not null), '{}'),
+         coalesce(array_agg(greatest(i.newest, i.current, i.processing))
+                    filter (where s.id is not null), '{}')
+    into v_claim, v_stale, v_by
+    from (select x.document, n.id as newest_id, n.version as newest, n.run_after,
+                 (select c.version from postpub.versions c
+                   where c.document = x.document and c.state = 'current') as current,
+                 (select p.version from postpub.versions p
+                   where p.document = x.document and p.state = 'processing') as processing
+            from unnest(v_docs) as x(document)
+            cross join lateral (
+              select v.id, v.version, v.run_after
+                from postpub.versions v
+               where v.document = x.document and v.state = 'post-publication'
+               order by v.version desc
+               limit 1) n) i
+    left join lateral (
+      select v.id
+        from postpub.versions v
+       where v.document = i.document and v.state = 'post-publication'
+         and (v.version < i.newest or i.newest < greatest(i.current, i.processing))
+      offset 0  -- keep it a per-document lookup (never flattened into a hash join)
+    ) s on true;
+
+  -- The rows chosen above cannot change before they are updated: every writer of pending
+  -- rows (claim, finish, publish) needs the document locks this transaction holds. So the
+  -- updates go by id alone (a state condition here would tempt the planner to scan the
+  -- whole pending index).
+  if cardinality(v_stale) > 0 then
+    with sup as (
+      update postpub.versions v
+         set state = 'superseded', state_changed_at = now()
+        from unnest(v_stale, v_by) as t(id, by_version)
+       where v.id = t.id
+      returning v.id, v.document, t.by_version
+    )
+    insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
+    select sup.id, sup.document, 'post-publication', 'superseded', p_actor,
+           format('version %s is newer', sup.by_version)
+      from sup;
+  end if;
+
   return query
-  with pend as (
-    select v.id, v.document, v.version, v.run_after
-      from postpub.versions v
-     where v.document = any(v_docs) and v.state = 'post-publication'
-  ), top as (
-    -- what a pending version must be newer than, and whether the document is busy
-    select v.document, max(v.version) as version, bool_or(v.state = 'processing') as busy
-      from postpub.versions v
-     where v.document = any(v_docs) and v.state in ('processing', 'current')
-     group by v.document
-  ), newest as (
-    select distinct on (p.document) p.id, p.document, p.version, p.run_after
-      from pend p
-     order by p.document, p.version desc
-  ), stale as (
-    select p.id, p.document, n.version as newest, t.version as top
-      from pend p
-      join newest n on n.document = p.document
-      left join top t on t.document = p.document
-     where p.id <> n.id or p.version < coalesce(t.version, 0)
-  ), sup as (
-    update postpub.versions v
-       set state = 'superseded', state_changed_at = now()
-      from stale s
-     where v.id = s.id and v.state = 'post-publication'
-    returning v.id, v.document, greatest(s.newest, s.top) as by_version
-  ), cl as (
+  with cl as (
     update postpub.versions v
        set state = 'processing', attempts = v.attempts + 1, locked_by = p_actor,
            locked_until = now() + p_lease, lease_token = txid_current(),
            state_changed_at = now()
-      from newest n
-      left join top t on t.document = n.document
-     where v.id = n.id and v.state = 'post-publication' and n.run_after <= now()
-       and not coalesce(t.busy, false) and n.version > coalesce(t.version, 0)
+     where v.id = any(v_claim)
     returning v.id, v.document, v.version, v.is_tombstone, v.recipe_id, v.attempts,
               v.lease_token, octet_length(v.body) as body_bytes, v.created_at
   ), tr as (
     insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-    select sup.id, sup.document, 'post-publication'::postpub.state,
-           'superseded'::postpub.state, p_actor,
-           format('version %s is newer', sup.by_version)
-      from sup
-    union all
-    select cl.id, cl.document, 'post-publication'::postpub.state,
-           'processing'::postpub.state, p_actor,
+    select cl.id, cl.document, 'post-publication', 'processing', p_actor,
            format('claimed, attempt %s', cl.attempts)
       from cl
   )
@@ -99,139 +126,152 @@ end $$;
 -- Returns (version_id, result) with result the new state, or 'lost' when the lease is no
 -- longer the caller's. Versions whose document is locked by an application transaction are
 -- left out: the caller keeps them and finishes them a moment later.
+--
+-- Every statement is driven by the input arrays and reaches versions by primary key, and
+-- the fencing test is `lease_token = token` (the token is set exactly while a version is
+-- processing: see versions_lease_only_while_processing), so plans stay the same whatever
+-- the statistics say.
 create function postpub._finish(p_actor text, p_ids bigint[], p_tokens bigint[],
                                 p_outcomes text[], p_errors text[],
                                 p_retry_s double precision[], p_collated text[],
                                 p_warnings text[])
 returns table (version_id bigint, result text)
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off set enable_bitmapscan = off set jit = off as $$
 declare
-  v_docs text[];
-  v_live text[];
+  v_ord bigint[];     -- positions in the input of the versions finished now
+  v_lost bigint[];    -- ids whose lease is no longer ours
+  v_live text[];      -- documents whose archived current was a live (non-tombstone) version
+  f_ids bigint[]; f_tokens bigint[]; f_outcomes text[]; f_errors text[];
+  f_retry double precision[]; f_collated text[]; f_warnings text[];
 begin
-  select coalesce(array_agg(x.document), '{}') into v_docs
-    from (select d.document
-            from postpub.documents d
-           where d.document in (select v.document from postpub.versions v
-                                 where v.id = any(p_ids))
+  -- Lock the documents of the versions still held (skipping any an application is
+  -- publishing to right now).
+  select coalesce(array_agg(h.ord), '{}') into v_ord
+    from (select t.ord
+            from unnest(p_ids, p_tokens) with ordinality as t(id, token, ord)
+            join postpub.versions v on v.id = t.id and v.lease_token = t.token
+            join postpub.documents d on d.document = v.document
            order by d.document
-             for no key update skip locked) x;
-  -- Our own rows, in id order (lease renewal locks in the same order).
-  perform 1 from postpub.versions v
-    where v.id = any(p_ids) and v.document = any(v_docs)
-    order by v.id
-      for update;
+             for no key update of d skip locked) h;
 
-  -- The previous current goes first: the one-current index allows no overlap. Remember
-  -- which documents were live, since only deleting a live document emits `deleted`.
-  with inp as (
-    select * from unnest(p_ids, p_tokens, p_outcomes) as t(id, token, outcome)
-  ), pub as (
-    select v.document, v.version
-      from postpub.versions v
-      join inp on inp.id = v.id and inp.token = v.lease_token
-     where v.state = 'processing' and v.document = any(v_docs) and inp.outcome = 'publish'
-  ), a as (
-    update postpub.versions c
-       set state = 'archived', state_changed_at = now()
-      from pub
-     where c.document = pub.document and c.state = 'current' and c.version < pub.version
-    returning c.id, c.document, c.is_tombstone, pub.version as by_version
-  ), t as (
-    insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-    select a.id, a.document, 'current', 'archived', p_actor,
-           format('replaced by version %s', a.by_version)
-      from a
-  )
-  select coalesce(array_agg(a.document) filter (where not a.is_tombstone), '{}')
-    into v_live from a;
-
-  return query
-  with inp as (
-    select * from unnest(p_ids, p_tokens, p_outcomes, p_errors, p_retry_s, p_collated,
-                         p_warnings)
-           as t(id, token, outcome, error, retry_s, collated, warnings)
-  ), dec as (
-    select v.id, inp.token, inp.outcome, inp.error, inp.retry_s, inp.collated, inp.warnings,
-           case
-             when inp.outcome = 'publish' and exists (
-                    select 1 from postpub.versions c
-                     where c.document = v.document and c.state = 'current'
-                       and c.version > v.version) then 'superseded'
-             when inp.outcome = 'publish' then 'current'
-             when inp.outcome = 'error' then 'errored'
-             else 'post-publication'
-           end::postpub.state as new_state
-      from postpub.versions v
-      join inp on inp.id = v.id and inp.token = v.lease_token
-     where v.state = 'processing' and v.document = any(v_docs)
-  ), u as (
-    update postpub.versions v
-       set state = d.new_state,
-           state_changed_at = now(),
-           published_at = case when d.new_state = 'current' then now() else v.published_at end,
-           last_error = case when d.outcome in ('error', 'retry') then d.error
-                             when d.new_state = 'current' then null
-                             else v.last_error end,
-           run_after = case when d.outcome = 'retry'
-                            then now() + make_interval(secs => d.retry_s)
-                            else now() end,
-           attempts = case when d.outcome = 'release' then greatest(v.attempts - 1, 0)
-                           else v.attempts end,
-           locked_by = null, locked_until = null, lease_token = null
-      from dec d
-     where v.id = d.id and v.state = 'processing' and v.lease_token = d.token
-    returning v.id, v.document, v.version, v.is_tombstone, v.state, v.attempts,
-              v.published_at, d.outcome, d.error, d.retry_s, d.collated, d.warnings
-  ), c as (
-    insert into postpub.collated (version_id, content, warnings)
-    select u.id, u.collated, coalesce(string_to_array(u.warnings, E'\n'), '{}')
-      from u
-     where u.state = 'current' and u.collated is not null
-  ), ev as (
-    select gen_random_uuid() as event_id, u.id, u.document, u.version, u.published_at,
-           case when u.is_tombstone then 'deleted' else 'published' end::postpub.event_kind
-             as kind
-      from u
-     where u.state = 'current' and (not u.is_tombstone or u.document = any(v_live))
-  ), e as (
-    insert into postpub.outbox (event_id, document, version_id, kind, payload)
-    select ev.event_id, ev.document, ev.id, ev.kind,
-           jsonb_build_object('event_id', ev.event_id, 'kind', ev.kind,
-                              'document', ev.document, 'version', ev.version,
-                              'version_id', ev.id, 'published_at', ev.published_at)
-      from ev
-  ), t as (
-    insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-    select u.id, u.document, 'processing', u.state, p_actor,
-           case
-             when u.state = 'current' and u.is_tombstone then 'document deleted'
-             when u.state = 'current' then 'published'
-             when u.state = 'superseded' then 'a newer version is already current'
-             when u.outcome = 'retry' then format('retry in %ss: %s', round(u.retry_s::numeric, 3), u.error)
-             when u.outcome = 'release' then 'released at shutdown'
-             else u.error
-           end
-      from u
-  )
-  select u.id, u.state::text from u
-  union all
-  select t.id, 'lost'
+  select coalesce(array_agg(t.id), '{}') into v_lost
     from unnest(p_ids, p_tokens) as t(id, token)
    where not exists (select 1 from postpub.versions v
-                      where v.id = t.id and v.state = 'processing' and v.lease_token = t.token);
+                      where v.id = t.id and v.lease_token = t.token);
+
+  select array_agg(p_ids[o]), array_agg(p_tokens[o]), array_agg(p_outcomes[o]),
+         array_agg(p_errors[o]), array_agg(p_retry_s[o]), array_agg(p_collated[o]),
+         array_agg(p_warnings[o])
+    into f_ids, f_tokens, f_outcomes, f_errors, f_retry, f_collated, f_warnings
+    from unnest(v_ord) as o;
+
+  if f_ids is not null then
+    -- The previous current goes first: the one-current index allows no overlap. Remember
+    -- which documents were live, since only deleting a live document emits `deleted`.
+    with pub as (
+      select v.document, v.version
+        from unnest(f_ids, f_tokens, f_outcomes) as t(id, token, outcome)
+        join postpub.versions v on v.id = t.id and v.lease_token = t.token
+       where t.outcome = 'publish'
+    ), a as (
+      update postpub.versions c
+         set state = 'archived', state_changed_at = now()
+        from pub
+       where c.document = pub.document and c.state = 'current' and c.version < pub.version
+      returning c.id, c.document, c.is_tombstone, pub.version as by_version
+    ), t as (
+      insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
+      select a.id, a.document, 'current', 'archived', p_actor,
+             format('replaced by version %s', a.by_version)
+        from a
+    )
+    select coalesce(array_agg(a.document) filter (where not a.is_tombstone), '{}')
+      into v_live from a;
+
+    return query
+    with t as (
+      select * from unnest(f_ids, f_tokens, f_outcomes, f_errors, f_retry)
+             as t(id, token, outcome, error, retry_s)
+    ), dec as (
+      select t.id, t.token, t.outcome, t.error, t.retry_s,
+             case
+               when t.outcome = 'publish' and exists (
+                      select 1 from postpub.versions c
+                       where c.document = v.document and c.state = 'current'
+                         and c.version > v.version) then 'superseded'
+               when t.outcome = 'publish' then 'current'
+               when t.outcome = 'error' then 'errored'
+               else 'post-publication'
+             end::postpub.state as new_state
+        from t
+        join postpub.versions v on v.id = t.id and v.lease_token = t.token
+    ), u as (
+      update postpub.versions v
+         set state = d.new_state,
+             state_changed_at = now(),
+             published_at = case when d.new_state = 'current' then now() else v.published_at end,
+             last_error = case when d.outcome in ('error', 'retry') then d.error
+                               when d.new_state = 'current' then null
+                               else v.last_error end,
+             run_after = case when d.outcome = 'retry'
+                              then now() + make_interval(secs => d.retry_s)
+                              else now() end,
+             attempts = case when d.outcome = 'release' then greatest(v.attempts - 1, 0)
+                             else v.attempts end,
+             locked_by = null, locked_until = null, lease_token = null
+        from dec d
+       where v.id = d.id and v.lease_token = d.token
+      returning v.id, v.document, v.version, v.is_tombstone, v.state, v.published_at,
+                d.outcome, d.error, d.retry_s
+    ), c as (
+      insert into postpub.collated (version_id, content, warnings)
+      select u.id, x.collated, coalesce(string_to_array(x.warnings, E'\n'), '{}')
+        from u
+        join unnest(f_ids, f_collated, f_warnings) as x(id, collated, warnings) on x.id = u.id
+       where u.state = 'current' and x.collated is not null
+    ), ev as (
+      select gen_random_uuid() as event_id, u.id, u.document, u.version, u.published_at,
+             case when u.is_tombstone then 'deleted' else 'published' end::postpub.event_kind
+               as kind
+        from u
+       where u.state = 'current' and (not u.is_tombstone or u.document = any(v_live))
+    ), e as (
+      insert into postpub.outbox (event_id, document, version_id, kind, payload)
+      select ev.event_id, ev.document, ev.id, ev.kind,
+             jsonb_build_object('event_id', ev.event_id, 'kind', ev.kind,
+                                'document', ev.document, 'version', ev.version,
+                                'version_id', ev.id, 'published_at', ev.published_at)
+        from ev
+    ), tr as (
+      insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
+      select u.id, u.document, 'processing', u.state, p_actor,
+             case
+               when u.state = 'current' and u.is_tombstone then 'document deleted'
+               when u.state = 'current' then 'published'
+               when u.state = 'superseded' then 'a newer version is already current'
+               when u.outcome = 'retry' then format('retry in %ss: %s', round(u.retry_s::numeric, 3), u.error)
+               when u.outcome = 'release' then 'released at shutdown'
+               else u.error
+             end
+        from u
+    )
+    select u.id, u.state::text from u;
+  end if;
+
+  return query select l, 'lost'::text from unnest(v_lost) as l;
 end $$;
 
 -- _renew(ids, tokens, lease): extend the leases still held; returns the ids renewed (a
 -- missing id means the lease was lost and its work should stop).
 create function postpub._renew(p_ids bigint[], p_tokens bigint[], p_lease interval)
 returns setof bigint
-language sql as $$
+language sql
+set enable_seqscan = off set enable_bitmapscan = off set jit = off as $$
   with l as (
     select v.id
-      from postpub.versions v
-      join unnest(p_ids, p_tokens) as t(id, token) on t.id = v.id and t.token = v.lease_token
-     where v.state = 'processing'
+      from unnest(p_ids, p_tokens) as t(id, token)
+      join postpub.versions v on v.id = t.id and v.lease_token = t.token
      order by v.id
        for update of v
   )
@@ -244,10 +284,12 @@ $$;
 
 -- _rescue(actor, max_attempts): versions whose lease expired go back to post-publication
 -- (or errored once they used up their attempts: a version that kills its daemon every time
--- must not loop forever). Rows another transaction holds are skipped, never waited for.
+-- must not loop forever). Rows and documents another transaction holds (a finish in
+-- progress) are skipped, never waited for.
 create function postpub._rescue(p_actor text, p_max_attempts int)
 returns table (version_id bigint, document text, state text, held_by text)
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off set enable_bitmapscan = off set jit = off as $$
 declare
   v_back int;
 begin
@@ -255,8 +297,10 @@ begin
   with x as (
     select v.id, v.locked_by
       from postpub.versions v
+      join postpub.documents d on d.document = v.document
      where v.state = 'processing' and v.locked_until < now()
-       for update skip locked
+       for update of v skip locked
+       for no key update of d skip locked
   ), u as (
     update postpub.versions v
        set state = case when v.attempts >= p_max_attempts then 'errored'

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::db::{self, migrate};
-use crate::{admin, daemon, demo, event, logging, shutdown};
+use crate::{admin, bench, daemon, demo, event, logging, shutdown};
 
 /// postpub: claims versions of documents published into PostgreSQL, collates them with
 /// their CSS recipe and publishes them: exactly one current version per document, an
@@ -51,6 +51,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Showcase: a throwaway database, a few documents, the daemon, the resulting states.
     Demo(DemoArgs),
+    /// Measure drain throughput, latency, memory and trigger cost in a database of its own.
+    Bench(bench::BenchArgs),
 }
 
 /// `status` options.
@@ -121,8 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.database_url.as_deref(),
     )?;
     let mut log = cfg.log.clone();
-    if matches!(cli.command, Command::Demo(_)) {
-        // The demo prints its own story; only problems should interrupt it.
+    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
+        // These print their own story; only problems should interrupt it.
         log.level = "warn".to_owned();
     }
     logging::init(&log);
@@ -133,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Requeue(args) => requeue_cmd(&cfg, &args).await,
         Command::Publish(args) => publish_cmd(&cfg, &args).await,
         Command::Demo(args) => demo::run(&cfg, &args.database).await,
+        Command::Bench(args) => bench::run(&cfg, &args).await,
     }
 }
 

@@ -17,13 +17,14 @@
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
 //! - [`admin`]    — status, requeue and publish for the CLI.
-//! - [`demo`]     — the self-contained showcase.
+//! - [`demo`]     — the self-contained showcase; [`bench`] — the benchmarks.
 //! - [`cli`]      — clap subcommands; [`logging`] sets up tracing.
 //!
 //! Business rules (one current per document, supersede, fencing, outbox in the same
 //! transaction) live in SQL under `sql/`, where the database enforces them.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -50,10 +50,12 @@ async fn the_database_refuses_a_second_current_or_processing_version() {
     let c = db.client().await;
     db.publish(&c, "two", "<p>1</p>", None).await;
     db.publish(&c, "two", "<p>2</p>", None).await;
-    for state in ["current", "processing"] {
+    for (state, token) in [("current", "null"), ("processing", "1")] {
         let err = c
             .execute(
-                &format!("update postpub.versions set state = '{state}' where document = 'two'"),
+                &format!(
+                    "update postpub.versions set state = '{state}', lease_token = {token} where document = 'two'"
+                ),
                 &[],
             )
             .await

@@ -101,9 +101,9 @@ pub async fn migrate(client: &mut Client) -> Result<Report, Error> {
         .map_err(Error::query("recording a migration"))?;
         tx.batch_execute(m.sql)
             .await
-            .map_err(|source| Error::Query {
+            .map_err(|error| Error::Query {
                 what: format!("applying migration {:04}_{}", m.version, m.name).into(),
-                source,
+                error,
             })?;
         tracing::info!(version = m.version, name = m.name, "migration applied");
     }

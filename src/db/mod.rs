@@ -25,12 +25,12 @@ pub enum Error {
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
     /// A connection could not be opened.
-    #[error("cannot connect to the database at {target}: {source}")]
+    #[error("cannot connect to the database at {target}: {}", describe(error))]
     Connect {
         /// host:port/dbname of the attempt (no password).
         target: String,
-        /// The driver's reason.
-        source: tokio_postgres::Error,
+        /// The driver's reason (part of the message, so not a separate `source`).
+        error: tokio_postgres::Error,
     },
     /// The pool could not hand out a connection.
     #[error("cannot connect to the database at {target}: {reason}")]
@@ -41,12 +41,12 @@ pub enum Error {
         reason: String,
     },
     /// A statement failed.
-    #[error("{what}: {}", describe(source))]
+    #[error("{what}: {}", describe(error))]
     Query {
         /// What the statement was for.
         what: Cow<'static, str>,
-        /// The driver's error.
-        source: tokio_postgres::Error,
+        /// The driver's error (part of the message, so not a separate `source`).
+        error: tokio_postgres::Error,
     },
     /// The database has not been migrated far enough for this binary.
     #[error("database schema postpub is at version {found}, this postpub needs {need}: run `postpub migrate`")]
@@ -69,9 +69,9 @@ pub enum Error {
 impl Error {
     /// Wraps a statement failure with what it was for.
     pub fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
-        move |source| Error::Query {
+        move |error| Error::Query {
             what: Cow::Borrowed(what),
-            source,
+            error,
         }
     }
 
@@ -82,7 +82,7 @@ impl Error {
                 Class::Permanent
             }
             Error::Connect { .. } | Error::Pool { .. } => Class::Transient,
-            Error::Query { source, .. } => classify(source),
+            Error::Query { error, .. } => classify(error),
         }
     }
 }
@@ -266,9 +266,9 @@ pub async fn get(pool: &Pool, target: &str) -> Result<deadpool_postgres::Object,
 /// on a task; the returned client fails once the connection is gone.
 pub async fn connect(url: &str, connect_timeout: Duration) -> Result<Client, Error> {
     let cfg = pg_config(url, connect_timeout)?;
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|source| Error::Connect {
+    let (client, connection) = cfg.connect(NoTls).await.map_err(|error| Error::Connect {
         target: target(&cfg),
-        source,
+        error,
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

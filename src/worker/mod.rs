@@ -260,8 +260,16 @@ impl Worker {
     }
 
     async fn claim(&self, n: usize) -> Result<Vec<Claimed>, db::Error> {
+        let started = Instant::now();
         let client = db::get(&self.pool, &self.target).await?;
-        claim::claim_batch(&client, &self.actor, n, self.cfg.lease).await
+        let claimed = claim::claim_batch(&client, &self.actor, n, self.cfg.lease).await?;
+        tracing::debug!(
+            asked = n,
+            claimed = claimed.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "claim"
+        );
+        Ok(claimed)
     }
 
     /// Starts work on a claimed version: inline when nothing needs doing (tombstones, a
@@ -523,8 +531,16 @@ impl Finisher {
                 outcome: d.outcome.clone(),
             })
             .collect();
+        let started = Instant::now();
         let client = db::get(&self.pool, &self.target).await?;
-        claim::finish_batch(&client, &self.actor, &finishes).await
+        let done = claim::finish_batch(&client, &self.actor, &finishes).await?;
+        tracing::debug!(
+            batch = finishes.len(),
+            finished = done.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "finish"
+        );
+        Ok(done)
     }
 
     fn report(&self, d: &Done, f: Finished) {

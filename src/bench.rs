@@ -1,0 +1,632 @@
+//! `postpub bench`: measures the daemon against the database it runs on, in a database of
+//! its own (created and dropped here), and reports each figure next to a reference
+//! measured in the same run.
+//!
+//! - drain: N pending versions of N documents (and N versions over N/10 documents, the
+//!   supersede path) drained by a real `postpub run` process with a no-op pipeline; the
+//!   ceiling is the same writes done by plain batched SQL (`sql/bench/`) from as many
+//!   connections as the daemon keeps busy.
+//! - latency: one version at a time at a steady rate, commit → claim and commit → current,
+//!   seen from an in-process daemon's event stream.
+//! - memory: peak RSS of a `postpub run` process idle, and while draining a large backlog.
+//! - trigger: a bulk insert with and without the NOTIFY trigger.
+//!
+//! Nothing here is part of the test suite's pass/fail: these are numbers to read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::db::{self, migrate};
+use crate::event::{self, Event};
+use crate::shutdown::Shutdown;
+
+/// See `sql/bench/insert_documents.sql`.
+const INSERT_DOCUMENTS: &str = include_str!("../sql/bench/insert_documents.sql");
+/// See `sql/bench/insert_pending.sql`.
+const INSERT_PENDING: &str = include_str!("../sql/bench/insert_pending.sql");
+/// See `sql/bench/ceiling_claim.sql`.
+const CEILING_CLAIM: &str = include_str!("../sql/bench/ceiling_claim.sql");
+/// See `sql/bench/ceiling_finish.sql`.
+const CEILING_FINISH: &str = include_str!("../sql/bench/ceiling_finish.sql");
+
+/// The recipe bench versions carry (its content is irrelevant to a no-op pipeline).
+const BENCH_RECIPE: &str = "p { color: inherit; }";
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Drain throughput and the plain-SQL ceiling.
+    Drain,
+    /// Commit → claim and commit → current at a low steady rate.
+    Latency,
+    /// Peak RSS idle and with a large backlog.
+    Memory,
+    /// Bulk insert with and without the NOTIFY trigger.
+    Trigger,
+    /// Every scenario above.
+    All,
+}
+
+/// Options of `postpub bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Scenario to run.
+    #[arg(value_enum, default_value_t = Scenario::All)]
+    pub scenario: Scenario,
+    /// Versions drained (and rows bulk-inserted by the trigger scenario).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub versions: u32,
+    /// Pending versions for the memory scenario's backlog.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub backlog: u32,
+    /// Versions published one by one in the latency scenario.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub samples: u32,
+    /// Publishing rate of the latency scenario, versions per second.
+    #[arg(long, default_value_t = 200, value_name = "PER_S")]
+    pub rate: u32,
+    /// worker.concurrency of the benchmarked daemon.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub concurrency: usize,
+    /// worker.batch_size of the benchmarked daemon.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub batch_size: usize,
+    /// Write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs the chosen scenarios and prints a table; writes JSON when asked.
+pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
+    let bench = Bench::create(cfg).await?;
+    let result = bench.run_all(args).await;
+    bench.drop_database().await;
+    let report = result?;
+    print_table(&report);
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Writes `report` as pretty JSON.
+pub fn write_json(path: &Path, report: &Map<String, Value>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&Value::Object(report.clone()))?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+struct Bench {
+    cfg: Config,
+    name: String,
+    admin_url: String,
+}
+
+impl Bench {
+    async fn create(cfg: &Config) -> anyhow::Result<Bench> {
+        let name = format!("postpub_bench_{}", std::process::id());
+        let admin = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+        admin
+            .batch_execute(&format!("drop database if exists {name} with (force)"))
+            .await
+            .map_err(db::Error::query("dropping an old bench database"))?;
+        admin
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .map_err(db::Error::query("creating the bench database"))?;
+        let mut cfg = cfg.clone();
+        let admin_url = cfg.database.url.clone();
+        cfg.database.url = db::url_with_database(&admin_url, &name)?;
+        cfg.database.listen_url = String::new();
+        let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+        migrate::migrate(&mut client).await?;
+        Ok(Bench {
+            cfg,
+            name,
+            admin_url,
+        })
+    }
+
+    async fn drop_database(&self) {
+        if let Ok(admin) = db::connect(&self.admin_url, self.cfg.database.connect_timeout).await {
+            let _ = admin
+                .batch_execute(&format!(
+                    "drop database if exists {} with (force)",
+                    self.name
+                ))
+                .await;
+        }
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        Ok(db::connect(&self.cfg.database.url, self.cfg.database.connect_timeout).await?)
+    }
+
+    async fn run_all(&self, args: &BenchArgs) -> anyhow::Result<Map<String, Value>> {
+        let all = args.scenario == Scenario::All;
+        let mut report = Map::new();
+        report.insert("machine".into(), machine());
+        if all || args.scenario == Scenario::Drain {
+            report.insert("drain".into(), self.drain(args).await?);
+        }
+        if all || args.scenario == Scenario::Latency {
+            report.insert("latency".into(), self.latency(args).await?);
+        }
+        if all || args.scenario == Scenario::Trigger {
+            report.insert("trigger".into(), self.trigger(args).await?);
+        }
+        if all || args.scenario == Scenario::Memory {
+            report.insert("memory".into(), self.memory(args).await?);
+        }
+        Ok(report)
+    }
+
+    /// Empties the tables between runs (TRUNCATE keeps the bench's own numbers comparable).
+    async fn reset(&self, c: &Client) -> anyhow::Result<i64> {
+        c.batch_execute(
+            "truncate postpub.transitions, postpub.outbox, postpub.collated, postpub.versions,
+                      postpub.documents, postpub.recipes restart identity cascade",
+        )
+        .await
+        .map_err(db::Error::query("resetting the bench tables"))?;
+        c.batch_execute("vacuum analyze postpub.versions, postpub.documents")
+            .await
+            .map_err(db::Error::query("vacuuming the bench tables"))?;
+        let recipe: i64 = c
+            .query_one("select postpub._recipe_id($1)", &[&BENCH_RECIPE])
+            .await
+            .map_err(db::Error::query("storing the bench recipe"))?
+            .get(0);
+        Ok(recipe)
+    }
+
+    /// Inserts `docs` × `per_doc` pending versions in one transaction; returns when committed.
+    async fn insert_pending(
+        &self,
+        c: &mut Client,
+        docs: u32,
+        per_doc: u32,
+        recipe: i64,
+    ) -> anyhow::Result<()> {
+        let (docs, per_doc) = (docs as i32, per_doc as i32);
+        let tx = c.transaction().await.map_err(db::Error::query("begin"))?;
+        tx.execute(INSERT_DOCUMENTS, &[&docs, &per_doc])
+            .await
+            .map_err(db::Error::query("inserting bench documents"))?;
+        tx.execute(INSERT_PENDING, &[&docs, &per_doc, &recipe])
+            .await
+            .map_err(db::Error::query("inserting pending versions"))?;
+        tx.commit().await.map_err(db::Error::query("commit"))?;
+        Ok(())
+    }
+
+    fn daemon_config(&self, args: &BenchArgs, dir: &Path) -> anyhow::Result<PathBuf> {
+        let text = format!(
+            "[database]\nurl = {url}\npool_size = 8\n\
+             [worker]\nconcurrency = {conc}\nbatch_size = {batch}\npoll_interval = \"1s\"\n\
+             [pipeline]\nsteps = [\"noop\"]\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n",
+            url = toml_string(&self.cfg.database.url),
+            conc = args.concurrency,
+            batch = args.batch_size.clamp(1, 1000),
+        );
+        let path = dir.join(format!("{}.toml", self.name));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Starts `postpub run` and waits until it is listening.
+    async fn spawn_daemon(&self, c: &Client, config: &Path) -> anyhow::Result<DaemonProcess> {
+        let exe = std::env::current_exe().context("finding the postpub binary")?;
+        let child = Command::new(exe)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting postpub run")?;
+        let proc = DaemonProcess { child };
+        let started = Instant::now();
+        loop {
+            let listening: i64 = c
+                .query_one(
+                    "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
+                    &[],
+                )
+                .await
+                .map_err(db::Error::query("waiting for the daemon"))?
+                .get(0);
+            if listening > 0 {
+                return Ok(proc);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("the benchmarked daemon did not start listening within 20s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_drained(&self, c: &Client, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let busy: bool = c
+                .query_one(
+                    "select exists (select 1 from postpub.versions where state = 'post-publication')
+                         or exists (select 1 from postpub.versions where state = 'processing')",
+                    &[],
+                )
+                .await
+                .map_err(db::Error::query("watching the drain"))?
+                .get(0);
+            if !busy {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                bail!("drain did not finish within {}s", limit.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn drain(&self, args: &BenchArgs) -> anyhow::Result<Value> {
+        let n = args.versions.max(10);
+        let mut c = self.client().await?;
+        let dir = std::env::temp_dir();
+        let config = self.daemon_config(args, &dir)?;
+
+        let mut timed = Vec::new();
+        for (label, docs, per_doc) in [("distinct", n, 1), ("supersede", n / 10, 10)] {
+            let recipe = self.reset(&c).await?;
+            let daemon = self.spawn_daemon(&c, &config).await?;
+            let t0 = Instant::now();
+            self.insert_pending(&mut c, docs, per_doc, recipe).await?;
+            let insert = t0.elapsed();
+            let t1 = Instant::now();
+            self.wait_drained(&c, Duration::from_secs(600)).await?;
+            let took = t1.elapsed();
+            drop(daemon);
+            let current: i64 = c
+                .query_one(
+                    "select count(*) from postpub.versions where state = 'current'",
+                    &[],
+                )
+                .await
+                .map_err(db::Error::query("counting current"))?
+                .get(0);
+            if current != i64::from(docs) {
+                bail!("{label} drain ended with {current} current versions, expected {docs}");
+            }
+            eprintln!(
+                "drain {label}: {} versions ({docs} documents) in {:.2}s (insert {:.2}s)",
+                docs * per_doc,
+                took.as_secs_f64(),
+                insert.as_secs_f64()
+            );
+            timed.push(f64::from(docs * per_doc) / took.as_secs_f64());
+        }
+
+        let recipe = self.reset(&c).await?;
+        self.insert_pending(&mut c, n, 1, recipe).await?;
+        let ceiling = self.ceiling(n, args.batch_size.clamp(1, 1000), 2).await?;
+        let _ = std::fs::remove_file(&config);
+        Ok(json!({
+            "versions": n,
+            "versions_per_s": timed[0].round(),
+            "supersede_versions_per_s": timed[1].round(),
+            "ceiling_versions_per_s": ceiling.round(),
+            "ceiling_connections": 2,
+            "ratio": round3(timed[0] / ceiling),
+            "concurrency": args.concurrency,
+            "batch_size": args.batch_size,
+        }))
+    }
+
+    /// The same writes as plain batched SQL: `connections` loops of claim → finish.
+    async fn ceiling(&self, n: u32, batch: usize, connections: usize) -> anyhow::Result<f64> {
+        let mut clients = Vec::new();
+        for _ in 0..connections {
+            clients.push(self.client().await?);
+        }
+        let batch = batch as i32;
+        let t0 = Instant::now();
+        let loops = clients.into_iter().enumerate().map(|(i, c)| async move {
+            // The same planner help the daemon's functions get (see sql/0003_worker.sql).
+            c.batch_execute("set enable_seqscan = off; set enable_bitmapscan = off; set jit = off")
+                .await
+                .map_err(db::Error::query("configuring the ceiling session"))?;
+            let claim = c
+                .prepare(CEILING_CLAIM)
+                .await
+                .map_err(db::Error::query("prepare"))?;
+            let finish = c
+                .prepare(CEILING_FINISH)
+                .await
+                .map_err(db::Error::query("prepare"))?;
+            let actor = format!("ceiling-{i}");
+            loop {
+                let ids: Vec<i64> = c
+                    .query(&claim, &[&batch, &actor])
+                    .await
+                    .map_err(db::Error::query("ceiling claim"))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                if ids.is_empty() {
+                    return Ok::<(), db::Error>(());
+                }
+                c.query_one(&finish, &[&ids, &actor])
+                    .await
+                    .map_err(db::Error::query("ceiling finish"))?;
+            }
+        });
+        for r in futures_util::future::join_all(loops).await {
+            r?;
+        }
+        let took = t0.elapsed();
+        eprintln!("ceiling: {n} versions in {:.2}s", took.as_secs_f64());
+        Ok(f64::from(n) / took.as_secs_f64())
+    }
+
+    async fn latency(&self, args: &BenchArgs) -> anyhow::Result<Value> {
+        let c = self.client().await?;
+        let recipe_id = self.reset(&c).await?;
+        let _ = recipe_id;
+        let mut cfg = self.cfg.clone();
+        cfg.worker.poll_interval = Duration::from_secs(60);
+        cfg.pipeline.steps = vec!["noop".to_owned()];
+        cfg.http.listen = String::new();
+        let tx = event::channel();
+        let mut events = tx.subscribe();
+        let shutdown = Shutdown::new();
+        let (ready_tx, mut ready) = watch::channel(false);
+        let daemon = tokio::spawn(crate::daemon::run(cfg, shutdown.clone(), tx, ready_tx));
+        tokio::time::timeout(Duration::from_secs(15), ready.wait_for(|r| *r))
+            .await
+            .context("daemon not ready within 15s")?
+            .context("daemon stopped")?;
+
+        // Timestamp events as they arrive, on their own task.
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, bool, Instant)>();
+        let watcher = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Claimed { version_id, .. }) => {
+                        let _ = seen_tx.send((version_id, false, Instant::now()));
+                    }
+                    Ok(Event::Finished { version_id, .. }) => {
+                        let _ = seen_tx.send((version_id, true, Instant::now()));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+
+        let stmt = c
+            .prepare("select postpub.publish($1, '<p>latency</p>', $2)")
+            .await
+            .map_err(db::Error::query("prepare publish"))?;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut committed: HashMap<i64, Instant> = HashMap::new();
+        // Warm up the daemon's connections and plans first.
+        for i in 0..50 {
+            tick.tick().await;
+            let doc = format!("warm-{i}");
+            c.query_one(&stmt, &[&doc, &BENCH_RECIPE])
+                .await
+                .map_err(db::Error::query("publishing"))?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while seen_rx.try_recv().is_ok() {}
+        for i in 0..args.samples {
+            tick.tick().await;
+            let doc = format!("lat-{i}");
+            let id: i64 = c
+                .query_one(&stmt, &[&doc, &BENCH_RECIPE])
+                .await
+                .map_err(db::Error::query("publishing"))?
+                .get(0);
+            committed.insert(id, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        shutdown.soft.cancel();
+        daemon.await.context("daemon task")??;
+        watcher.abort();
+        let mut claim = Vec::new();
+        let mut current = Vec::new();
+        while let Ok((id, finished, at)) = seen_rx.try_recv() {
+            if let Some(t) = committed.get(&id) {
+                let ms = at.saturating_duration_since(*t).as_secs_f64() * 1000.0;
+                if finished {
+                    current.push(ms);
+                } else {
+                    claim.push(ms);
+                }
+            }
+        }
+        if claim.len() < committed.len() * 9 / 10 {
+            bail!(
+                "only {} of {} claims were observed",
+                claim.len(),
+                committed.len()
+            );
+        }
+        let (c50, c99, cmax) = percentiles(&mut claim);
+        let (u50, u99, umax) = percentiles(&mut current);
+        Ok(json!({
+            "samples": committed.len(),
+            "rate_per_s": args.rate,
+            "claim_p50_ms": round3(c50),
+            "claim_p99_ms": round3(c99),
+            "claim_max_ms": round3(cmax),
+            "current_p50_ms": round3(u50),
+            "current_p99_ms": round3(u99),
+            "current_max_ms": round3(umax),
+        }))
+    }
+
+    async fn trigger(&self, args: &BenchArgs) -> anyhow::Result<Value> {
+        let mut c = self.client().await?;
+        let n = args.versions.max(1000);
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        for round in 0..5 {
+            for enabled in [true, false] {
+                let recipe = self.reset(&c).await?;
+                let toggle = if enabled { "enable" } else { "disable" };
+                c.batch_execute(&format!(
+                    "alter table postpub.versions {toggle} trigger _900_notify"
+                ))
+                .await
+                .map_err(db::Error::query("toggling the trigger"))?;
+                let t0 = Instant::now();
+                self.insert_pending(&mut c, n, 1, recipe).await?;
+                let took = t0.elapsed().as_secs_f64();
+                if round > 0 {
+                    if enabled {
+                        with.push(took)
+                    } else {
+                        without.push(took)
+                    }
+                }
+            }
+        }
+        c.batch_execute("alter table postpub.versions enable trigger _900_notify")
+            .await
+            .map_err(db::Error::query("re-enabling the trigger"))?;
+        let (w, _, _) = percentiles(&mut with);
+        let (wo, _, _) = percentiles(&mut without);
+        Ok(json!({
+            "rows": n,
+            "with_trigger_s": round3(w),
+            "without_trigger_s": round3(wo),
+            "overhead_ratio": round3(w / wo),
+        }))
+    }
+
+    async fn memory(&self, args: &BenchArgs) -> anyhow::Result<Value> {
+        let mut c = self.client().await?;
+        let dir = std::env::temp_dir();
+        let config = self.daemon_config(args, &dir)?;
+        let recipe = self.reset(&c).await?;
+        let daemon = self.spawn_daemon(&c, &config).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = daemon.peak_rss_mb()?;
+        drop(daemon);
+
+        self.insert_pending(&mut c, args.backlog, 1, recipe).await?;
+        let daemon = self.spawn_daemon(&c, &config).await?;
+        let t0 = Instant::now();
+        self.wait_drained(&c, Duration::from_secs(1800)).await?;
+        let took = t0.elapsed();
+        let backlog = daemon.peak_rss_mb()?;
+        drop(daemon);
+        let _ = std::fs::remove_file(&config);
+        eprintln!(
+            "memory: idle {idle:.1} MB; {} backlog drained in {:.1}s with peak {backlog:.1} MB",
+            args.backlog,
+            took.as_secs_f64()
+        );
+        Ok(json!({
+            "idle_rss_mb": round3(idle),
+            "backlog_versions": args.backlog,
+            "backlog_rss_mb": round3(backlog),
+            "backlog_drain_s": round3(took.as_secs_f64()),
+        }))
+    }
+}
+
+/// A `postpub run` child, stopped with SIGTERM when dropped.
+struct DaemonProcess {
+    child: Child,
+}
+
+impl DaemonProcess {
+    fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the daemon's /proc status")?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .context("no VmHWM in /proc status")?;
+        Ok(kb / 1024.0)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// (p50, p99, max) of `v` (sorted in place); zeros when empty.
+fn percentiles(v: &mut [f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({ "cpus": cpus, "postpub": env!("CARGO_PKG_VERSION") })
+}
+
+fn print_table(report: &Map<String, Value>) {
+    println!("{:<44} {:>14}", "figure", "value");
+    for (section, v) in report {
+        if let Value::Object(m) = v {
+            for (k, x) in m {
+                println!("{:<44} {:>14}", format!("{section}.{k}"), x.to_string());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        v.reverse();
+        let (p50, p99, max) = percentiles(&mut v);
+        assert_eq!((p50, p99, max), (51.0, 99.0, 100.0));
+        assert_eq!(percentiles(&mut []), (0.0, 0.0, 0.0));
+    }
+}
