@@ -193,7 +193,7 @@ begin
     with t as (
       select * from unnest(f_ids, f_tokens, f_outcomes, f_errors, f_retry)
              as t(id, token, outcome, error, retry_s)
-    ), dec as (
+    ), dec as materialized (  -- computed once per row, not once per use
       select t.id, t.token, t.outcome, t.error, t.retry_s,
              case
                when t.outcome = 'publish' and exists (

@@ -47,6 +47,7 @@ pub async fn run(
     ready: watch::Sender<bool>,
 ) -> Result<(), StartError> {
     let (pool, target) = db::pool(&cfg.database)?;
+    let (claim_pool, _) = db::pool_with(&cfg.database, 1, Some(db::CLAIM_SESSION))?;
     {
         let client = db::get(&pool, &target).await?;
         migrate::check(&client).await?;
@@ -82,6 +83,7 @@ pub async fn run(
     tracker.spawn(
         Worker {
             pool: pool.clone(),
+            claim_pool: claim_pool.clone(),
             target: target.clone(),
             actor: actor.clone(),
             cfg: cfg.worker.clone(),
@@ -114,6 +116,7 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     pool.close();
+    claim_pool.close();
     tracing::info!("postpub stopped");
     Ok(())
 }

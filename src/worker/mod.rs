@@ -37,6 +37,10 @@ use claim::{Claimed, Finish, Finished, Outcome};
 /// to lease expiry.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
+/// Finish calls in flight at once: while one batch commits, the next is being written, so
+/// finishing keeps up with a claim loop that claims a batch per round trip.
+const FINISHERS: usize = 2;
+
 /// Recipes kept in memory; recipes never change, so the cache never goes stale.
 const RECIPE_CACHE_SIZE: usize = 256;
 
@@ -44,6 +48,8 @@ const RECIPE_CACHE_SIZE: usize = 256;
 pub struct Worker {
     /// Work pool.
     pub pool: Pool,
+    /// The claim loop's own connection (asynchronous commit: see `db::CLAIM_SESSION`).
+    pub claim_pool: Pool,
     /// `host:port/db` of the pool, for messages.
     pub target: String,
     /// Who we are in `locked_by` and the audit trail.
@@ -121,18 +127,23 @@ impl Worker {
             events: self.events.clone(),
         });
 
-        let finisher = tokio::spawn(
-            Finisher {
-                pool: self.pool.clone(),
-                target: self.target.clone(),
-                actor: self.actor.clone(),
-                batch_size: cfg.batch_size,
-                registry: registry.clone(),
-                wake: self.wake.clone(),
-                events: self.events.clone(),
-            }
-            .run(done_rx),
-        );
+        let done_rx = Arc::new(tokio::sync::Mutex::new(done_rx));
+        let finishers = TaskTracker::new();
+        for _ in 0..FINISHERS {
+            finishers.spawn(
+                Finisher {
+                    pool: self.pool.clone(),
+                    target: self.target.clone(),
+                    actor: self.actor.clone(),
+                    batch_size: cfg.batch_size,
+                    registry: registry.clone(),
+                    wake: self.wake.clone(),
+                    events: self.events.clone(),
+                }
+                .run(done_rx.clone()),
+            );
+        }
+        finishers.close();
         let renew_stop = CancellationToken::new();
         let renewer = tokio::spawn(
             Renewer {
@@ -184,7 +195,10 @@ impl Worker {
         }
         // The finisher ends once every sender is gone and its queue is empty (or the
         // database is unreachable: then leases expire and another daemon rescues).
-        if tokio::time::timeout(RELEASE_GRACE, finisher).await.is_err() {
+        if tokio::time::timeout(RELEASE_GRACE, finishers.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("finisher did not drain in time");
         }
         renew_stop.cancel();
@@ -261,7 +275,7 @@ impl Worker {
 
     async fn claim(&self, n: usize) -> Result<Vec<Claimed>, db::Error> {
         let started = Instant::now();
-        let client = db::get(&self.pool, &self.target).await?;
+        let client = db::get(&self.claim_pool, &self.target).await?;
         let claimed = claim::claim_batch(&client, &self.actor, n, self.cfg.lease).await?;
         tracing::debug!(
             asked = n,
@@ -469,27 +483,34 @@ struct Finisher {
 }
 
 impl Finisher {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Done>) {
+    /// Takes whatever has accumulated (up to a batch) and records it; several finishers
+    /// share one queue, each holding the receiver only while it collects a batch.
+    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Done>>>) {
         let mut queue: Vec<Done> = Vec::new();
         let mut backoff = Duration::from_millis(50);
-        let mut closed = false;
         loop {
-            if queue.is_empty() {
-                if closed {
-                    return;
-                }
+            // Wait on the shared queue only with nothing of our own to retry: a finisher
+            // holding versions whose documents were busy must not sit behind another one
+            // that is waiting for new work.
+            let mut rx = if queue.is_empty() {
+                let mut rx = rx.lock().await;
                 match rx.recv().await {
                     Some(d) => queue.push(d),
                     None => return,
                 }
-            }
-            while !closed && queue.len() < self.batch_size {
-                match rx.try_recv() {
-                    Ok(d) => queue.push(d),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                Some(rx)
+            } else {
+                rx.try_lock().ok()
+            };
+            if let Some(rx) = rx.as_mut() {
+                while queue.len() < self.batch_size {
+                    match rx.try_recv() {
+                        Ok(d) => queue.push(d),
+                        Err(_) => break,
+                    }
                 }
             }
+            drop(rx);
             let take = queue.len().min(self.batch_size);
             let batch: Vec<Done> = queue.drain(..take).collect();
             match self.finish(&batch).await {
