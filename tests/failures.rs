@@ -85,18 +85,17 @@ async fn transient_failures_retry_until_max_attempts_and_permanent_ones_error_at
     c.execute("select postpub.requeue($1)", &[&perm])
         .await
         .expect("requeue");
-    let (s, a, _) = row(&c, perm).await;
-    assert_eq!(
-        (s.as_str(), a),
-        ("post-publication", 0),
-        "requeue resets attempts"
-    );
     wait_until(
         Duration::from_secs(10),
         "requeued version current",
         || async { row(&c, perm).await.0 == "current" },
     )
     .await;
+    assert_eq!(
+        row(&c, perm).await.1,
+        1,
+        "requeue reset the attempts before the new claim"
+    );
     db.assert_invariants(&c).await;
     d.stop().await;
 }
