@@ -14,6 +14,7 @@
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
 //! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
 //! - [`daemon`]   — wires the services together for `postpub run`.
+//! - [`http`]     — `/healthz`, `/readyz`, `/metrics` and the read-only document API.
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
 //! - [`admin`]    — status, requeue and publish for the CLI.
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod event;
+pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod pipeline;

@@ -4,6 +4,8 @@
 //! their event stream, or as the real binary when signals matter.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
