@@ -2,6 +2,7 @@
 //! a handful of GETs), free ports, and login roles that are dropped when the test ends.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,9 +103,12 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A login role, member of `member_of`, dropped when the test ends (pass or fail).
+/// A login role, member of `member_of`, dropped when the test ends (pass or fail), with
+/// whatever it owns or was granted in the databases it was used in.
 pub struct LoginRole {
     pub name: String,
+    /// Databases it connected to (its objects and grants live there).
+    dbs: Mutex<Vec<String>>,
 }
 
 impl LoginRole {
@@ -119,11 +123,20 @@ impl LoginRole {
             .batch_execute(&format!("create role {name} login in role {member_of}"))
             .await
             .unwrap_or_else(|e| panic!("create role {name}: {e}"));
-        LoginRole { name }
+        LoginRole {
+            name,
+            dbs: Mutex::new(Vec::new()),
+        }
     }
 
     /// `db`'s URL as this role.
     pub fn url(&self, db: &super::TestDb) -> String {
+        {
+            let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+            if !dbs.contains(&db.url) {
+                dbs.push(db.url.clone());
+            }
+        }
         let mut cfg: tokio_postgres::Config = db.url.parse().expect("test url");
         cfg.user(&self.name);
         let host = match cfg.get_hosts().first() {
@@ -142,6 +155,7 @@ impl LoginRole {
 impl Drop for LoginRole {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let dbs = std::mem::take(&mut *self.dbs.lock().unwrap_or_else(|p| p.into_inner()));
         // Drop runs inside a runtime; do the async work on a thread of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -149,17 +163,30 @@ impl Drop for LoginRole {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                if let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    // Its sessions first: a role with live sessions can still be dropped,
-                    // but they would linger on the test database.
-                    let _ = c
-                        .execute(
-                            "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
-                            &[&name],
-                        )
-                        .await;
-                    let _ = c.batch_execute(&format!("drop role if exists {name}")).await;
+                let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await else {
+                    return;
+                };
+                tokio::spawn(conn);
+                let _ = c
+                    .execute(
+                        "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
+                        &[&name],
+                    )
+                    .await;
+                // A role that owns objects or holds grants cannot be dropped until they go.
+                for url in dbs {
+                    if let Ok((d, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = d
+                            .batch_execute(&format!("drop owned by {name} cascade"))
+                            .await;
+                    }
+                }
+                if let Err(e) = c
+                    .batch_execute(&format!("drop role if exists {name}"))
+                    .await
+                {
+                    eprintln!("could not drop test role {name}: {e}");
                 }
             });
         })
