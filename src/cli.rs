@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::db::{self, migrate};
-use crate::{admin, bench, daemon, demo, event, logging, shutdown};
+use crate::{admin, bench, daemon, demo, event, logging, shutdown, systemd};
 
 /// postpub: claims versions of documents published into PostgreSQL, collates them with
 /// their CSS recipe and publishes them: exactly one current version per document, an
@@ -159,10 +159,25 @@ async fn migrate_cmd(cfg: &Config) -> anyhow::Result<()> {
 
 async fn run_cmd(cfg: Config) -> anyhow::Result<()> {
     let shutdown = shutdown::Shutdown::new();
-    let (_signals, _reload) =
+    let (_signals, reload) =
         shutdown::install(shutdown.clone()).context("installing signal handlers")?;
-    let (ready, _) = watch::channel(false);
-    daemon::run(cfg, shutdown, event::channel(), ready).await?;
+    let (ready, ready_rx) = watch::channel(false);
+    // systemd (Type=notify): READY/WATCHDOG follow `ready`, STOPPING the stop signal.
+    let notifier_done = tokio_util::sync::CancellationToken::new();
+    let notifier = tokio::spawn(
+        systemd::Notifier {
+            ready: ready_rx,
+            stop: shutdown.soft.clone(),
+            reload: Some(reload),
+            watchdog: systemd::watchdog_interval(),
+            grace: systemd::UNHEALTHY_GRACE,
+        }
+        .run(notifier_done.clone()),
+    );
+    let result = daemon::run(cfg, shutdown, event::channel(), ready).await;
+    notifier_done.cancel();
+    let _ = notifier.await;
+    result?;
     Ok(())
 }
 

@@ -402,7 +402,29 @@ impl Config {
         if self.pipeline.max_body_bytes == 0 {
             return bad("pipeline.max_body_bytes", "must be more than 0");
         }
+        let listen = self.http.listen.trim();
+        if !listen.is_empty() && !is_host_port(listen) {
+            return bad(
+                "http.listen",
+                format!(
+                    "must be host:port (e.g. 127.0.0.1:9187) or \"\" to disable, not {listen:?}"
+                ),
+            );
+        }
         Ok(())
+    }
+}
+
+/// `ip:port`, `[ipv6]:port` or `name:port`.
+fn is_host_port(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
+        }
+        None => false,
     }
 }
 
@@ -511,6 +533,8 @@ mod tests {
                 "pipeline.command.program",
             ),
             ("[worker]\nlease = \"10ms\"\n", "worker.lease"),
+            ("[http]\nlisten = \"9187\"\n", "http.listen"),
+            ("[http]\nlisten = \"localhost:http\"\n", "http.listen"),
         ] {
             let f = write(text);
             let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);

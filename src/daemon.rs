@@ -1,14 +1,19 @@
 //! `postpub run`: checks the database, then starts the services (listener, worker,
 //! rescuer) under one task tracker and stops them in order when the shutdown token fires.
+//! The HTTP server and the metrics recorder run beside them and stop last, so health and
+//! metrics stay visible while in-flight work drains.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::{self, migrate};
 use crate::event::Events;
+use crate::http::{self, HttpServer, Metrics, Recorder};
 use crate::listener::{Listener, Wakeups};
 use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
@@ -24,7 +29,13 @@ pub enum StartError {
     /// The pipeline could not be built.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// `http.listen` could not be bound.
+    #[error(transparent)]
+    Http(#[from] http::BindError),
 }
+
+/// How long the HTTP server may take to finish its requests once the services stopped.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This daemon's name in leases and the audit trail: host, process and a random suffix
 /// (several daemons may share a process in tests).
@@ -39,7 +50,9 @@ pub fn actor_id() -> String {
 }
 
 /// Runs the daemon until `shutdown.soft` fires and in-flight work is settled. `ready`
-/// turns true once the database is checked and LISTEN is active.
+/// turns true once the database is checked and LISTEN is active, follows the LISTEN
+/// connection after that (false while it reconnects), and turns false for good when the
+/// shutdown starts.
 pub async fn run(
     cfg: Config,
     shutdown: Shutdown,
@@ -52,11 +65,49 @@ pub async fn run(
         let client = db::get(&pool, &target).await?;
         migrate::check(&client).await?;
     }
-    let pipeline = Arc::new(Pipeline::from_config(&cfg.pipeline).map_err(StartError::Pipeline)?);
+    let http_listener = match cfg.http.listen.trim() {
+        "" => None,
+        addr => Some(http::bind(addr).await?),
+    };
+    let pipeline = Arc::new(
+        Pipeline::from_config(&cfg.pipeline)
+            .map_err(StartError::Pipeline)?
+            .with_events(events.clone()),
+    );
     let actor = actor_id();
     let wakeups = Wakeups::default();
     let (listening_tx, mut listening) = watch::channel(false);
     let tracker = TaskTracker::new();
+
+    // The edge (metrics, HTTP) outlives the services: its own token and tracker.
+    let edge_stop = CancellationToken::new();
+    let edge = TaskTracker::new();
+    let metrics = Arc::new(Metrics::new());
+    edge.spawn(
+        Recorder {
+            metrics: metrics.clone(),
+            events: events.subscribe(),
+        }
+        .run(edge_stop.clone()),
+    );
+    if let Some(listener) = http_listener {
+        // A small pool of its own: API and scrape traffic never waits behind the worker.
+        let http_db = crate::config::DatabaseConfig {
+            pool_size: (cfg.database.pool_size / 4).max(2),
+            ..cfg.database.clone()
+        };
+        let (http_pool, _) = db::pool(&http_db)?;
+        edge.spawn(
+            HttpServer::new(
+                listener,
+                http_pool,
+                target.clone(),
+                ready.subscribe(),
+                metrics,
+            )
+            .run(edge_stop.clone()),
+        );
+    }
 
     tracker.spawn(
         Listener::new(
@@ -102,19 +153,32 @@ pub async fn run(
         "postpub started"
     );
 
-    tokio::select! {
-        biased;
-        _ = shutdown.soft.cancelled() => {}
-        r = listening.wait_for(|l| *l) => {
-            if r.is_ok() {
-                ready.send_replace(true);
+    // Ready follows the LISTEN connection (the listener checks the database with it).
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.soft.cancelled() => break,
+            r = listening.changed() => {
+                if r.is_err() {
+                    shutdown.soft.cancelled().await;
+                    break;
+                }
+                let up = *listening.borrow_and_update();
+                ready.send_replace(up);
             }
         }
     }
-    shutdown.soft.cancelled().await;
     ready.send_replace(false);
     tracker.close();
     tracker.wait().await;
+    edge_stop.cancel();
+    edge.close();
+    if tokio::time::timeout(HTTP_STOP_TIMEOUT, edge.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("http requests still running at exit were cut off");
+    }
     pool.close();
     claim_pool.close();
     tracing::info!("postpub stopped");

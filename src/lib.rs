@@ -14,6 +14,8 @@
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
 //! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
 //! - [`daemon`]   — wires the services together for `postpub run`.
+//! - [`http`]     — `/healthz`, `/readyz`, `/metrics` and the read-only document API.
+//! - [`systemd`]  — `Type=notify`: READY, WATCHDOG, RELOADING and STOPPING.
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
 //! - [`admin`]    — status, requeue and publish for the CLI.
@@ -31,8 +33,10 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod event;
+pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod pipeline;
 pub mod shutdown;
+pub mod systemd;
 pub mod worker;

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "worker",
         sql: include_str!("../../sql/0003_worker.sql"),
     },
+    Migration {
+        version: 4,
+        name: "operations",
+        sql: include_str!("../../sql/0004_operations.sql"),
+    },
 ];
 
 /// The schema version this binary needs.
@@ -106,6 +111,23 @@ pub async fn migrate(client: &mut Client) -> Result<Report, Error> {
                 error,
             })?;
         tracing::info!(version = m.version, name = m.name, "migration applied");
+    }
+    // Roles are cluster-wide and grants per database: re-applied on every run, so roles
+    // dropped since, or objects added by any migration, are covered (0004_operations).
+    let has_grants: bool = tx
+        .query_one(
+            "select to_regprocedure('postpub._apply_grants()') is not null",
+            &[],
+        )
+        .await
+        .map_err(Error::query("looking for postpub._apply_grants"))?
+        .get(0);
+    if has_grants {
+        tx.execute("select postpub._apply_grants()", &[])
+            .await
+            .map_err(Error::query(
+                "creating the postpub roles and granting their privileges",
+            ))?;
     }
     tx.commit()
         .await

@@ -28,3 +28,7 @@ pub const DELETE_DOCUMENT: &str = include_str!("../../sql/queries/delete_documen
 pub const REQUEUE_VERSION: &str = include_str!("../../sql/queries/requeue_version.sql");
 /// See `sql/queries/requeue_errored.sql`.
 pub const REQUEUE_ERRORED: &str = include_str!("../../sql/queries/requeue_errored.sql");
+/// See `sql/queries/metrics_backlog.sql`.
+pub const METRICS_BACKLOG: &str = include_str!("../../sql/queries/metrics_backlog.sql");
+/// See `sql/queries/current_document.sql`.
+pub const CURRENT_DOCUMENT: &str = include_str!("../../sql/queries/current_document.sql");

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::config::PipelineConfig;
+use crate::event::{Event, Events};
 
 /// A version on its way through the pipeline.
 #[derive(Debug, Clone)]
@@ -89,6 +90,8 @@ impl PipelineError {
 /// The configured steps, in order.
 pub struct Pipeline {
     steps: Vec<Box<dyn Step>>,
+    /// Where each step's duration is reported (metrics), when set.
+    events: Option<Events>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -113,7 +116,16 @@ impl Pipeline {
             };
             steps.push(step);
         }
-        Ok(Pipeline { steps })
+        Ok(Pipeline {
+            steps,
+            events: None,
+        })
+    }
+
+    /// Reports an [`Event::StepRan`] for every step run.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Whether any step reads the body.
@@ -136,9 +148,16 @@ impl Pipeline {
         for step in &self.steps {
             let started = std::time::Instant::now();
             let result = step.run(work).await;
+            let seconds = started.elapsed().as_secs_f64();
+            if let Some(events) = &self.events {
+                let _ = events.send(Event::StepRan {
+                    step: step.name(),
+                    seconds,
+                });
+            }
             tracing::debug!(
                 step = step.name(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                elapsed_ms = seconds * 1000.0,
                 ok = result.is_ok(),
                 "step finished"
             );

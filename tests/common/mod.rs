@@ -1,8 +1,10 @@
 //! Test harness: every test gets its own database, created from a migrated template
-//! (`postpub_template`, rebuilt when the migrations change), and dropped `WITH (FORCE)`
+//! (`postpub_template_<fingerprint>`, one per migration set), and dropped `WITH (FORCE)`
 //! when the test passes (kept for debugging when it fails). Daemons run in-process with
 //! their event stream, or as the real binary when signals matter.
 #![allow(dead_code)]
+
+pub mod ops;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +27,13 @@ pub fn server_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-const TEMPLATE: &str = "postpub_template";
+/// The template database of this migration set. Named after the fingerprint so that
+/// checkouts with different migrations (several worktrees, one server) never rebuild each
+/// other's template under running tests.
+fn template() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| format!("postpub_template_{}", &fingerprint()[17..29]))
+}
 
 /// Identifies the migrations the template was built from.
 fn fingerprint() -> String {
@@ -59,10 +67,11 @@ async fn ensure_template() {
             .await
             .expect("template lock");
         let fp = fingerprint();
+        let template = template();
         let current: Option<String> = admin
             .query_opt(
                 "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
-                &[&TEMPLATE],
+                &[&template],
             )
             .await
             .expect("look up template")
@@ -70,9 +79,9 @@ async fn ensure_template() {
         if current.as_deref() != Some(fp.as_str()) {
             // One statement per call: DROP/CREATE DATABASE refuse implicit transactions.
             for sql in [
-                format!("alter database {TEMPLATE} is_template false"),
-                format!("drop database if exists {TEMPLATE} with (force)"),
-                format!("create database {TEMPLATE}"),
+                format!("alter database {template} is_template false"),
+                format!("drop database if exists {template} with (force)"),
+                format!("create database {template}"),
             ] {
                 if let Err(e) = admin.batch_execute(&sql).await {
                     // The first fails when there is no template yet.
@@ -82,7 +91,7 @@ async fn ensure_template() {
                 }
             }
             {
-                let url = db::url_with_database(&server_url(), TEMPLATE).expect("url");
+                let url = db::url_with_database(&server_url(), template).expect("url");
                 let (mut client, conn) = tokio_postgres::connect(&url, NoTls)
                     .await
                     .expect("connect template");
@@ -95,8 +104,8 @@ async fn ensure_template() {
             }
             admin
                 .batch_execute(&format!(
-                    "comment on database {TEMPLATE} is '{fp}';
-                     alter database {TEMPLATE} is_template true;"
+                    "comment on database {template} is '{fp}';
+                     alter database {template} is_template true;"
                 ))
                 .await
                 .expect("mark template");
@@ -119,6 +128,7 @@ impl TestDb {
     /// A fresh, migrated database.
     pub async fn new() -> TestDb {
         ensure_template().await;
+        let template = template();
         let name = format!(
             "postpub_t_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -127,7 +137,7 @@ impl TestDb {
         let mut tries = 0;
         loop {
             match admin
-                .batch_execute(&format!("create database {name} template {TEMPLATE}"))
+                .batch_execute(&format!("create database {name} template {template}"))
                 .await
             {
                 Ok(()) => break,
