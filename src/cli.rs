@@ -130,7 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     logging::init(&log);
     match cli.command {
         Command::Migrate => migrate_cmd(&cfg).await,
-        Command::Run => run_cmd(cfg).await,
+        Command::Run => run_cmd(cfg, cli.config.clone(), cli.database_url.clone()).await,
         Command::Status(args) => status_cmd(&cfg, &args).await,
         Command::Requeue(args) => requeue_cmd(&cfg, &args).await,
         Command::Publish(args) => publish_cmd(&cfg, &args).await,
@@ -157,7 +157,11 @@ async fn migrate_cmd(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_cmd(cfg: Config) -> anyhow::Result<()> {
+async fn run_cmd(
+    cfg: Config,
+    file: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
     let shutdown = shutdown::Shutdown::new();
     let (_signals, reload) =
         shutdown::install(shutdown.clone()).context("installing signal handlers")?;
@@ -168,13 +172,22 @@ async fn run_cmd(cfg: Config) -> anyhow::Result<()> {
         systemd::Notifier {
             ready: ready_rx,
             stop: shutdown.soft.clone(),
-            reload: Some(reload),
+            // The daemon answers SIGHUP itself (RELOADING=1, then READY=1).
+            reload: None,
             watchdog: systemd::watchdog_interval(),
             grace: systemd::UNHEALTHY_GRACE,
         }
         .run(notifier_done.clone()),
     );
-    let result = daemon::run(cfg, shutdown, event::channel(), ready).await;
+    // A reload reads the same file, environment and flags as the start did.
+    let reload = daemon::Reload {
+        requests: reload,
+        load: Box::new(move || {
+            Config::load(file.as_deref(), std::env::vars(), database_url.as_deref())
+        }),
+    };
+    let result =
+        daemon::run_with_reload(cfg, shutdown, event::channel(), ready, Some(reload)).await;
     notifier_done.cancel();
     let _ = notifier.await;
     result?;

@@ -399,6 +399,9 @@ impl Config {
         if self.pipeline.command.timeout.is_zero() {
             return bad("pipeline.command.timeout", "must be more than 0s");
         }
+        if let Err(e) = crate::logging::check_level(&self.log.level) {
+            return bad("log.level", format!("is not a valid filter: {e}"));
+        }
         if self.pipeline.max_body_bytes == 0 {
             return bad("pipeline.max_body_bytes", "must be more than 0");
         }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::{self, migrate};
 use crate::event::Events;
 use crate::http::{self, HttpServer, Metrics, Recorder};
@@ -49,15 +49,34 @@ pub fn actor_id() -> String {
     format!("{host}:{}:{}", std::process::id(), &suffix[..6])
 }
 
-/// Runs the daemon until `shutdown.soft` fires and in-flight work is settled. `ready`
-/// turns true once the database is checked and LISTEN is active, follows the LISTEN
-/// connection after that (false while it reconnects), and turns false for good when the
-/// shutdown starts.
+/// How the daemon re-reads its configuration when asked (SIGHUP).
+pub struct Reload {
+    /// Changes once per request.
+    pub requests: watch::Receiver<u64>,
+    /// Reads and validates the configuration again (same file, environment and flags).
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+}
+
+/// Runs the daemon without configuration reloads (tests, demo, bench).
 pub async fn run(
     cfg: Config,
     shutdown: Shutdown,
     events: Events,
     ready: watch::Sender<bool>,
+) -> Result<(), StartError> {
+    run_with_reload(cfg, shutdown, events, ready, None).await
+}
+
+/// Runs the daemon until `shutdown.soft` fires and in-flight work is settled. `ready`
+/// turns true once the database is checked and LISTEN is active, follows the LISTEN
+/// connection after that (false while it reconnects), and turns false for good when the
+/// shutdown starts.
+pub async fn run_with_reload(
+    cfg: Config,
+    shutdown: Shutdown,
+    events: Events,
+    ready: watch::Sender<bool>,
+    reload: Option<Reload>,
 ) -> Result<(), StartError> {
     let (pool, target) = db::pool(&cfg.database)?;
     let (claim_pool, _) = db::pool_with(&cfg.database, 1, Some(db::CLAIM_SESSION))?;
@@ -75,6 +94,7 @@ pub async fn run(
             .with_events(events.clone()),
     );
     let actor = actor_id();
+    let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
     let wakeups = Wakeups::default();
     let (listening_tx, mut listening) = watch::channel(false);
     let tracker = TaskTracker::new();
@@ -137,14 +157,15 @@ pub async fn run(
             claim_pool: claim_pool.clone(),
             target: target.clone(),
             actor: actor.clone(),
-            cfg: cfg.worker.clone(),
-            pipeline_cfg: cfg.pipeline.clone(),
-            pipeline: pipeline.clone(),
+            config: config_rx.clone(),
             wake: wakeups.versions.clone(),
             events: events.clone(),
         }
         .run(shutdown.soft.clone(), shutdown.hard.clone()),
     );
+    if let Some(reload) = reload {
+        tracker.spawn(reloader(reload, config_tx, shutdown.soft.clone()));
+    }
     tracing::info!(
         actor = %actor,
         database = %target,
@@ -183,4 +204,55 @@ pub async fn run(
     claim_pool.close();
     tracing::info!("postpub stopped");
     Ok(())
+}
+
+/// Applies configuration reloads: `log.level`, `[worker]`, `[pipeline]` (and what other
+/// services read from the watch) take effect; keys that need new connections or sockets
+/// (`[database]`, `[http]`, `log.format`) keep their running values, with a warning. An
+/// invalid file is refused with one error line and changes nothing.
+async fn reloader(
+    mut reload: Reload,
+    config: watch::Sender<Arc<Config>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = reload.requests.changed() => if r.is_err() { return },
+        }
+        crate::systemd::reloading();
+        match (reload.load)() {
+            Ok(new) => {
+                let old = config.borrow().clone();
+                let mut applied = new;
+                for (key, differs) in [
+                    ("database", applied.database != old.database),
+                    ("http", applied.http != old.http),
+                    ("log.format", applied.log.format != old.log.format),
+                ] {
+                    if differs {
+                        tracing::warn!(
+                            key,
+                            "changed in the configuration file; takes effect at the next restart"
+                        );
+                    }
+                }
+                applied.database = old.database.clone();
+                applied.http = old.http.clone();
+                applied.log.format = old.log.format;
+                if applied.log.level != old.log.level {
+                    if let Err(e) = crate::logging::set_level(&applied.log.level) {
+                        tracing::warn!(error = %e, "log level not changed");
+                    }
+                }
+                config.send_replace(Arc::new(applied));
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            }
+        }
+        crate::systemd::reloaded();
+    }
 }

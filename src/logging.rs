@@ -1,29 +1,74 @@
 //! tracing setup: human-readable lines by default, one JSON object per line with
 //! `log.format = "json"`; `RUST_LOG` overrides `log.level`. Logs go to stderr so that a
-//! command's output (status tables, version ids) stays clean on stdout.
+//! command's output (status tables, version ids) stays clean on stdout. The level can be
+//! changed while running ([`set_level`], used by the configuration reload).
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat};
+
+/// Handle on the installed filter, for reloads.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Whether `RUST_LOG` decides the level (then `log.level` and reloads do not).
+fn from_env() -> Option<EnvFilter> {
+    EnvFilter::try_from_default_env().ok()
+}
 
 /// Installs the global subscriber (once; later calls are ignored, which keeps tests that
 /// build several daemons in one process simple).
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    let _ = match cfg.format {
-        LogFormat::Pretty => builder.compact().try_init(),
-        LogFormat::Json => builder
+    let filter = from_env()
+        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = match cfg.format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .compact()
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Changes the level filter of the running process; `RUST_LOG`, when set, wins.
+pub fn set_level(level: &str) -> Result<(), String> {
+    if from_env().is_some() {
+        return Err("RUST_LOG is set and decides the level".to_owned());
+    }
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("invalid log.level {level:?}: {e}"))?;
+    match FILTER.get() {
+        Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+        None => Err("logging is not initialised".to_owned()),
+    }
+}
+
+/// Checks that `level` is a valid filter (configuration validation).
+pub fn check_level(level: &str) -> Result<(), String> {
+    EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{BackoffConfig, PipelineConfig, WorkerConfig};
+use crate::config::{BackoffConfig, Config, WorkerConfig};
 use crate::db::{self, sql, State};
 use crate::event::{Event, Events};
 use crate::pipeline::{Pipeline, RecipeSource, Work};
@@ -54,12 +54,9 @@ pub struct Worker {
     pub target: String,
     /// Who we are in `locked_by` and the audit trail.
     pub actor: String,
-    /// `[worker]`.
-    pub cfg: WorkerConfig,
-    /// `[pipeline]` (body size limit).
-    pub pipeline_cfg: PipelineConfig,
-    /// The steps.
-    pub pipeline: Arc<Pipeline>,
+    /// The configuration in force; a reload (SIGHUP) sends a new one here, and the worker
+    /// applies `[worker]` and `[pipeline]` without dropping in-flight work.
+    pub config: watch::Receiver<Arc<Config>>,
     /// Woken by the listener (and by the finisher when slots free up).
     pub wake: Arc<Notify>,
     /// Reports claims and outcomes.
@@ -95,7 +92,11 @@ struct Done {
     _slot: OwnedSemaphorePermit,
 }
 
-/// What processing needs, shared by every version's task.
+/// Recipes by id, shared across reloads (recipes never change).
+type RecipeCache = Arc<Mutex<HashMap<i64, Arc<RecipeSource>>>>;
+
+/// What processing needs, shared by every version's task. A reload builds a new one;
+/// tasks already running keep the one they started with.
 struct Context {
     pool: Pool,
     target: String,
@@ -103,29 +104,105 @@ struct Context {
     max_body_bytes: u64,
     max_attempts: u32,
     backoff: BackoffConfig,
-    recipes: Mutex<HashMap<i64, Arc<RecipeSource>>>,
+    recipes: RecipeCache,
     events: Events,
 }
 
+/// The claim loop's view of the configuration, rebuilt on reload.
+struct Settings {
+    worker: WorkerConfig,
+    ctx: Arc<Context>,
+    /// No step reads the body: versions finish without a task of their own.
+    instant: bool,
+}
+
+/// The concurrency limit, adjustable while versions are in flight.
+struct Slots {
+    sem: Arc<Semaphore>,
+    /// Permits in existence (held or available).
+    total: usize,
+    /// Permits still to retire after a decrease (retired as they come back).
+    debt: usize,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            sem: Arc::new(Semaphore::new(n)),
+            total: n,
+            debt: 0,
+        }
+    }
+
+    fn resize(&mut self, to: usize) {
+        let current = self.total - self.debt;
+        if to > current {
+            let add = (to - current).saturating_sub(self.debt);
+            let cancel = (to - current).min(self.debt);
+            self.debt -= cancel;
+            self.sem.add_permits(add);
+            self.total += add;
+        } else {
+            self.debt += current - to;
+        }
+        self.retire();
+    }
+
+    fn retire(&mut self) {
+        if self.debt > 0 {
+            let n = self.sem.forget_permits(self.debt);
+            self.debt -= n;
+            self.total -= n;
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.total - self.sem.available_permits()
+    }
+
+    async fn all_back(&self) {
+        let all = u32::try_from(self.total).unwrap_or(u32::MAX);
+        let _ = self.sem.acquire_many(all).await;
+    }
+}
+
 impl Worker {
+    fn settings(&self, cfg: &Config, recipes: &RecipeCache) -> Result<Settings, String> {
+        let pipeline =
+            Arc::new(Pipeline::from_config(&cfg.pipeline)?.with_events(self.events.clone()));
+        Ok(Settings {
+            worker: cfg.worker.clone(),
+            instant: !pipeline.needs_body(),
+            ctx: Arc::new(Context {
+                pool: self.pool.clone(),
+                target: self.target.clone(),
+                pipeline,
+                max_body_bytes: cfg.pipeline.max_body_bytes,
+                max_attempts: cfg.worker.max_attempts,
+                backoff: cfg.worker.backoff.clone(),
+                recipes: recipes.clone(),
+                events: self.events.clone(),
+            }),
+        })
+    }
+
     /// Runs until `soft` is cancelled and in-flight work is finished or released.
-    pub async fn run(self, soft: CancellationToken, hard: CancellationToken) {
+    pub async fn run(mut self, soft: CancellationToken, hard: CancellationToken) {
         tracing::debug!(actor = %self.actor, "worker started");
-        let cfg = self.cfg.clone();
-        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let recipes = RecipeCache::default();
+        let initial = self.config.borrow_and_update().clone();
+        let mut settings = match self.settings(&initial, &recipes) {
+            Ok(s) => s,
+            Err(e) => {
+                // The daemon builds the same pipeline before it starts the worker.
+                tracing::error!(error = %e, "pipeline cannot be built; worker not started");
+                return;
+            }
+        };
+        let mut slots = Slots::new(settings.worker.concurrency);
         let registry = Registry::default();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let tasks = TaskTracker::new();
-        let ctx = Arc::new(Context {
-            pool: self.pool.clone(),
-            target: self.target.clone(),
-            pipeline: self.pipeline.clone(),
-            max_body_bytes: self.pipeline_cfg.max_body_bytes,
-            max_attempts: cfg.max_attempts,
-            backoff: cfg.backoff.clone(),
-            recipes: Mutex::new(HashMap::new()),
-            events: self.events.clone(),
-        });
 
         let done_rx = Arc::new(tokio::sync::Mutex::new(done_rx));
         let finishers = TaskTracker::new();
@@ -135,7 +212,7 @@ impl Worker {
                     pool: self.pool.clone(),
                     target: self.target.clone(),
                     actor: self.actor.clone(),
-                    batch_size: cfg.batch_size,
+                    config: self.config.clone(),
                     registry: registry.clone(),
                     wake: self.wake.clone(),
                     events: self.events.clone(),
@@ -149,38 +226,125 @@ impl Worker {
             Renewer {
                 pool: self.pool.clone(),
                 target: self.target.clone(),
-                lease: cfg.lease,
-                interval: cfg.renew_interval(),
+                config: self.config.clone(),
                 registry: registry.clone(),
             }
             .run(renew_stop.clone()),
         );
 
-        self.claim_loop(&soft, &hard, &slots, &registry, &done_tx, &tasks, &ctx)
-            .await;
+        let mut poll = interval(settings.worker.poll_interval);
+        let mut db_backoff = Duration::from_millis(100);
+        // Set when a wait below was ended by a reload (`changed()` marks it seen).
+        let mut reloaded = false;
+        // False once the configuration sender is gone (no more reloads can come).
+        let mut reloads_open = true;
+        // The claim loop: take free slots, claim that many, start them; wait only when a
+        // claim came back short.
+        'claiming: loop {
+            if std::mem::take(&mut reloaded) || self.config.has_changed().unwrap_or(false) {
+                let cfg = self.config.borrow_and_update().clone();
+                match self.settings(&cfg, &recipes) {
+                    Ok(new) => {
+                        if new.worker.poll_interval != settings.worker.poll_interval {
+                            poll = interval(new.worker.poll_interval);
+                        }
+                        slots.resize(new.worker.concurrency);
+                        tracing::info!(
+                            concurrency = new.worker.concurrency,
+                            batch_size = new.worker.batch_size,
+                            steps = ?new.ctx.pipeline.names(),
+                            "worker settings reloaded"
+                        );
+                        settings = new;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reloaded pipeline cannot be built; keeping the previous one")
+                    }
+                }
+            }
+            slots.retire();
+            let first = tokio::select! {
+                biased;
+                _ = soft.cancelled() => break 'claiming,
+                r = self.config.changed(), if reloads_open => {
+                    match r {
+                        Ok(()) => reloaded = true,
+                        Err(_) => reloads_open = false,
+                    }
+                    continue 'claiming;
+                }
+                p = slots.sem.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'claiming, // closed: only on shutdown
+                },
+            };
+            let mut permits = vec![first];
+            while permits.len() < settings.worker.batch_size {
+                match slots.sem.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let want = permits.len();
+            let claimed = match self.claim(want, settings.worker.lease).await {
+                Ok(c) => {
+                    db_backoff = Duration::from_millis(100);
+                    c
+                }
+                Err(e) => {
+                    drop(permits);
+                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "claim failed");
+                    tokio::select! {
+                        biased;
+                        _ = soft.cancelled() => break 'claiming,
+                        _ = tokio::time::sleep(db_backoff) => {}
+                    }
+                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let got = claimed.len();
+            for (c, slot) in claimed.into_iter().zip(permits.drain(..)) {
+                self.start(c, slot, &hard, &registry, &done_tx, &tasks, &settings);
+            }
+            drop(permits);
+            if got == want {
+                continue; // a full batch: there is probably more
+            }
+            tokio::select! {
+                biased;
+                _ = soft.cancelled() => break 'claiming,
+                r = self.config.changed(), if reloads_open => match r {
+                    Ok(()) => reloaded = true,
+                    Err(_) => reloads_open = false,
+                },
+                _ = self.wake.notified() => {}
+                _ = poll.tick() => {}
+            }
+        }
 
         // Phase 1: let in-flight work finish (every slot back means every outcome recorded).
-        let all = u32::try_from(cfg.concurrency).unwrap_or(u32::MAX);
-        let in_flight = cfg.concurrency - slots.available_permits();
+        let timeout = settings.worker.shutdown_timeout;
+        let in_flight = slots.in_flight();
         if in_flight > 0 {
-            tracing::info!(in_flight, timeout = %humantime::format_duration(cfg.shutdown_timeout), "waiting for in-flight versions");
+            tracing::info!(in_flight, timeout = %humantime::format_duration(timeout), "waiting for in-flight versions");
         }
-        let finished = tokio::time::timeout(cfg.shutdown_timeout, slots.acquire_many(all)).await;
-        if finished.is_err() {
+        if tokio::time::timeout(timeout, slots.all_back())
+            .await
+            .is_err()
+        {
             // Phase 2: cancel what still runs; its tasks release their versions.
-            let left = cfg.concurrency - slots.available_permits();
             tracing::warn!(
-                in_flight = left,
+                in_flight = slots.in_flight(),
                 "shutdown timeout reached; releasing unfinished versions"
             );
             hard.cancel();
-            if tokio::time::timeout(RELEASE_GRACE, slots.acquire_many(all))
+            if tokio::time::timeout(RELEASE_GRACE, slots.all_back())
                 .await
                 .is_err()
             {
-                let left = cfg.concurrency - slots.available_permits();
                 tracing::warn!(
-                    unreleased = left,
+                    unreleased = slots.in_flight(),
                     "could not record every release; those versions return when their lease expires"
                 );
             }
@@ -193,7 +357,7 @@ impl Worker {
         {
             tracing::warn!("some version tasks did not stop in time");
         }
-        // The finisher ends once every sender is gone and its queue is empty (or the
+        // The finishers end once every sender is gone and their queues are empty (or the
         // database is unreachable: then leases expire and another daemon rescues).
         if tokio::time::timeout(RELEASE_GRACE, finishers.wait())
             .await
@@ -206,77 +370,10 @@ impl Worker {
         tracing::debug!("worker stopped");
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_loop(
-        &self,
-        soft: &CancellationToken,
-        hard: &CancellationToken,
-        slots: &Arc<Semaphore>,
-        registry: &Registry,
-        done_tx: &mpsc::UnboundedSender<Done>,
-        tasks: &TaskTracker,
-        ctx: &Arc<Context>,
-    ) {
-        let mut poll = tokio::time::interval(self.cfg.poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.tick().await;
-        let mut db_backoff = Duration::from_millis(100);
-        let instant = !self.pipeline.needs_body();
-        loop {
-            let first = tokio::select! {
-                biased;
-                _ = soft.cancelled() => return,
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return, // closed: only on shutdown
-                },
-            };
-            let mut permits = vec![first];
-            while permits.len() < self.cfg.batch_size {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            let want = permits.len();
-            let claimed = match self.claim(want).await {
-                Ok(c) => {
-                    db_backoff = Duration::from_millis(100);
-                    c
-                }
-                Err(e) => {
-                    drop(permits);
-                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "claim failed");
-                    tokio::select! {
-                        biased;
-                        _ = soft.cancelled() => return,
-                        _ = tokio::time::sleep(db_backoff) => {}
-                    }
-                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            let got = claimed.len();
-            for (c, slot) in claimed.into_iter().zip(permits.drain(..)) {
-                self.start(c, slot, hard, registry, done_tx, tasks, ctx, instant);
-            }
-            drop(permits);
-            if got == want {
-                continue; // a full batch: there is probably more
-            }
-            tokio::select! {
-                biased;
-                _ = soft.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = poll.tick() => {}
-            }
-        }
-    }
-
-    async fn claim(&self, n: usize) -> Result<Vec<Claimed>, db::Error> {
+    async fn claim(&self, n: usize, lease: Duration) -> Result<Vec<Claimed>, db::Error> {
         let started = Instant::now();
         let client = db::get(&self.claim_pool, &self.target).await?;
-        let claimed = claim::claim_batch(&client, &self.actor, n, self.cfg.lease).await?;
+        let claimed = claim::claim_batch(&client, &self.actor, n, lease).await?;
         tracing::debug!(
             asked = n,
             claimed = claimed.len(),
@@ -297,8 +394,7 @@ impl Worker {
         registry: &Registry,
         done_tx: &mpsc::UnboundedSender<Done>,
         tasks: &TaskTracker,
-        ctx: &Arc<Context>,
-        instant: bool,
+        settings: &Settings,
     ) {
         let cancel = hard.child_token();
         registry.lock().insert(
@@ -318,7 +414,7 @@ impl Worker {
                 .unwrap_or_default()
                 .as_secs_f64(),
         });
-        if c.is_tombstone || instant {
+        if c.is_tombstone || settings.instant {
             tracing::debug!(version_id = c.id, document = %c.document, attempt = c.attempts, "claimed");
             let _ = done_tx.send(Done {
                 id: c.id,
@@ -334,7 +430,7 @@ impl Worker {
         }
         let span = tracing::info_span!("version", version_id = c.id, document = %c.document);
         let done_tx = done_tx.clone();
-        let ctx = ctx.clone();
+        let ctx = settings.ctx.clone();
         tasks.spawn(
             async move {
                 tracing::debug!(attempt = c.attempts, "claimed");
@@ -354,6 +450,13 @@ impl Worker {
             .instrument(span),
         );
     }
+}
+
+/// A poll ticker whose first tick is one period away.
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
 }
 
 impl Context {
@@ -476,7 +579,8 @@ struct Finisher {
     pool: Pool,
     target: String,
     actor: String,
-    batch_size: usize,
+    /// For `worker.batch_size`, which a reload may change.
+    config: watch::Receiver<Arc<Config>>,
     registry: Registry,
     wake: Arc<Notify>,
     events: Events,
@@ -489,6 +593,7 @@ impl Finisher {
         let mut queue: Vec<Done> = Vec::new();
         let mut backoff = Duration::from_millis(50);
         loop {
+            let batch_size = self.config.borrow().worker.batch_size;
             // Wait on the shared queue only with nothing of our own to retry: a finisher
             // holding versions whose documents were busy must not sit behind another one
             // that is waiting for new work.
@@ -503,7 +608,7 @@ impl Finisher {
                 rx.try_lock().ok()
             };
             if let Some(rx) = rx.as_mut() {
-                while queue.len() < self.batch_size {
+                while queue.len() < batch_size {
                     match rx.try_recv() {
                         Ok(d) => queue.push(d),
                         Err(_) => break,
@@ -511,7 +616,7 @@ impl Finisher {
                 }
             }
             drop(rx);
-            let take = queue.len().min(self.batch_size);
+            let take = queue.len().min(batch_size);
             let batch: Vec<Done> = queue.drain(..take).collect();
             match self.finish(&batch).await {
                 Ok(results) => {
@@ -611,21 +716,22 @@ impl Finisher {
 struct Renewer {
     pool: Pool,
     target: String,
-    lease: Duration,
-    interval: Duration,
+    /// For `worker.lease`, which a reload may change.
+    config: watch::Receiver<Arc<Config>>,
     registry: Registry,
 }
 
 impl Renewer {
     async fn run(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         loop {
+            let (lease, every) = {
+                let cfg = self.config.borrow();
+                (cfg.worker.lease, cfg.worker.renew_interval())
+            };
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(every) => {}
             }
             let held: Vec<(i64, i64)> = self
                 .registry
@@ -637,7 +743,7 @@ impl Renewer {
                 continue;
             }
             let renewed = match db::get(&self.pool, &self.target).await {
-                Ok(client) => claim::renew_leases(&client, &held, self.lease).await,
+                Ok(client) => claim::renew_leases(&client, &held, lease).await,
                 Err(e) => Err(e),
             };
             match renewed {
