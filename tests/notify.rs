@@ -4,10 +4,10 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, TestDb};
+use common::{bin, Proc, TestDb};
 
 struct Notifications {
     sock: UnixDatagram,
@@ -49,7 +49,7 @@ impl Notifications {
     }
 }
 
-fn start(db: &TestDb, dir: &std::path::Path, sock: &std::path::Path) -> Child {
+fn start(db: &TestDb, dir: &std::path::Path, sock: &std::path::Path) -> Proc {
     let cfg = dir.join("postpub.toml");
     std::fs::write(
         &cfg,
@@ -60,30 +60,24 @@ fn start(db: &TestDb, dir: &std::path::Path, sock: &std::path::Path) -> Child {
     )
     .expect("config");
     // WATCHDOG_PID must be the daemon's own pid, as systemd sets it: exec keeps the pid.
-    Command::new("sh")
-        .args([
-            "-c",
-            "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$@\"",
-            "sh",
-        ])
-        .arg(bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", sock)
-        .env("WATCHDOG_USEC", "2000000")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn postpub")
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    Proc::new(
+        Command::new("sh")
+            .args([
+                "-c",
+                "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$@\"",
+                "sh",
+            ])
+            .arg(bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", sock)
+            .env("WATCHDOG_USEC", "2000000")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn postpub"),
+    )
 }
 
 #[tokio::test]
@@ -101,7 +95,6 @@ async fn ready_then_watchdog_pings_then_stopping_and_exit_0() {
 
     let ready = n.read_until(5.0, |l| l == "READY=1");
     let Some(ready) = ready else {
-        let _ = child.kill();
         panic!("no READY=1 within 5 s: {:?}", n.lines());
     };
 
@@ -125,7 +118,7 @@ async fn ready_then_watchdog_pings_then_stopping_and_exit_0() {
     );
 
     // SIGHUP: RELOADING=1, then READY=1 again.
-    signal(&child, "-HUP");
+    child.signal("-HUP");
     let t = n.start.elapsed().as_secs_f64();
     assert!(
         n.read_until(t + 5.0, |l| l == "RELOADING=1").is_some(),
@@ -143,20 +136,10 @@ async fn ready_then_watchdog_pings_then_stopping_and_exit_0() {
         n.lines()
     );
 
-    signal(&child, "-TERM");
+    child.signal("-TERM");
     let t = n.start.elapsed().as_secs_f64();
     let stopping = n.read_until(t + 5.0, |l| l == "STOPPING=1");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("postpub did not exit within 15 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child.wait_exit(Duration::from_secs(15)).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(stopping.is_some(), "no STOPPING=1: {:?}", n.lines());
     assert!(status.success(), "exit status {status:?}");

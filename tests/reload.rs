@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, wait_until, Script, TestDb};
+use common::{bin, wait_until, Proc, Script, TestDb};
 
 fn config(db: &TestDb, script: &Script, concurrency: usize, steps: &str, level: &str) -> String {
     format!(
@@ -17,14 +17,6 @@ fn config(db: &TestDb, script: &Script, concurrency: usize, steps: &str, level: 
         db.url,
         script.program()
     )
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
 }
 
 fn log_has(path: &std::path::Path, needle: &str) -> bool {
@@ -48,13 +40,15 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     let log_path = script.dir.join("postpub.log");
     std::fs::write(&cfg_path, config(&db, &script, 1, "[\"command\"]", "info")).expect("config");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    let mut child = Proc::new(
+        Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn"),
+    );
 
     let mut ids = Vec::new();
     for i in 0..9 {
@@ -77,7 +71,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         config(&db, &script, 3, "[\"validate\", \"command\"]", "debug"),
     )
     .expect("config");
-    signal(&child, "-HUP");
+    child.signal("-HUP");
     wait_until(
         Duration::from_secs(10),
         "the reload to be applied",
@@ -104,17 +98,14 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     // An invalid file is refused; the running configuration (with validate) stays.
     std::fs::write(&cfg_path, "[worker]\nconcurrency = \"lots\"\n").expect("config");
     let refused_before = count_in_log(&log_path, "configuration reload refused");
-    signal(&child, "-HUP");
+    child.signal("-HUP");
     wait_until(
         Duration::from_secs(10),
         "the refusal to be logged",
         || async { count_in_log(&log_path, "configuration reload refused") > refused_before },
     )
     .await;
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "still running"
-    );
+    assert!(child.running(), "still running");
     let bad2 = db
         .publish(&c, "malformed-2", "<p>unclosed", Some("p {}"))
         .await;
@@ -137,15 +128,8 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         },
     )
     .await;
-    signal(&child, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    child.signal("-TERM");
+    let status = child.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
     db.assert_invariants(&c).await;
 }

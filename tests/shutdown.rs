@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, wait_until, Script, TestDb};
+use common::{bin, wait_until, Proc, Script, TestDb};
 
-fn start(db: &TestDb, script: &Script, shutdown_timeout: &str, dir: &std::path::Path) -> Child {
+fn start(db: &TestDb, script: &Script, shutdown_timeout: &str, dir: &std::path::Path) -> Proc {
     let cfg = format!(
         "[database]\nurl = \"{}\"\n[worker]\nconcurrency = 4\nshutdown_timeout = \"{shutdown_timeout}\"\npoll_interval = \"500ms\"\n\
          [pipeline]\nsteps = [\"command\"]\n[pipeline.command]\nprogram = \"{}\"\ntimeout = \"60s\"\n[http]\nlisten = \"\"\n",
@@ -17,35 +17,15 @@ fn start(db: &TestDb, script: &Script, shutdown_timeout: &str, dir: &std::path::
     );
     let path = dir.join("postpub.toml");
     std::fs::write(&path, cfg).expect("config");
-    Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn postpub")
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("postpub did not exit within {within:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Proc::new(
+        Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn postpub"),
+    )
 }
 
 #[tokio::test]
@@ -63,8 +43,8 @@ async fn sigterm_during_work_finishes_it_and_leaves_nothing_processing() {
     })
     .await;
     let t0 = Instant::now();
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    child.signal("-TERM");
+    let status = child.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(t0.elapsed() < Duration::from_secs(10));
     let counts = db.counts(&c).await;
@@ -88,8 +68,8 @@ async fn work_still_running_at_the_shutdown_timeout_is_released_without_counting
     })
     .await;
     let t0 = Instant::now();
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
+    child.signal("-TERM");
+    let status = child.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         t0.elapsed() < Duration::from_secs(5),
