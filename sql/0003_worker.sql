@@ -41,7 +41,8 @@ begin
             join postpub.documents d on d.document = v.document
            where v.state = 'post-publication' and v.run_after <= now()
              and not exists (select 1 from postpub.versions p
-                              where p.document = v.document and p.state = 'processing')
+                              where p.document = v.document and p.state = 'processing'
+                             offset 0)  -- a probe per row, never a scan of all processing
            order by v.run_after, v.id
            limit p_limit
              for no key update of d skip locked) x;
@@ -174,12 +175,21 @@ begin
         from unnest(f_ids, f_tokens, f_outcomes) as t(id, token, outcome)
         join postpub.versions v on v.id = t.id and v.lease_token = t.token
        where t.outcome = 'publish'
+    ), prev as (
+      -- one probe of the one-current index per document, whatever the statistics say
+      select p.id, pub.version as by_version
+        from pub
+        cross join lateral (
+          select c.id from postpub.versions c
+           where c.document = pub.document and c.state = 'current'
+             and c.version < pub.version
+          offset 0) p
     ), a as (
       update postpub.versions c
          set state = 'archived', state_changed_at = now()
-        from pub
-       where c.document = pub.document and c.state = 'current' and c.version < pub.version
-      returning c.id, c.document, c.is_tombstone, pub.version as by_version
+        from prev
+       where c.id = prev.id
+      returning c.id, c.document, c.is_tombstone, prev.by_version
     ), t as (
       insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
       select a.id, a.document, 'current', 'archived', p_actor,

@@ -51,8 +51,10 @@ pub enum Scenario {
     Memory,
     /// Bulk insert with and without the NOTIFY trigger.
     Trigger,
-    /// Every scenario above.
+    /// Every database scenario above (drain, latency, memory, trigger).
     All,
+    /// Collation speed on a generated book (no database needed).
+    Collate,
 }
 
 /// Options of `postpub bench`.
@@ -82,10 +84,26 @@ pub struct BenchArgs {
     /// Write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Collate scenario: size of the generated book in MB (repeat for several sizes; the
+    /// largest is reported at the top level).
+    #[arg(long = "mb", value_name = "MB", default_values_t = [1.0, 5.0, 10.0, 20.0])]
+    pub mb: Vec<f64>,
+    /// Collate scenario: also time this reference baker on the same book and recipe
+    /// (e.g. benches/easybake_reference.sh, which runs cnx-easybake) for a ratio measured
+    /// in the same run. Only the largest size is given to it.
+    #[arg(long, value_name = "SCRIPT")]
+    pub reference: Option<PathBuf>,
+    /// Internal: measure one size in this process and print the result (the collate
+    /// scenario runs each size in a fresh child process for an honest peak RSS).
+    #[arg(long, hide = true)]
+    pub child: bool,
 }
 
 /// Runs the chosen scenarios and prints a table; writes JSON when asked.
 pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Collate {
+        return collate(args);
+    }
     let bench = Bench::create(cfg).await?;
     let result = bench.run_all(args).await;
     bench.drop_database().await;
@@ -208,6 +226,18 @@ impl Bench {
         Ok(())
     }
 
+    /// What the graphile-worker reference does before its timed window too: statistics
+    /// for the new rows, and no checkpoint landing in the middle of the measurement.
+    async fn settle(&self, c: &Client) -> anyhow::Result<()> {
+        c.batch_execute("analyze postpub.versions")
+            .await
+            .map_err(db::Error::query("analyzing the bench tables"))?;
+        c.batch_execute("checkpoint")
+            .await
+            .map_err(db::Error::query("checkpointing before the measurement"))?;
+        Ok(())
+    }
+
     fn daemon_config(&self, args: &BenchArgs, dir: &Path) -> anyhow::Result<PathBuf> {
         let text = format!(
             "[database]\nurl = {url}\npool_size = 8\n\
@@ -285,14 +315,17 @@ impl Bench {
 
         let mut timed = Vec::new();
         for (label, docs, per_doc) in [("distinct", n, 1), ("supersede", n / 10, 10)] {
+            // As the graphile-worker reference does: the backlog is in place (analyzed,
+            // checkpointed), then the clock starts with the daemon's start-up.
             let recipe = self.reset(&c).await?;
-            let daemon = self.spawn_daemon(&c, &config).await?;
-            let t0 = Instant::now();
+            let t_insert = Instant::now();
             self.insert_pending(&mut c, docs, per_doc, recipe).await?;
-            let insert = t0.elapsed();
-            let t1 = Instant::now();
+            let insert = t_insert.elapsed();
+            self.settle(&c).await?;
+            let t0 = Instant::now();
+            let daemon = self.spawn_daemon(&c, &config).await?;
             self.wait_drained(&c, Duration::from_secs(600)).await?;
-            let took = t1.elapsed();
+            let took = t0.elapsed();
             drop(daemon);
             let current: i64 = c
                 .query_one(
@@ -316,6 +349,7 @@ impl Bench {
 
         let recipe = self.reset(&c).await?;
         self.insert_pending(&mut c, n, 1, recipe).await?;
+        self.settle(&c).await?;
         let ceiling = self.ceiling(n, args.batch_size.clamp(1, 1000), 2).await?;
         let _ = std::fs::remove_file(&config);
         Ok(json!({
@@ -546,6 +580,109 @@ impl Bench {
             "backlog_drain_s": round3(took.as_secs_f64()),
         }))
     }
+}
+
+/// The collate scenario: each size baked in a fresh `postpub bench collate --child`
+/// process, then optionally the reference on the largest size.
+fn collate(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::collate::bench as cb;
+    if args.child {
+        let size = args.mb.first().copied().unwrap_or(1.0);
+        let r = cb::measure(size).context("baking the generated book")?;
+        println!("{}", r.to_json());
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding the postpub binary")?;
+    let report = cb::run_in_children(&args.mb, |size| {
+        let mut c = Command::new(&exe);
+        c.args(["bench", "collate", "--child", "--mb", &size.to_string()]);
+        c
+    })
+    .context("running the collate bench")?;
+    let runs: Vec<Value> = report
+        .results
+        .iter()
+        .map(|r| {
+            json!({
+                "input_mb": round3(r.input_bytes as f64 / 1e6),
+                "seconds": round3(r.seconds),
+                "mb_per_s": round3(r.mb_per_s),
+                "peak_rss_mb": round3(r.peak_rss_mb),
+            })
+        })
+        .collect();
+    let Some(top) = report.results.iter().max_by_key(|r| r.input_bytes) else {
+        bail!("no size given (--mb)");
+    };
+    let mut section = json!({
+        "input_mb": round3(top.input_bytes as f64 / 1e6),
+        "seconds": round3(top.seconds),
+        "mb_per_s": round3(top.mb_per_s),
+        "peak_rss_mb": round3(top.peak_rss_mb),
+        "runs": runs,
+    });
+    if let Some(script) = &args.reference {
+        let dir =
+            std::env::temp_dir().join(format!("postpub-collate-bench-{}", std::process::id()));
+        let size = top.input_bytes as f64 / 1e6;
+        let (book, recipe) = cb::write_bench_files(&dir, size.round())
+            .with_context(|| format!("writing the book to {}", dir.display()))?;
+        eprintln!("timing the reference on {} …", book.display());
+        let out = Command::new(script)
+            .arg(&book)
+            .arg(&recipe)
+            .arg(dir.join("reference-out.html"))
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |k: &str| -> Option<f64> {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse().ok())
+        };
+        let (Some(secs), Some(rss)) = (field("easybake_seconds"), field("rss_mb")) else {
+            bail!(
+                "{} printed no easybake_seconds/rss_mb: {}{}",
+                script.display(),
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // Our own figure for exactly that file, in a fresh process.
+        let ours = cb::run_in_children(&[size.round()], |s| {
+            let mut c = Command::new(&exe);
+            c.args(["bench", "collate", "--child", "--mb", &s.to_string()]);
+            c
+        })
+        .context("re-measuring the reference size")?;
+        let ours = ours
+            .results
+            .first()
+            .context("no result for the reference size")?;
+        if let Value::Object(m) = &mut section {
+            m.insert("reference_input_mb".into(), json!(round3(size.round())));
+            m.insert("reference_seconds".into(), json!(round3(secs)));
+            m.insert("reference_peak_rss_mb".into(), json!(round3(rss)));
+            m.insert(
+                "reference_speedup".into(),
+                json!(round3(secs / ours.seconds.max(1e-9))),
+            );
+            m.insert(
+                "reference_memory_ratio".into(),
+                json!(round3(ours.peak_rss_mb / rss.max(1e-9))),
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let mut report = Map::new();
+    report.insert("machine".into(), machine());
+    report.insert("collate".into(), section);
+    print_table(&report);
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// A `postpub run` child, stopped with SIGTERM when dropped.

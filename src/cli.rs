@@ -49,6 +49,8 @@ pub enum Command {
     Requeue(RequeueArgs),
     /// Publish a version of a document (or delete the document).
     Publish(PublishArgs),
+    /// Bake an XHTML document with a CSS recipe (the collate step, without a database).
+    Bake(BakeArgs),
     /// Showcase: a throwaway database, a few documents, the daemon, the resulting states.
     Demo(DemoArgs),
     /// Measure drain throughput, latency, memory and trigger cost in a database of its own.
@@ -107,6 +109,24 @@ pub struct PublishArgs {
     pub recipe: Option<PathBuf>,
 }
 
+/// `bake` options.
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// The recipe (CSS in the cnx-easybake dialect).
+    pub recipe: PathBuf,
+    /// The document to bake (well-formed XHTML); "-" for stdin.
+    pub input: PathBuf,
+    /// Where to write the baked document (default: stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Accept what cnx-easybake tolerates, as warnings (default: refuse the recipe).
+    #[arg(long)]
+    pub compat: bool,
+    /// Number generated ids autobaked-1, autobaked-2, … instead of random UUIDs.
+    #[arg(long)]
+    pub repeatable_ids: bool,
+}
+
 /// `demo` options.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -117,6 +137,10 @@ pub struct DemoArgs {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Bake(args) = &cli.command {
+        // Baking needs no configuration and no database.
+        return bake_cmd(args);
+    }
     let cfg = Config::load(
         cli.config.as_deref(),
         std::env::vars(),
@@ -135,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Requeue(args) => requeue_cmd(&cfg, &args).await,
         Command::Publish(args) => publish_cmd(&cfg, &args).await,
         Command::Demo(args) => demo::run(&cfg, &args.database).await,
+        Command::Bake(args) => bake_cmd(&args),
         Command::Bench(args) => bench::run(&cfg, &args).await,
     }
 }
@@ -241,6 +266,46 @@ async fn publish_cmd(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
         _ => bail!("give exactly one of --body FILE and --delete"),
     };
     println!("{id}");
+    Ok(())
+}
+
+fn bake_cmd(args: &BakeArgs) -> anyhow::Result<()> {
+    use crate::collate::{BakeOptions, Recipe};
+    let css = read_text(&args.recipe)?;
+    let html = read_text(&args.input)?;
+    let recipe = if args.compat {
+        Recipe::parse_compat(&css)
+    } else {
+        Recipe::parse(&css)
+    }
+    .with_context(|| args.recipe.display().to_string())?;
+    for w in recipe.warnings() {
+        eprintln!("warning: {}: {w}", args.recipe.display());
+    }
+    let opts = BakeOptions {
+        repeatable_ids: args.repeatable_ids,
+        ..BakeOptions::default()
+    };
+    let baked = recipe.bake_with(&html, &opts).with_context(|| {
+        format!(
+            "baking {} with {}",
+            args.input.display(),
+            args.recipe.display()
+        )
+    })?;
+    for w in &baked.warnings {
+        eprintln!("warning: {w}");
+    }
+    match &args.output {
+        Some(path) => std::fs::write(path, baked.html.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(baked.html.as_bytes())
+                .context("writing the baked document to stdout")?;
+        }
+    }
     Ok(())
 }
 

@@ -179,6 +179,8 @@ pub struct PipelineConfig {
     pub max_body_bytes: u64,
     /// `[pipeline.command]`, used when `command` is one of the steps.
     pub command: CommandConfig,
+    /// `[pipeline.collate]`, used when `collate` is one of the steps.
+    pub collate: CollateConfig,
 }
 
 impl Default for PipelineConfig {
@@ -187,6 +189,7 @@ impl Default for PipelineConfig {
             steps: vec!["validate".to_owned(), "collate".to_owned()],
             max_body_bytes: 32 * 1024 * 1024,
             command: CommandConfig::default(),
+            collate: CollateConfig::default(),
         }
     }
 }
@@ -213,6 +216,27 @@ impl Default for CommandConfig {
             args: Vec::new(),
             timeout: Duration::from_secs(300),
             max_output_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[pipeline.collate]`: the recipe baker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollateConfig {
+    /// Accept what cnx-easybake tolerates (unknown properties become warnings) instead
+    /// of refusing the recipe. For existing easybake recipes.
+    pub compat: bool,
+    /// A bake taking longer than this fails (permanently: it would again).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for CollateConfig {
+    fn default() -> Self {
+        Self {
+            compat: false,
+            timeout: Duration::from_secs(120),
         }
     }
 }
@@ -395,6 +419,9 @@ impl Config {
                 "pipeline.command.program",
                 "must be set when the `command` step is listed in pipeline.steps",
             );
+        }
+        if self.pipeline.collate.timeout.is_zero() {
+            return bad("pipeline.collate.timeout", "must be more than 0s");
         }
         if self.pipeline.command.timeout.is_zero() {
             return bad("pipeline.command.timeout", "must be more than 0s");

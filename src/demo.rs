@@ -54,7 +54,7 @@ pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
     let mut cfg = cfg.clone();
     cfg.database.url = db::url_with_database(&cfg.database.url, database)?;
     cfg.database.listen_url = String::new();
-    cfg.pipeline.steps = vec!["validate".into()];
+    cfg.pipeline.steps = vec!["validate".into(), "collate".into()];
     cfg.worker.poll_interval = Duration::from_millis(500);
     cfg.worker.backoff.initial = Duration::from_millis(100);
     cfg.http.listen = String::new();

@@ -28,6 +28,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod collate;
 pub mod config;
 pub mod daemon;
 pub mod db;

@@ -76,7 +76,9 @@ fn help_lists_every_subcommand() {
     let o = run(&["--help"]);
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
-    for sub in ["migrate", "run", "status", "requeue", "publish", "demo"] {
+    for sub in [
+        "migrate", "run", "status", "requeue", "publish", "bake", "demo", "bench",
+    ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(sub)),
             "--help does not list {sub}:\n{help}"
@@ -213,4 +215,39 @@ async fn the_demo_runs_end_to_end() {
     ] {
         assert!(out.contains(want), "demo output lacks {want:?}:\n{out}");
     }
+}
+
+#[test]
+fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
+    let dir = common::Script::new("");
+    let recipe = dir.dir.join("r.css");
+    let input = dir.dir.join("in.html");
+    let output = dir.dir.join("out.html");
+    std::fs::write(
+        &recipe,
+        "p.note { move-to: notes; }\ndiv::after { content: pending(notes); }\n",
+    )
+    .expect("write");
+    std::fs::write(&input, "<div><p class=\"note\">n</p><p>t</p></div>").expect("write");
+    let s = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
+    let o = run(&["bake", &s(&recipe), &s(&input), "-o", &s(&output)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let baked = std::fs::read_to_string(&output).expect("output written");
+    assert_eq!(
+        baked.trim_end(),
+        "<div><p>t</p><div><p class=\"note\">n</p></div></div>"
+    );
+
+    std::fs::write(
+        &recipe,
+        "p.note { move-to: notes; }\np::insde { content: \"x\"; }\n",
+    )
+    .expect("write");
+    let o = run(&["bake", &s(&recipe), &s(&input)]);
+    assert_clear_failure(&o, 1, "line 2");
+    assert!(
+        stderr(&o).contains("r.css") && stderr(&o).contains("::insde"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -140,7 +140,7 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
     .await
     .expect("fake an abandoned lease");
     d.wait_event(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         |e| matches!(e, postpub::event::Event::Rescued { version_id, .. } if *version_id == v),
     )
     .await;
@@ -151,7 +151,7 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
     )
     .await
     .expect("kill the listener");
-    d.wait_event(Duration::from_secs(10), |e| {
+    d.wait_event(Duration::from_secs(30), |e| {
         matches!(
             e,
             postpub::event::Event::ListenerConnected { reconnects } if *reconnects >= 1

@@ -1,10 +1,18 @@
 -- ceiling_finish: the writes of publishing versions $1 as plain SQL: archive the previous
 -- current (none in the drain), make them current, outbox event and audit rows.
-with a as (
+with prev as (
+  select p.id
+    from postpub.versions v
+    cross join lateral (
+      select c.id from postpub.versions c
+       where c.document = v.document and c.state = 'current' and c.version < v.version
+      offset 0) p
+   where v.id = any($1::bigint[])
+), a as (
   update postpub.versions c
      set state = 'archived', state_changed_at = now()
-   where c.state = 'current'
-     and c.document in (select v.document from postpub.versions v where v.id = any($1::bigint[]))
+    from prev
+   where c.id = prev.id
   returning c.id, c.document
 ), u as (
   update postpub.versions v

@@ -5,6 +5,7 @@
 //! means for the version (retry later, or errored now) is the [`StepError`] variant; the
 //! worker turns it into an outcome and the publish step (SQL, `postpub._finish`) records it.
 
+pub mod collate;
 pub mod command;
 pub mod validate;
 
@@ -112,6 +113,7 @@ impl Pipeline {
                 "noop" => Box::new(Noop),
                 "validate" => Box::new(validate::Validate),
                 "command" => Box::new(command::Command::new(cfg.command.clone())),
+                "collate" => Box::new(collate::Collate::new(cfg.collate.clone())),
                 other => return Err(format!("unknown pipeline step {other:?}")),
             };
             steps.push(step);

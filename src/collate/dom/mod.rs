@@ -1,0 +1,534 @@
+//! The document tree the baker works on: a compact arena in lxml's model.
+//!
+//! cnx-easybake manipulates lxml elements, whose text lives in two places:
+//! `text` (before the first child) and `tail` (after the element, inside its
+//! parent). Its behaviour — which text moves along with a node, where a string
+//! is appended — follows from that model, so the arena keeps it instead of DOM
+//! text nodes; emulating it on DOM text nodes would be a source of endless
+//! off-by-one differences.
+//!
+//! Nodes live in one `Vec` and link to each other by index (parent, first and
+//! last child, previous and next sibling), so moving a node is O(1) and the
+//! whole tree is freed at once. Detached nodes (the wrappers easybake puts in a
+//! "trash" bucket) simply stay unreachable in the arena until the bake ends.
+//! Names are interned per document so comparing them is cheap.
+
+use rustc_hash::FxHashMap;
+
+use super::error::CollateError;
+
+mod edit;
+
+/// An interned string (element or attribute name, prefix, namespace URI).
+pub(crate) type Atom = u32;
+
+/// The empty string, which is also "no namespace" and "no prefix".
+pub(crate) const EMPTY: Atom = 0;
+/// `id` and `class`, interned first in every document: they are looked up
+/// for every element during matching.
+pub(crate) const ATOM_ID: Atom = 1;
+pub(crate) const ATOM_CLASS: Atom = 2;
+
+const NIL: u32 = u32::MAX;
+
+/// Index of a node in its [`Document`].
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub(crate) struct NodeId(u32);
+
+impl NodeId {
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+fn opt(raw: u32) -> Option<NodeId> {
+    (raw != NIL).then_some(NodeId(raw))
+}
+
+/// What a node is. Comments and processing instructions are children like
+/// elements (as in lxml) and carry a tail, but selectors never see them.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Element,
+    Comment,
+    Pi,
+}
+
+/// One attribute. `prefix` is only a serialisation hint.
+#[derive(Clone, Debug)]
+pub(crate) struct Attr {
+    pub(crate) ns: Atom,
+    pub(crate) local: Atom,
+    pub(crate) prefix: Atom,
+    pub(crate) value: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    parent: u32,
+    first_child: u32,
+    last_child: u32,
+    prev: u32,
+    next: u32,
+    pub(crate) kind: Kind,
+    /// Namespace URI (elements); target name for processing instructions.
+    pub(crate) ns: Atom,
+    pub(crate) local: Atom,
+    pub(crate) prefix: Atom,
+    pub(crate) attrs: Vec<Attr>,
+    /// `xmlns` declarations written on this element in the source: (prefix, uri).
+    pub(crate) ns_decls: Option<Box<[(Atom, Atom)]>>,
+    /// Element text before the first child; comment text; PI data.
+    pub(crate) text: String,
+    /// Text after this node, inside its parent.
+    pub(crate) tail: String,
+    /// Bumped whenever this node's subtree (or its tail) changes; sort keys
+    /// cached against it stay valid while it is unchanged.
+    version: u32,
+}
+
+/// Interns strings so that names compare as integers.
+#[derive(Default, Debug)]
+pub(crate) struct Interner {
+    strings: Vec<Box<str>>,
+    map: FxHashMap<Box<str>, Atom>,
+}
+
+impl Interner {
+    fn new() -> Self {
+        let mut me = Interner::default();
+        me.intern("");
+        me.intern("id");
+        me.intern("class");
+        me
+    }
+
+    pub(crate) fn intern(&mut self, s: &str) -> Atom {
+        if let Some(&a) = self.map.get(s) {
+            return a;
+        }
+        let a = self.strings.len() as Atom;
+        self.strings.push(s.into());
+        self.map.insert(s.into(), a);
+        a
+    }
+
+    pub(crate) fn lookup(&self, s: &str) -> Option<Atom> {
+        self.map.get(s).copied()
+    }
+
+    pub(crate) fn get(&self, a: Atom) -> &str {
+        self.strings.get(a as usize).map(|s| &**s).unwrap_or("")
+    }
+}
+
+/// The whole document: the root element plus what surrounds it.
+#[derive(Debug)]
+pub(crate) struct Document {
+    nodes: Vec<Node>,
+    pub(crate) atoms: Interner,
+    pub(crate) root: NodeId,
+    /// `<!DOCTYPE …>` content, re-emitted verbatim.
+    pub(crate) doctype: Option<String>,
+    /// Comments and processing instructions before / after the root element.
+    pub(crate) prolog: Vec<NodeId>,
+    pub(crate) epilog: Vec<NodeId>,
+    /// Refuse to grow past this many nodes (see `Limits::max_nodes`).
+    pub(crate) max_nodes: usize,
+}
+
+/// Namespace of XHTML, the vocabulary easybake's documents are written in.
+pub(crate) const XHTML_NS: &str = "http://www.w3.org/1999/xhtml";
+/// Namespace of `xml:` attributes such as `xml:lang`.
+pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+impl Document {
+    pub(crate) fn new(max_nodes: usize) -> Self {
+        let mut doc = Document {
+            nodes: Vec::new(),
+            atoms: Interner::new(),
+            root: NodeId(0),
+            doctype: None,
+            prolog: Vec::new(),
+            epilog: Vec::new(),
+            max_nodes,
+        };
+        // Placeholder root so that `root` is always valid; the parser replaces it.
+        doc.nodes.push(Node::blank(Kind::Element));
+        doc
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id.index()]
+    }
+
+    fn alloc(&mut self, node: Node) -> Result<NodeId, CollateError> {
+        if self.nodes.len() >= self.max_nodes {
+            return Err(CollateError::Limit {
+                what: "node count",
+                limit: self.max_nodes as u64,
+            });
+        }
+        self.nodes.push(node);
+        Ok(NodeId((self.nodes.len() - 1) as u32))
+    }
+
+    /// A new, detached element.
+    pub(crate) fn new_element(&mut self, ns: Atom, local: Atom) -> Result<NodeId, CollateError> {
+        let mut n = Node::blank(Kind::Element);
+        n.ns = ns;
+        n.local = local;
+        self.alloc(n)
+    }
+
+    /// A new, detached comment or processing instruction.
+    pub(crate) fn new_other(
+        &mut self,
+        kind: Kind,
+        target: Atom,
+        text: String,
+    ) -> Result<NodeId, CollateError> {
+        let mut n = Node::blank(kind);
+        n.local = target;
+        n.text = text;
+        self.alloc(n)
+    }
+
+    // ----- navigation -------------------------------------------------
+
+    pub(crate) fn parent(&self, id: NodeId) -> Option<NodeId> {
+        opt(self.node(id).parent)
+    }
+    pub(crate) fn first_child(&self, id: NodeId) -> Option<NodeId> {
+        opt(self.node(id).first_child)
+    }
+    pub(crate) fn last_child(&self, id: NodeId) -> Option<NodeId> {
+        opt(self.node(id).last_child)
+    }
+    pub(crate) fn prev(&self, id: NodeId) -> Option<NodeId> {
+        opt(self.node(id).prev)
+    }
+    pub(crate) fn next(&self, id: NodeId) -> Option<NodeId> {
+        opt(self.node(id).next)
+    }
+    pub(crate) fn is_element(&self, id: NodeId) -> bool {
+        self.node(id).kind == Kind::Element
+    }
+
+    /// All children (elements, comments, PIs) in order.
+    pub(crate) fn children(&self, id: NodeId) -> Children<'_> {
+        Children {
+            doc: self,
+            next: self.first_child(id),
+        }
+    }
+
+    pub(crate) fn element_children(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.children(id).filter(move |&c| self.is_element(c))
+    }
+
+    pub(crate) fn has_children(&self, id: NodeId) -> bool {
+        self.node(id).first_child != NIL
+    }
+
+    /// The `n`-th child (all kinds), like lxml's `element[n]`.
+    pub(crate) fn nth_child(&self, id: NodeId, n: usize) -> Option<NodeId> {
+        self.children(id).nth(n)
+    }
+
+    pub(crate) fn prev_element(&self, id: NodeId) -> Option<NodeId> {
+        let mut cur = self.prev(id);
+        while let Some(c) = cur {
+            if self.is_element(c) {
+                return Some(c);
+            }
+            cur = self.prev(c);
+        }
+        None
+    }
+
+    pub(crate) fn next_element(&self, id: NodeId) -> Option<NodeId> {
+        let mut cur = self.next(id);
+        while let Some(c) = cur {
+            if self.is_element(c) {
+                return Some(c);
+            }
+            cur = self.next(c);
+        }
+        None
+    }
+
+    /// Next node in document order within the subtree of `scope`
+    /// (pre-order), elements and others alike.
+    pub(crate) fn next_in(&self, id: NodeId, scope: NodeId) -> Option<NodeId> {
+        if let Some(c) = self.first_child(id) {
+            return Some(c);
+        }
+        let mut cur = id;
+        loop {
+            if cur == scope {
+                return None;
+            }
+            if let Some(n) = self.next(cur) {
+                return Some(n);
+            }
+            cur = self.parent(cur)?;
+        }
+    }
+
+    /// Whether `anc` is `id` or one of its ancestors.
+    pub(crate) fn is_ancestor_or_self(&self, anc: NodeId, id: NodeId) -> bool {
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            if c == anc {
+                return true;
+            }
+            cur = self.parent(c);
+        }
+        false
+    }
+
+    // ----- names and attributes ------------------------------------------
+
+    pub(crate) fn local_name(&self, id: NodeId) -> &str {
+        self.atoms.get(self.node(id).local)
+    }
+
+    pub(crate) fn namespace(&self, id: NodeId) -> &str {
+        self.atoms.get(self.node(id).ns)
+    }
+
+    /// Attribute by namespace URI and local name ("" = no namespace), like
+    /// lxml's `get('{ns}name')`.
+    pub(crate) fn attr_ns(&self, id: NodeId, ns: &str, local: &str) -> Option<&str> {
+        let ns = if ns.is_empty() {
+            EMPTY
+        } else {
+            self.atoms.lookup(ns)?
+        };
+        self.attr_atom(id, ns, self.atoms.lookup(local)?)
+    }
+
+    /// Attribute without namespace.
+    pub(crate) fn attr(&self, id: NodeId, local: &str) -> Option<&str> {
+        self.attr_ns(id, "", local)
+    }
+
+    /// Attribute by interned namespace and local name.
+    pub(crate) fn attr_atom(&self, id: NodeId, ns: Atom, local: Atom) -> Option<&str> {
+        self.node(id)
+            .attrs
+            .iter()
+            .find(|a| a.local == local && a.ns == ns)
+            .map(|a| a.value.as_str())
+    }
+
+    pub(crate) fn id_attr(&self, id: NodeId) -> Option<&str> {
+        self.attr_atom(id, EMPTY, ATOM_ID)
+    }
+
+    pub(crate) fn class_attr(&self, id: NodeId) -> Option<&str> {
+        self.attr_atom(id, EMPTY, ATOM_CLASS)
+    }
+
+    pub(crate) fn version(&self, id: NodeId) -> u32 {
+        self.node(id).version
+    }
+
+    /// Records that the subtree of `id` (and so of every ancestor) changed.
+    fn touch(&mut self, id: NodeId) {
+        let mut cur = id.0;
+        while cur != NIL {
+            let n = &mut self.nodes[cur as usize];
+            n.version = n.version.wrapping_add(1);
+            cur = n.parent;
+        }
+    }
+
+    // ----- text ------------------------------------------------------------
+
+    pub(crate) fn text(&self, id: NodeId) -> &str {
+        &self.node(id).text
+    }
+    pub(crate) fn tail(&self, id: NodeId) -> &str {
+        &self.node(id).tail
+    }
+    /// Text of the subtree like `etree.tostring(el, method="text")`: element
+    /// text and tails of descendants (comments contribute only their tails).
+    pub(crate) fn text_content(&self, id: NodeId, with_tail: bool) -> String {
+        let mut out = String::new();
+        if self.is_element(id) {
+            out.push_str(&self.node(id).text);
+        }
+        let mut cur = self.first_child(id);
+        while let Some(c) = cur {
+            // pre-order over the subtree, adding text on entry and the tail
+            // when leaving a node
+            if self.is_element(c) {
+                out.push_str(&self.node(c).text);
+            }
+            if let Some(f) = self.first_child(c) {
+                cur = Some(f);
+                continue;
+            }
+            let mut up = c;
+            loop {
+                out.push_str(&self.node(up).tail);
+                if let Some(n) = self.next(up) {
+                    cur = Some(n);
+                    break;
+                }
+                match self.parent(up) {
+                    Some(p) if p != id => up = p,
+                    _ => {
+                        cur = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if with_tail {
+            out.push_str(&self.node(id).tail);
+        }
+        out
+    }
+
+    /// Pre-order iterator over the elements of the subtree of `id`, itself included.
+    pub(crate) fn descendants_or_self(&self, id: NodeId) -> Descendants<'_> {
+        Descendants {
+            doc: self,
+            scope: id,
+            next: Some(id),
+        }
+    }
+}
+
+impl Document {
+    pub(crate) fn ns_decls(&self, id: NodeId) -> &[(Atom, Atom)] {
+        self.node(id).ns_decls.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Node {
+    fn blank(kind: Kind) -> Node {
+        Node {
+            parent: NIL,
+            first_child: NIL,
+            last_child: NIL,
+            prev: NIL,
+            next: NIL,
+            kind,
+            ns: EMPTY,
+            local: EMPTY,
+            prefix: EMPTY,
+            attrs: Vec::new(),
+            ns_decls: None,
+            text: String::new(),
+            tail: String::new(),
+            version: 0,
+        }
+    }
+}
+
+/// Children of a node, all kinds.
+pub(crate) struct Children<'a> {
+    doc: &'a Document,
+    next: Option<NodeId>,
+}
+
+impl Iterator for Children<'_> {
+    type Item = NodeId;
+    fn next(&mut self) -> Option<NodeId> {
+        let cur = self.next?;
+        self.next = self.doc.next(cur);
+        Some(cur)
+    }
+}
+
+/// Elements of a subtree in document order.
+pub(crate) struct Descendants<'a> {
+    doc: &'a Document,
+    scope: NodeId,
+    next: Option<NodeId>,
+}
+
+impl Iterator for Descendants<'_> {
+    type Item = NodeId;
+    fn next(&mut self) -> Option<NodeId> {
+        loop {
+            let cur = self.next?;
+            self.next = self.doc.next_in(cur, self.scope);
+            if self.doc.is_element(cur) {
+                return Some(cur);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> (Document, NodeId, NodeId, NodeId) {
+        let mut d = Document::new(1000);
+        let r = d.atoms.intern("r");
+        let a = d.atoms.intern("a");
+        let root = d
+            .build_element(None, EMPTY, r, EMPTY, vec![], vec![])
+            .unwrap();
+        d.build_text(root, "t");
+        let x = d
+            .build_element(Some(root), EMPTY, a, EMPTY, vec![], vec![])
+            .unwrap();
+        d.build_text(root, "1");
+        let y = d
+            .build_element(Some(root), EMPTY, a, EMPTY, vec![], vec![])
+            .unwrap();
+        d.build_text(y, "in");
+        d.build_text(root, "2");
+        (d, root, x, y)
+    }
+
+    #[test]
+    fn text_content_follows_lxml() {
+        let (d, root, x, y) = small();
+        assert_eq!(d.text_content(root, false), "t1in2");
+        assert_eq!(d.text_content(x, true), "1");
+        assert_eq!(d.text_content(y, false), "in");
+    }
+
+    #[test]
+    fn moving_an_ancestor_inside_is_refused() {
+        let (mut d, root, x, _) = small();
+        assert!(d.append(x, root).is_err());
+        assert!(d.append(x, x).is_err());
+    }
+
+    #[test]
+    fn copies_suffix_ids() {
+        let (mut d, root, x, _) = small();
+        d.set_attr(x, "", "id", "a1".into());
+        let c = d.deep_copy(root, "_copy").unwrap();
+        let cx = d.first_child(c).unwrap();
+        assert_eq!(d.attr(cx, "id"), Some("a1_copy"));
+        assert_eq!(d.text_content(c, false), "t1in2");
+    }
+
+    #[test]
+    fn node_limit_is_enforced() {
+        let (mut d, root, _, _) = small();
+        d.max_nodes = d.len();
+        assert!(matches!(
+            d.deep_copy(root, ""),
+            Err(CollateError::Limit { .. })
+        ));
+    }
+}

@@ -1,0 +1,377 @@
+//! The baking state: variables per pass, the action list, and the pass loop.
+//!
+//! Baking follows cnx-easybake's two-phase design, because its observable
+//! behaviour depends on it: for each pass, a walk over the *unchanged* tree
+//! records an ordered list of actions (`walk.rs`), then the actions are
+//! applied in order (`apply.rs`). Content captured during the walk (a
+//! `content()` copy) reflects the tree before the pass; nodes moved or copied
+//! while applying reflect everything applied before them.
+//!
+//! Variables (strings, counters, buckets of pending nodes) live per pass, and
+//! a name not set in the current pass is looked up in earlier passes, newest
+//! first — the reference's "scope". Where the reference searches its whole
+//! action list (finding a node's previous move, the current target), this
+//! keeps indexes, so the work per element stays constant.
+
+use rustc_hash::FxHashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::dom::{Document, NodeId};
+use super::error::CollateError;
+use super::ordered::Runs;
+use super::recipe::{Compiled, Pseudo};
+use super::sortkey::Collation;
+use super::value::Piece;
+use super::BakeOptions;
+
+pub(crate) type Counters = FxHashMap<String, i64>;
+pub(crate) type Strings = FxHashMap<String, String>;
+
+/// How a pending node lands where its bucket is emptied.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PendKind {
+    Move,
+    Copy,
+    /// A copy with a numbered id suffix (`node-set` / `nodes()`).
+    NodeSet,
+}
+
+/// Variables of one pass.
+#[derive(Default)]
+pub(crate) struct StepState {
+    pub(crate) pending: FxHashMap<String, Vec<(PendKind, NodeId)>>,
+    /// Shared with id snapshots until changed (copy on write), so taking a
+    /// snapshot at every element with an id costs two reference counts.
+    pub(crate) counters: Rc<Counters>,
+    pub(crate) strings: Rc<Strings>,
+}
+
+/// Variables as they were at an element with an `id`, for `target-counter()`
+/// and `target-string()`. Only the pass that recorded it is kept: earlier
+/// passes' variables no longer change, so lookups fall back to their final
+/// values, which equal what easybake copies.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) pass: usize,
+    pub(crate) counters: Rc<Counters>,
+    pub(crate) strings: Rc<Strings>,
+}
+
+/// Where a group of actions applies: a node, and how content lands in it.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) tree: NodeId,
+    pub(crate) loc: Option<Pseudo>,
+    /// The node's parent during the walk (needed by `::outside`).
+    pub(crate) parent: Option<NodeId>,
+    pub(crate) sort: Option<u32>,
+    pub(crate) is_group: bool,
+    pub(crate) group: Option<u32>,
+    pub(crate) lang: Option<Rc<str>>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Action<'r> {
+    Target(u32),
+    /// `container`: rename the target (namespace URI, local name).
+    Tag(&'r str, &'r str),
+    /// Remove the target's content, remembering it for `content()`.
+    Clear,
+    /// `content()`: a copy taken during the walk, or the cleared content.
+    Content(Option<NodeId>),
+    Attrib(&'r str, Box<[Piece]>),
+    /// Text to append (the common case of [`Action::Str`]).
+    Text(String),
+    Str(Box<[Piece]>),
+    Move(NodeId),
+    Copy(NodeId),
+    NodeSet(NodeId),
+    /// A move that a later `move-to` cancelled.
+    Nop,
+}
+
+const NO_POS: u32 = u32::MAX;
+
+/// An action and the rule that produced it (for error messages).
+#[derive(Clone, Debug)]
+pub(crate) struct Act<'r> {
+    pub(crate) action: Action<'r>,
+    pub(crate) rule: u32,
+    /// For a `Move`: position of the previous live move of the same node.
+    prev_move: u32,
+}
+
+/// Bounded list of warnings for the caller.
+#[derive(Default)]
+pub(crate) struct Warnings {
+    pub(crate) list: Vec<String>,
+    pub(crate) max: usize,
+    pub(crate) dropped: usize,
+}
+
+impl Warnings {
+    pub(crate) fn push(&mut self, msg: String) {
+        if self.list.len() < self.max {
+            self.list.push(msg);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+pub(crate) struct Oven<'r> {
+    pub(crate) recipe: &'r Compiled,
+    pub(crate) doc: Document,
+    pub(crate) warn: Warnings,
+    /// Variables of every pass, by pass index.
+    pub(crate) steps: Vec<StepState>,
+    /// Passes run so far, current first.
+    pub(crate) scope: Vec<usize>,
+    pub(crate) snapshots: FxHashMap<Box<str>, Snapshot>,
+    /// Language of the element entered last (easybake's `state['lang']`).
+    pub(crate) lang: Rc<str>,
+    pub(crate) actions: Vec<Act<'r>>,
+    pub(crate) targets: Vec<Target>,
+    /// Positions of the live `Target` actions, in order.
+    pub(crate) target_pos: Vec<usize>,
+    /// Position of the latest live `Move` action of each node (earlier ones
+    /// are chained through [`Act::prev_move`]).
+    pub(crate) move_pos: FxHashMap<NodeId, u32>,
+    /// Rule whose declarations are running (attached to new actions).
+    pub(crate) rule: u32,
+    pub(crate) collation: Collation,
+    pub(crate) runs: Runs,
+    repeatable_ids: bool,
+    next_id: u64,
+    deadline: Option<Instant>,
+    ticks: u32,
+    max_duration_ms: u64,
+}
+
+impl<'r> Oven<'r> {
+    pub(crate) fn new(recipe: &'r Compiled, doc: Document, opts: &BakeOptions) -> Self {
+        let started = Instant::now();
+        Oven {
+            recipe,
+            doc,
+            warn: Warnings {
+                list: recipe.warnings.clone(),
+                max: opts.limits.max_warnings.max(recipe.warnings.len()),
+                dropped: 0,
+            },
+            steps: (0..recipe.passes.len())
+                .map(|_| StepState::default())
+                .collect(),
+            scope: Vec::new(),
+            snapshots: FxHashMap::default(),
+            lang: Rc::from(""),
+            actions: Vec::new(),
+            targets: Vec::new(),
+            target_pos: Vec::new(),
+            move_pos: FxHashMap::default(),
+            rule: 0,
+            collation: Collation::default(),
+            runs: Runs::default(),
+            repeatable_ids: opts.repeatable_ids,
+            next_id: 0,
+            deadline: opts.limits.max_duration.map(|d| started + d),
+            ticks: 0,
+            max_duration_ms: opts
+                .limits
+                .max_duration
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Runs every pass, in order, stopping before `stop_before` if given.
+    pub(crate) fn bake(&mut self, stop_before: Option<&str>) -> Result<(), CollateError> {
+        for pass in 0..self.recipe.passes.len() {
+            if stop_before == Some(self.recipe.passes[pass].name.as_str()) {
+                break;
+            }
+            self.scope.insert(0, pass);
+            self.walk(pass)?;
+            self.apply()?;
+        }
+        if self.warn.dropped > 0 {
+            let n = self.warn.dropped;
+            self.warn.list.push(format!("... and {n} more warnings"));
+        }
+        Ok(())
+    }
+
+    /// Called in every loop over nodes or actions: enforces the time limit.
+    pub(crate) fn tick(&mut self) -> Result<(), CollateError> {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(256) {
+            if let Some(d) = self.deadline {
+                if Instant::now() > d {
+                    return Err(CollateError::Limit {
+                        what: "bake time in milliseconds",
+                        limit: self.max_duration_ms,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn warning(&mut self, msg: impl Into<String>) {
+        self.warn.push(msg.into());
+    }
+
+    pub(crate) fn current_pass(&self) -> usize {
+        self.scope.first().copied().unwrap_or(0)
+    }
+
+    /// A fresh id for `uuid()`: a random UUID, or `autobaked-N` when
+    /// repeatable ids were asked for (stable output for diffs and tests).
+    pub(crate) fn generate_id(&mut self) -> String {
+        if self.repeatable_ids {
+            self.next_id += 1;
+            format!("autobaked-{}", self.next_id)
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        }
+    }
+
+    // ----- variable lookup across passes ---------------------------------
+
+    pub(crate) fn lookup_string(&self, name: &str) -> Option<&str> {
+        self.scope
+            .iter()
+            .find_map(|&p| self.steps[p].strings.get(name).map(|s| s.as_str()))
+    }
+
+    pub(crate) fn lookup_counter(&self, name: &str) -> Option<i64> {
+        self.scope
+            .iter()
+            .find_map(|&p| self.steps[p].counters.get(name).copied())
+    }
+
+    /// The pass whose bucket `name` is pending, if any.
+    pub(crate) fn lookup_pending(&self, name: &str) -> Option<usize> {
+        self.scope
+            .iter()
+            .copied()
+            .find(|&p| self.steps[p].pending.contains_key(name))
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let pass = self.current_pass();
+        Snapshot {
+            pass,
+            counters: self.steps[pass].counters.clone(),
+            strings: self.steps[pass].strings.clone(),
+        }
+    }
+
+    /// Looks a variable up in a snapshot, then in the passes before it.
+    pub(crate) fn lookup_in_snapshot(
+        &self,
+        snap: &Snapshot,
+        name: &str,
+        counter: bool,
+    ) -> Option<String> {
+        let get = |c: &Counters, s: &Strings| {
+            if counter {
+                c.get(name).map(|v| v.to_string())
+            } else {
+                s.get(name).cloned()
+            }
+        };
+        if let Some(v) = get(&snap.counters, &snap.strings) {
+            return Some(v);
+        }
+        let at = self.scope.iter().position(|&p| p == snap.pass)?;
+        self.scope[at + 1..]
+            .iter()
+            .find_map(|&p| get(&self.steps[p].counters, &self.steps[p].strings))
+    }
+
+    // ----- the action list ------------------------------------------------
+
+    pub(crate) fn push(&mut self, action: Action<'r>) {
+        let pos = self.actions.len();
+        let mut prev_move = NO_POS;
+        match action {
+            Action::Move(n) => prev_move = self.move_pos.insert(n, pos as u32).unwrap_or(NO_POS),
+            Action::Target(_) => self.target_pos.push(pos),
+            _ => {}
+        }
+        self.actions.push(Act {
+            action,
+            rule: self.rule,
+            prev_move,
+        });
+    }
+
+    /// Forgets the latest move of `n`, whose action is `act`.
+    fn unlink_move(&mut self, n: NodeId, prev_move: u32) {
+        if prev_move == NO_POS {
+            self.move_pos.remove(&n);
+        } else {
+            self.move_pos.insert(n, prev_move);
+        }
+    }
+
+    pub(crate) fn new_target(&mut self, t: Target) -> u32 {
+        self.targets.push(t);
+        (self.targets.len() - 1) as u32
+    }
+
+    /// The last action (cancelled moves are never last: they are trimmed).
+    pub(crate) fn last(&self) -> Option<&Action<'r>> {
+        self.actions.last().map(|a| &a.action)
+    }
+
+    pub(crate) fn pop(&mut self) {
+        if let Some(act) = self.actions.pop() {
+            match act.action {
+                Action::Move(n) => self.unlink_move(n, act.prev_move),
+                Action::Target(_) => {
+                    self.target_pos.pop();
+                }
+                _ => {}
+            }
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.last(), Some(Action::Nop)) {
+            self.actions.pop();
+        }
+    }
+
+    /// Cancels the latest pending placement of `node` (a second `move-to`
+    /// replaces the first).
+    pub(crate) fn cancel_move(&mut self, node: NodeId) {
+        if let Some(&pos) = self.move_pos.get(&node) {
+            let prev = self
+                .actions
+                .get(pos as usize)
+                .map(|a| a.prev_move)
+                .unwrap_or(NO_POS);
+            self.unlink_move(node, prev);
+            if let Some(a) = self.actions.get_mut(pos as usize) {
+                a.action = Action::Nop;
+            }
+            self.trim();
+        }
+    }
+
+    pub(crate) fn current_target(&self) -> Option<u32> {
+        let pos = *self.target_pos.last()?;
+        match self.actions.get(pos).map(|a| &a.action) {
+            Some(Action::Target(t)) => Some(*t),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn current_tree(&self) -> Option<NodeId> {
+        self.current_target().map(|t| self.targets[t as usize].tree)
+    }
+}

@@ -1,0 +1,308 @@
+//! Computing strings from declaration values: `string()`, `attr()`,
+//! `counter()`, `content()`, `first-letter()`, `uuid()`, `target-*()`.
+//!
+//! The rules are easybake's `eval_string_value`, kept literally because
+//! recipes depend on its quirks: identifiers count as text, numbers are
+//! dropped, `first-letter()` inside a computed string takes one character,
+//! and `target-counter()` / `target-string()` stay unresolved until the
+//! actions are applied, when every element of the pass has been seen (that
+//! is what makes forward references work).
+
+use super::css::{self, Cv};
+use super::dom::NodeId;
+use super::oven::Oven;
+
+/// Part of a computed string.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Piece {
+    Text(String),
+    /// `target-counter(#id, name)` / `target-string(#id, name)`, resolved late.
+    Target {
+        id: String,
+        name: String,
+        counter: bool,
+    },
+}
+
+/// easybake's `vals[0]` as a string (a deferred target gives "").
+pub(crate) fn first_text(pieces: &[Piece]) -> String {
+    match pieces.first() {
+        Some(Piece::Text(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+impl Oven<'_> {
+    /// Evaluates a value to text and deferred pieces.
+    pub(crate) fn eval_string(&mut self, node: NodeId, values: &[Cv]) -> Vec<Piece> {
+        let mut text = String::new();
+        let mut vals = Vec::new();
+        for term in values {
+            match term {
+                Cv::Str(s) | Cv::Ident(s) | Cv::Lit(s) => text.push_str(s),
+                Cv::Func { name, args } => match name.as_str() {
+                    "string" => text.push_str(&self.string_fn(node, args)),
+                    "attr" => {
+                        if let Some(v) = self.attr_fn(node, args) {
+                            text.push_str(&v);
+                        }
+                    }
+                    "uuid" => {
+                        let id = self.generate_id();
+                        text.push_str(&id);
+                    }
+                    "content" => text.push_str(&self.doc.text_content(node, false)),
+                    n if n.starts_with("target-") => {
+                        if !text.is_empty() {
+                            vals.push(Piece::Text(std::mem::take(&mut text)));
+                        }
+                        if let Some(p) = self.target_fn(node, n, args) {
+                            vals.push(p);
+                        }
+                    }
+                    "first-letter" => {
+                        let inner = self.eval_string(node, args);
+                        match inner.first() {
+                            Some(Piece::Text(s)) => {
+                                if let Some(c) = s.chars().next() {
+                                    text.push(c);
+                                }
+                            }
+                            Some(Piece::Target { .. }) => self.warning(format!(
+                                "Bad string value: nested target-* not allowed. {}",
+                                css::serialize(values)
+                            )),
+                            None => {}
+                        }
+                    }
+                    "counter" | "counters" => {
+                        let c = self.counter_fn(name, args);
+                        text.push_str(&c);
+                    }
+                    "pending" => self.warning(format!(
+                        "Bad string value: pending() not allowed. {}",
+                        css::serialize(values)
+                    )),
+                    _ => self.warning(format!(
+                        "Bad string value: unknown function: {name}. {}",
+                        css::serialize(values)
+                    )),
+                },
+                _ => {}
+            }
+        }
+        if !text.is_empty() || vals.is_empty() {
+            vals.push(Piece::Text(text));
+        }
+        vals
+    }
+
+    /// `string(name[, default])`, warning when the string is blank and has
+    /// no default.
+    pub(crate) fn string_fn(&mut self, node: NodeId, args: &[Cv]) -> String {
+        let parts = css::split(args, ",");
+        let name = match parts.first() {
+            Some(p) => first_text(&self.eval_string(node, p)),
+            None => String::new(),
+        };
+        let val = self.lookup_string(&name).unwrap_or("").to_string();
+        if !val.is_empty() {
+            return val;
+        }
+        match parts.get(1) {
+            Some(p) => first_text(&self.eval_string(node, p)),
+            None => {
+                self.warning(format!("{name} blank string"));
+                String::new()
+            }
+        }
+    }
+
+    /// `attr(name[, default])`; `prefix|name` uses the recipe's namespaces.
+    /// `None` when the prefix is undefined (easybake skips the term).
+    pub(crate) fn attr_fn(&mut self, node: NodeId, args: &[Cv]) -> Option<String> {
+        let parts = css::split(args, ",");
+        let name = match parts.first() {
+            Some(p) => first_text(&self.eval_string(node, p)),
+            None => String::new(),
+        };
+        let default = match parts.get(1) {
+            Some(p) => first_text(&self.eval_string(node, p)),
+            None => String::new(),
+        };
+        let value = match name.split_once('|') {
+            Some((prefix, local)) => {
+                let Some(uri) = self.recipe.namespaces.get(prefix) else {
+                    self.warning(format!("Undefined namespace prefix {prefix}"));
+                    return None;
+                };
+                self.doc.attr_ns(node, uri, local).map(str::to_string)
+            }
+            None => self.doc.attr(node, &name).map(str::to_string),
+        };
+        Some(value.unwrap_or(default))
+    }
+
+    /// `target-counter(ref, name)` / `target-string(ref, name)`: `ref` is
+    /// `#id` (the first character is dropped, whatever it is).
+    pub(crate) fn target_fn(&mut self, node: NodeId, fname: &str, args: &[Cv]) -> Option<Piece> {
+        let parts = css::split(args, ",");
+        let (Some(r), Some(n)) = (parts.first(), parts.get(1)) else {
+            self.warning(format!("Bad string value: {fname}() needs two arguments"));
+            return None;
+        };
+        let vref = first_text(&self.eval_string(node, r));
+        let name = first_text(&self.eval_string(node, n));
+        let counter = match fname {
+            "target-counter" | "target-counters" => true,
+            "target-string" => false,
+            _ => {
+                self.warning(format!("Unknown function {fname}"));
+                return None;
+            }
+        };
+        let id: String = vref.chars().skip(1).collect();
+        Some(Piece::Target { id, name, counter })
+    }
+
+    /// `counter(name[, style])`; `counters(name, sep[, style])` is accepted
+    /// as the same thing, since easybake's counters are never nested.
+    pub(crate) fn counter_fn(&mut self, fname: &str, args: &[Cv]) -> String {
+        let mut names: Vec<String> = css::split(args, ",")
+            .iter()
+            .map(|p| {
+                css::serialize(p)
+                    .trim_matches(|c| c == ' ' || c == '\'')
+                    .to_string()
+            })
+            .collect();
+        if fname == "counters" && names.len() >= 2 {
+            names.remove(1);
+        }
+        match names.as_slice() {
+            [name] => self.lookup_counter(name).unwrap_or(0).to_string(),
+            [name, style] => match self.lookup_counter(name) {
+                Some(v) => self.counter_style(v, style),
+                None => "0".to_string(),
+            },
+            _ => {
+                self.warning(format!("Bad counter(): {}", css::serialize(args)));
+                "0".to_string()
+            }
+        }
+    }
+
+    /// Formats a counter value in a list style.
+    pub(crate) fn counter_style(&mut self, val: i64, style: &str) -> String {
+        match style {
+            "decimal" => val.to_string(),
+            "decimal-leading-zero" if val < 10 => format!("0{val}"),
+            "decimal-leading-zero" => val.to_string(),
+            "lower-roman" | "upper-roman" => {
+                if !(1..5000).contains(&val) {
+                    self.warning("Number out of range for roman (must be 1..4999)");
+                    return val.to_string();
+                }
+                let r = to_roman(val);
+                if style == "lower-roman" {
+                    r.to_lowercase()
+                } else {
+                    r
+                }
+            }
+            "lower-latin" | "lower-alpha" | "upper-latin" | "upper-alpha" => {
+                if !(1..=26).contains(&val) {
+                    self.warning("Counter out of range for latin (must be 1...26)");
+                    return val.to_string();
+                }
+                let base = if style.starts_with("lower") {
+                    b'a'
+                } else {
+                    b'A'
+                };
+                char::from(base + (val as u8 - 1)).to_string()
+            }
+            other => {
+                self.warning(format!(
+                    "ERROR: Counter numbering not supported for list type {other}. Using decimal."
+                ));
+                val.to_string()
+            }
+        }
+    }
+
+    /// Resolves deferred pieces (at apply time).
+    pub(crate) fn resolve(&mut self, pieces: &[Piece]) -> String {
+        let mut out = String::new();
+        for p in pieces {
+            match p {
+                Piece::Text(s) => out.push_str(s),
+                Piece::Target { id, name, counter } => {
+                    let found = self
+                        .snapshots
+                        .get(id.as_str())
+                        .map(|snap| self.lookup_in_snapshot(snap, name, *counter));
+                    match found {
+                        None => {
+                            self.warning(format!("Bad ID target lookup {id}"));
+                            if *counter {
+                                out.push('0');
+                            }
+                        }
+                        Some(Some(v)) => out.push_str(&v),
+                        Some(None) if *counter => out.push('0'),
+                        Some(None) => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn to_roman(mut num: i64) -> String {
+    const MAP: [(&str, i64); 13] = [
+        ("M", 1000),
+        ("CM", 900),
+        ("D", 500),
+        ("CD", 400),
+        ("C", 100),
+        ("XC", 90),
+        ("L", 50),
+        ("XL", 40),
+        ("X", 10),
+        ("IX", 9),
+        ("V", 5),
+        ("IV", 4),
+        ("I", 1),
+    ];
+    let mut out = String::new();
+    for (s, v) in MAP {
+        while num >= v {
+            out.push_str(s);
+            num -= v;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roman_numerals() {
+        assert_eq!(to_roman(1994), "MCMXCIV");
+        assert_eq!(to_roman(4), "IV");
+    }
+
+    #[test]
+    fn first_text_of_deferred_is_empty() {
+        let p = vec![Piece::Target {
+            id: "x".into(),
+            name: "n".into(),
+            counter: true,
+        }];
+        assert_eq!(first_text(&p), "");
+    }
+}

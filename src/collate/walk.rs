@@ -1,0 +1,299 @@
+//! The walk of one pass: match rules, run declarations, record actions.
+//!
+//! Order matters and is easybake's: on entering an element its plain rules
+//! run, then (for an element with an id) its variables are recorded for
+//! `target-*()`, then `::before` rules; after its children come `::after`,
+//! `::outside`, `::inside` and finally the deferred rules. Within a group,
+//! rules run by specificity, then source order. A pseudo-element rule first
+//! creates its wrapper (a `div` unless `container` says otherwise); a wrapper
+//! of `::before`/`::after` that received nothing is dropped again.
+//!
+//! The walk is iterative (an explicit stack), so document depth cannot
+//! overflow the thread's stack.
+
+use std::rc::Rc;
+
+use selectors::context::SelectorCaches;
+
+use super::dom::{NodeId, EMPTY};
+use super::error::CollateError;
+use super::oven::{Action, Oven, Target};
+use super::recipe::{Label, Pseudo};
+use super::select::{self, El};
+
+enum Frame {
+    Enter(NodeId, Rc<str>),
+    Exit(NodeId, Vec<(Label, u32)>),
+}
+
+impl<'r> Oven<'r> {
+    pub(crate) fn walk(&mut self, pass: usize) -> Result<(), CollateError> {
+        self.actions.clear();
+        self.targets.clear();
+        self.target_pos.clear();
+        self.move_pos.clear();
+        // the tree does not change during the walk, so nth-child and :has()
+        // results can be cached for the whole pass
+        let mut caches = SelectorCaches::default();
+        let root = self.doc.root;
+        let root_lang: Rc<str> = Rc::from(select::root_content_language(&self.doc));
+        let mut stack = vec![Frame::Enter(root, root_lang.clone())];
+        while let Some(frame) = stack.pop() {
+            self.tick()?;
+            match frame {
+                Frame::Enter(node, parent_lang) => {
+                    let lang = self.element_lang(node, parent_lang);
+                    self.lang = lang.clone();
+                    let matched = self.match_rules(pass, node, &root_lang, &mut caches);
+                    self.enter(node, &matched)?;
+                    stack.push(Frame::Exit(node, matched));
+                    // children in reverse, so the first is entered first
+                    let mut child = self.doc.last_child(node);
+                    while let Some(k) = child {
+                        if self.doc.is_element(k) {
+                            stack.push(Frame::Enter(k, lang.clone()));
+                        }
+                        child = self.doc.prev(k);
+                    }
+                }
+                Frame::Exit(node, matched) => self.exit(node, &matched)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// cssselect2's language: `xml:lang`, else `lang`, else the parent's.
+    fn element_lang(&self, node: NodeId, parent: Rc<str>) -> Rc<str> {
+        if let Some(l) = self.doc.attr_ns(node, super::dom::XML_NS, "lang") {
+            return Rc::from(l.to_ascii_lowercase());
+        }
+        if let Some(l) = self.doc.attr(node, "lang") {
+            return Rc::from(l.to_ascii_lowercase());
+        }
+        parent
+    }
+
+    /// Rules of `pass` matching `node`, by specificity then source order.
+    fn match_rules(
+        &self,
+        pass: usize,
+        node: NodeId,
+        root_lang: &str,
+        caches: &mut SelectorCaches,
+    ) -> Vec<(Label, u32)> {
+        let recipe = self.recipe;
+        let index = &recipe.passes[pass].index;
+        let doc = &self.doc;
+        let mut cands: Vec<&[(u32, u32)]> = Vec::new();
+        if let Some(id) = doc.id_attr(node) {
+            if let Some(v) = index.by_id.get(id) {
+                cands.push(v);
+            }
+        }
+        if !index.by_class.is_empty() {
+            if let Some(classes) = doc.class_attr(node) {
+                for c in classes.split_ascii_whitespace() {
+                    if let Some(v) = index.by_class.get(c) {
+                        cands.push(v);
+                    }
+                }
+            }
+        }
+        let local = doc.local_name(node);
+        let found = if local.bytes().any(|b| b.is_ascii_uppercase()) {
+            index.by_local.get(&local.to_ascii_lowercase())
+        } else {
+            index.by_local.get(local)
+        };
+        if let Some(v) = found {
+            cands.push(v);
+        }
+        if let Some(v) = index.by_ns.get(doc.namespace(node)) {
+            cands.push(v);
+        }
+        cands.push(&index.other);
+        let mut hits: Vec<(u32, u32, u32)> = Vec::new();
+        for list in cands {
+            for &(order, entry) in list {
+                let e = &recipe.entries[entry as usize];
+                if e.label == Label::Ignored {
+                    continue;
+                }
+                let el = El {
+                    doc,
+                    id: node,
+                    scope: None,
+                    root_lang,
+                };
+                if select::matches(&e.selector, el, caches) {
+                    hits.push((e.specificity, order, entry));
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.iter()
+            .map(|&(_, _, entry)| {
+                let e = &recipe.entries[entry as usize];
+                (e.label, e.rule)
+            })
+            .collect()
+    }
+
+    fn rules_for(matched: &[(Label, u32)], label: Label) -> Vec<u32> {
+        matched
+            .iter()
+            .filter(|(l, _)| *l == label)
+            .map(|&(_, r)| r)
+            .collect()
+    }
+
+    fn enter(&mut self, node: NodeId, matched: &[(Label, u32)]) -> Result<(), CollateError> {
+        for rule in Self::rules_for(matched, Label::Plain) {
+            self.push_target_elem(node, None);
+            self.run_rule(node, rule, None)?;
+        }
+        self.record_snapshot(node);
+        for rule in Self::rules_for(matched, Label::Before) {
+            self.pseudo_rule(node, rule, Pseudo::Before, true)?;
+        }
+        Ok(())
+    }
+
+    fn exit(&mut self, node: NodeId, matched: &[(Label, u32)]) -> Result<(), CollateError> {
+        for rule in Self::rules_for(matched, Label::After) {
+            self.pseudo_rule(node, rule, Pseudo::After, true)?;
+        }
+        for rule in Self::rules_for(matched, Label::Outside) {
+            self.pseudo_rule(node, rule, Pseudo::Outside, false)?;
+        }
+        for rule in Self::rules_for(matched, Label::Inside) {
+            self.pseudo_rule(node, rule, Pseudo::Inside, false)?;
+        }
+        let deferred = [
+            Label::Deferred,
+            Label::BeforeDeferred,
+            Label::AfterDeferred,
+            Label::OutsideDeferred,
+            Label::InsideDeferred,
+        ];
+        if !matched.iter().any(|(l, _)| deferred.contains(l)) {
+            return Ok(());
+        }
+        for rule in Self::rules_for(matched, Label::Deferred) {
+            self.push_target_elem(node, None);
+            self.run_rule(node, rule, None)?;
+        }
+        for rule in Self::rules_for(matched, Label::BeforeDeferred) {
+            self.pseudo_rule(node, rule, Pseudo::Before, true)?;
+        }
+        for rule in Self::rules_for(matched, Label::AfterDeferred) {
+            self.pseudo_rule(node, rule, Pseudo::After, true)?;
+        }
+        for rule in Self::rules_for(matched, Label::OutsideDeferred) {
+            self.pseudo_rule(node, rule, Pseudo::Outside, false)?;
+        }
+        for rule in Self::rules_for(matched, Label::InsideDeferred) {
+            self.pseudo_rule(node, rule, Pseudo::Inside, false)?;
+        }
+        // deferred rules may change variables: the element's record follows
+        self.record_snapshot(node);
+        Ok(())
+    }
+
+    fn record_snapshot(&mut self, node: NodeId) {
+        if !self.recipe.uses_targets {
+            return;
+        }
+        let snap = self.snapshot();
+        if let Some(id) = self.doc.id_attr(node) {
+            if id.is_empty() {
+                return;
+            }
+            match self.snapshots.get_mut(id) {
+                Some(slot) => *slot = snap,
+                None => {
+                    self.snapshots.insert(id.into(), snap);
+                }
+            }
+        }
+    }
+
+    fn pseudo_rule(
+        &mut self,
+        node: NodeId,
+        rule: u32,
+        pseudo: Pseudo,
+        drop_if_empty: bool,
+    ) -> Result<(), CollateError> {
+        self.rule = rule;
+        self.push_pending_elem(node, pseudo)?;
+        self.run_rule(node, rule, Some(pseudo))?;
+        if drop_if_empty {
+            self.pop_pending_if_empty();
+        }
+        Ok(())
+    }
+
+    fn run_rule(
+        &mut self,
+        node: NodeId,
+        rule: u32,
+        pseudo: Option<Pseudo>,
+    ) -> Result<(), CollateError> {
+        self.rule = rule;
+        let recipe = self.recipe;
+        for decl in &recipe.rules[rule as usize].decls {
+            self.run_decl(node, decl, pseudo)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_target_elem(&mut self, node: NodeId, pseudo: Option<Pseudo>) {
+        if matches!(self.last(), Some(Action::Target(_))) {
+            self.pop();
+        }
+        let t = self.new_target(Target {
+            tree: node,
+            loc: pseudo,
+            parent: self.doc.parent(node),
+            sort: None,
+            is_group: false,
+            group: None,
+            lang: None,
+        });
+        self.push(Action::Target(t));
+    }
+
+    /// Creates the wrapper of a pseudo-element rule and targets it.
+    fn push_pending_elem(&mut self, node: NodeId, pseudo: Pseudo) -> Result<(), CollateError> {
+        self.push_target_elem(node, Some(pseudo));
+        let div = self.doc.atoms.intern("div");
+        let wrapper = self.doc.new_element(EMPTY, div)?;
+        self.push(Action::Move(wrapper));
+        let t = self.new_target(Target {
+            tree: wrapper,
+            loc: None,
+            parent: None,
+            sort: None,
+            is_group: false,
+            group: None,
+            lang: None,
+        });
+        self.push(Action::Target(t));
+        Ok(())
+    }
+
+    /// Drops a wrapper nothing was put into (and its placement).
+    fn pop_pending_if_empty(&mut self) {
+        let Some(elem) = self.current_tree() else {
+            return;
+        };
+        if let Some(Action::Target(t)) = self.last() {
+            if self.targets[*t as usize].tree == elem {
+                self.pop();
+                self.pop();
+                self.pop();
+            }
+        }
+    }
+}

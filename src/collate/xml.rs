@@ -1,0 +1,323 @@
+//! Reading the input document: well-formed XML (XHTML) into the arena.
+//!
+//! cnx-easybake parses its input with lxml's XML parser, so the same inputs
+//! must be accepted here: namespaces, self-closing `<span/>`, CDATA, the five
+//! predefined entities and character references. Anything that is not
+//! well-formed XML is a permanent error naming the line, which is also what
+//! lxml does. Tokenising is quick-xml's job; namespace scoping and the
+//! well-formedness rules quick-xml leaves to its caller (one root, no text
+//! outside it, known prefixes, known entities) are checked here.
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+use quick_xml::XmlVersion;
+
+use super::dom::{Atom, Attr, Document, Kind, NodeId, EMPTY, XML_NS};
+use super::error::CollateError;
+
+/// Parses `input` into a new document that may grow to `max_nodes` nodes and
+/// nests at most `max_depth` elements.
+pub(crate) fn parse(
+    input: &str,
+    max_nodes: usize,
+    max_depth: usize,
+) -> Result<Document, CollateError> {
+    let input = input.strip_prefix('\u{feff}').unwrap_or(input);
+    let mut p = XmlBuilder {
+        input,
+        doc: Document::new(max_nodes),
+        open: Vec::new(),
+        bindings: Vec::new(),
+        marks: Vec::new(),
+        saw_root: false,
+        max_depth,
+    };
+    let xml_prefix = p.doc.atoms.intern("xml");
+    let xml_ns = p.doc.atoms.intern(XML_NS);
+    p.bindings.push((xml_prefix, xml_ns));
+    p.run()?;
+    Ok(p.doc)
+}
+
+struct XmlBuilder<'a> {
+    input: &'a str,
+    doc: Document,
+    /// Elements not closed yet.
+    open: Vec<NodeId>,
+    /// In-scope namespace bindings (prefix, uri); "" prefix is the default.
+    bindings: Vec<(Atom, Atom)>,
+    /// `bindings.len()` before each open element declared its own.
+    marks: Vec<usize>,
+    saw_root: bool,
+    max_depth: usize,
+}
+
+impl XmlBuilder<'_> {
+    fn line_at(&self, pos: u64) -> u32 {
+        let end = (pos as usize).min(self.input.len());
+        let before = self.input.as_bytes().get(..end).unwrap_or(&[]);
+        before.iter().filter(|&&b| b == b'\n').count() as u32 + 1
+    }
+
+    fn err(&self, pos: u64, msg: impl Into<String>) -> CollateError {
+        CollateError::Html {
+            line: self.line_at(pos),
+            msg: msg.into(),
+        }
+    }
+
+    fn run(&mut self) -> Result<(), CollateError> {
+        let mut reader = Reader::from_str(self.input);
+        {
+            let cfg = reader.config_mut();
+            cfg.check_end_names = true;
+            cfg.expand_empty_elements = false;
+            cfg.trim_text(false);
+        }
+        loop {
+            let pos = reader.buffer_position();
+            let event = match reader.read_event() {
+                Ok(e) => e,
+                Err(e) => {
+                    return Err(
+                        self.err(reader.error_position(), format!("not well-formed XML: {e}"))
+                    )
+                }
+            };
+            match event {
+                Event::Start(e) => self.start(&e, pos, false)?,
+                Event::Empty(e) => self.start(&e, pos, true)?,
+                Event::End(_) => self.end(),
+                Event::Text(t) => {
+                    let text = t.xml_content(XmlVersion::Implicit1_0);
+                    self.text(&text, pos)?;
+                }
+                Event::CData(c) => {
+                    let text = c.xml_content(XmlVersion::Implicit1_0);
+                    self.text(&text, pos)?;
+                }
+                Event::GeneralRef(r) => {
+                    let ch = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        Ok(None) => match predefined(&r) {
+                            Some(s) => s.to_string(),
+                            None => {
+                                return Err(self.err(pos, format!("undefined entity &{};", &*r)));
+                            }
+                        },
+                        Err(e) => {
+                            return Err(self.err(pos, format!("bad character reference: {e}")))
+                        }
+                    };
+                    self.text(&ch, pos)?;
+                }
+                Event::Comment(c) => {
+                    let text = c.xml_content(XmlVersion::Implicit1_0).into_owned();
+                    self.other(Kind::Comment, "", text)?;
+                }
+                Event::PI(pi) => {
+                    let target = pi.target().to_string();
+                    let data = pi.content().trim_start().to_string();
+                    self.other(Kind::Pi, &target, data)?;
+                }
+                Event::DocType(d) => {
+                    if self.saw_root {
+                        return Err(self.err(pos, "DOCTYPE after the root element"));
+                    }
+                    self.doc.doctype =
+                        Some(d.xml_content(XmlVersion::Implicit1_0).trim().to_string());
+                }
+                Event::Decl(_) => {}
+                Event::Eof => break,
+            }
+        }
+        if let Some(&unclosed) = self.open.last() {
+            let name = self.doc.local_name(unclosed).to_string();
+            return Err(self.err(
+                self.input.len() as u64,
+                format!("element <{name}> is not closed"),
+            ));
+        }
+        if !self.saw_root {
+            return Err(self.err(0, "no root element"));
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, prefix: &str, pos: u64) -> Result<Atom, CollateError> {
+        let p = if prefix.is_empty() {
+            EMPTY
+        } else {
+            self.doc.atoms.intern(prefix)
+        };
+        match self.bindings.iter().rev().find(|(bp, _)| *bp == p) {
+            Some(&(_, uri)) => Ok(uri),
+            None if prefix.is_empty() => Ok(EMPTY),
+            None => Err(self.err(pos, format!("undefined namespace prefix {prefix}:"))),
+        }
+    }
+
+    fn start(&mut self, e: &BytesStart<'_>, pos: u64, empty: bool) -> Result<(), CollateError> {
+        if self.open.is_empty() && self.saw_root {
+            return Err(self.err(pos, "more than one root element"));
+        }
+        if self.open.len() >= self.max_depth {
+            return Err(CollateError::Limit {
+                what: "element nesting depth",
+                limit: self.max_depth as u64,
+            });
+        }
+        self.marks.push(self.bindings.len());
+        // first pass: namespace declarations, which scope over this element's
+        // own name and attributes
+        let mut raw_attrs = Vec::new();
+        let mut decls = Vec::new();
+        for a in e.attributes() {
+            let a = a.map_err(|err| self.err(pos, format!("bad attribute: {err}")))?;
+            let value = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| self.err(pos, format!("bad attribute value: {err}")))?;
+            let key = a.key.into_inner();
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                let prefix = key
+                    .strip_prefix("xmlns")
+                    .unwrap_or("")
+                    .trim_start_matches(':');
+                let pa = self.doc.atoms.intern(prefix);
+                let ua = self.doc.atoms.intern(&value);
+                self.bindings.push((pa, ua));
+                decls.push((pa, ua));
+            } else {
+                raw_attrs.push((key, value));
+            }
+        }
+        let qname = e.name();
+        let (local, prefix) = qname.decompose();
+        let prefix_str = prefix.map(|p| p.as_ref().to_string()).unwrap_or_default();
+        let ns = self.resolve(&prefix_str, pos)?;
+        let mut attrs = Vec::with_capacity(raw_attrs.len());
+        for (key, value) in raw_attrs {
+            let (aprefix, alocal) = match key.split_once(':') {
+                Some((p, l)) => (p, l),
+                None => ("", key),
+            };
+            let ans = if aprefix.is_empty() {
+                EMPTY
+            } else {
+                self.resolve(aprefix, pos)?
+            };
+            let a = Attr {
+                ns: ans,
+                local: self.doc.atoms.intern(alocal),
+                prefix: if aprefix.is_empty() {
+                    EMPTY
+                } else {
+                    self.doc.atoms.intern(aprefix)
+                },
+                value: value.into_owned(),
+            };
+            if attrs
+                .iter()
+                .any(|b: &Attr| b.ns == a.ns && b.local == a.local)
+            {
+                return Err(self.err(pos, format!("duplicate attribute {key}")));
+            }
+            attrs.push(a);
+        }
+        let local_a = self.doc.atoms.intern(local.as_ref());
+        let prefix_a = if prefix_str.is_empty() {
+            EMPTY
+        } else {
+            self.doc.atoms.intern(&prefix_str)
+        };
+        let parent = self.open.last().copied();
+        let id = self
+            .doc
+            .build_element(parent, ns, local_a, prefix_a, attrs, decls)?;
+        self.saw_root = true;
+        if parent.is_none() {
+            self.doc.root = id;
+        }
+        self.open.push(id);
+        if empty {
+            self.end();
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) {
+        self.open.pop();
+        if let Some(mark) = self.marks.pop() {
+            self.bindings.truncate(mark);
+        }
+    }
+
+    fn text(&mut self, text: &str, pos: u64) -> Result<(), CollateError> {
+        match self.open.last() {
+            Some(&cur) => {
+                self.doc.build_text(cur, text);
+                Ok(())
+            }
+            None if text.chars().all(|c| c.is_ascii_whitespace()) => Ok(()),
+            None => Err(self.err(pos, "text outside the root element")),
+        }
+    }
+
+    fn other(&mut self, kind: Kind, target: &str, text: String) -> Result<(), CollateError> {
+        let t = self.doc.atoms.intern(target);
+        let id = self.doc.new_other(kind, t, text)?;
+        match self.open.last() {
+            Some(&cur) => self.doc.append(cur, id)?,
+            None if self.saw_root => self.doc.epilog.push(id),
+            None => self.doc.prolog.push(id),
+        }
+        Ok(())
+    }
+}
+
+fn predefined(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "lt" => "<",
+        "gt" => ">",
+        "amp" => "&",
+        "apos" => "'",
+        "quot" => "\"",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_namespaces_text_and_tails() {
+        let doc = parse(
+            "<?xml version='1.0'?><html xmlns='http://www.w3.org/1999/xhtml' xmlns:e='urn:e'>\
+             <p e:a='1'>x&amp;y<b/>t&#233;</p><e:q/></html>",
+            100,
+            100,
+        )
+        .unwrap();
+        let p = doc.first_child(doc.root).unwrap();
+        assert_eq!(doc.namespace(p), "http://www.w3.org/1999/xhtml");
+        assert_eq!(doc.attr_ns(p, "urn:e", "a"), Some("1"));
+        assert_eq!(doc.text(p), "x&y");
+        let b = doc.first_child(p).unwrap();
+        assert_eq!(doc.tail(b), "té");
+        let q = doc.next(p).unwrap();
+        assert_eq!(doc.namespace(q), "urn:e");
+    }
+
+    #[test]
+    fn malformed_input_names_the_line() {
+        let err = parse("<a>\n<b>\n</a>", 100, 100).unwrap_err();
+        assert!(matches!(err, CollateError::Html { line: 3, .. }), "{err}");
+        assert!(parse("<a>&nbsp;</a>", 100, 100).is_err());
+        assert!(parse("<a/><b/>", 100, 100).is_err());
+        assert!(parse("<a>", 100, 100).is_err());
+        assert!(parse("<x:a/>", 100, 100).is_err());
+        assert!(parse("", 100, 100).is_err());
+        assert!(parse("<a><a><a/></a></a>", 100, 2).is_err());
+    }
+}
