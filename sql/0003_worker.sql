@@ -80,16 +80,17 @@ begin
       offset 0  -- keep it a per-document lookup (never flattened into a hash join)
     ) s on true;
 
-  -- The rows chosen above cannot change before they are updated: every writer of pending
-  -- rows (claim, finish, publish) needs the document locks this transaction holds. So the
-  -- updates go by id alone (a state condition here would tempt the planner to scan the
-  -- whole pending index).
+  -- The updates below go by id, and re-check the state for anything that changed it
+  -- without the document lock (an operator's UPDATE): under READ COMMITTED the condition
+  -- is re-evaluated on the latest row version. It is written `state::text = …` so that
+  -- the planner cannot answer it with the partial pending index (a scan of the whole
+  -- backlog when statistics are stale) and keeps to the primary key.
   if cardinality(v_stale) > 0 then
     with sup as (
       update postpub.versions v
          set state = 'superseded', state_changed_at = now()
         from unnest(v_stale, v_by) as t(id, by_version)
-       where v.id = t.id
+       where v.id = t.id and v.state::text = 'post-publication'
       returning v.id, v.document, t.by_version
     )
     insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
@@ -104,7 +105,7 @@ begin
        set state = 'processing', attempts = v.attempts + 1, locked_by = p_actor,
            locked_until = now() + p_lease, lease_token = txid_current(),
            state_changed_at = now()
-     where v.id = any(v_claim)
+     where v.id = any(v_claim) and v.state::text = 'post-publication'
     returning v.id, v.document, v.version, v.is_tombstone, v.recipe_id, v.attempts,
               v.lease_token, octet_length(v.body) as body_bytes, v.created_at
   ), tr as (
@@ -188,7 +189,7 @@ begin
       update postpub.versions c
          set state = 'archived', state_changed_at = now()
         from prev
-       where c.id = prev.id
+       where c.id = prev.id and c.state::text = 'current'
       returning c.id, c.document, c.is_tombstone, prev.by_version
     ), t as (
       insert into postpub.transitions (version_id, document, from_state, to_state, by, why)

@@ -121,6 +121,7 @@ async fn metrics_expose_every_family_with_the_postpub_prefix() {
 
 #[tokio::test]
 async fn metrics_count_listener_reconnects_and_lease_rescues() {
+    common::init_logs();
     let db = TestDb::new().await;
     let c = db.client().await;
     let port = free_port();
