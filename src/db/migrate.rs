@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "worker",
         sql: include_str!("../../sql/0003_worker.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outbox",
+        sql: include_str!("../../sql/0004_outbox.sql"),
+    },
 ];
 
 /// The schema version this binary needs.
