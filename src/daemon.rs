@@ -1,5 +1,6 @@
 //! `postpub run`: checks the database, then starts the services (listener, worker,
-//! rescuer) under one task tracker and stops them in order when the shutdown token fires.
+//! rescuer, outbox relay) under one task tracker and stops them in order when the shutdown
+//! token fires. `postpub relay` ([`relay`]) runs the listener and the relay alone.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::config::Config;
 use crate::db::{self, migrate};
 use crate::event::Events;
 use crate::listener::{Listener, Wakeups};
+use crate::outbox::Relay;
 use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::worker::rescuer::Rescuer;
@@ -24,6 +26,9 @@ pub enum StartError {
     /// The pipeline could not be built.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// An outbox sink could not be set up.
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::Error),
 }
 
 /// This daemon's name in leases and the audit trail: host, process and a random suffix
@@ -55,6 +60,13 @@ pub async fn run(
     let actor = actor_id();
     let wakeups = Wakeups::default();
     let (listening_tx, mut listening) = watch::channel(false);
+    let relay = Relay::from_config(
+        &cfg,
+        pool.clone(),
+        target.clone(),
+        wakeups.outbox.clone(),
+        events.clone(),
+    )?;
     let tracker = TaskTracker::new();
 
     tracker.spawn(
@@ -92,6 +104,7 @@ pub async fn run(
         }
         .run(shutdown.soft.clone(), shutdown.hard.clone()),
     );
+    tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
     tracing::info!(
         actor = %actor,
         database = %target,
@@ -115,5 +128,59 @@ pub async fn run(
     tracker.wait().await;
     pool.close();
     tracing::info!("postpub stopped");
+    Ok(())
+}
+
+/// `postpub relay`: only the listener and the outbox relay, until `shutdown.soft` fires.
+/// `ready` turns true once the database is checked and LISTEN is active.
+pub async fn relay(
+    cfg: Config,
+    shutdown: Shutdown,
+    events: Events,
+    ready: watch::Sender<bool>,
+) -> Result<(), StartError> {
+    let (pool, target) = db::pool(&cfg.database)?;
+    {
+        let client = db::get(&pool, &target).await?;
+        migrate::check(&client).await?;
+    }
+    let wakeups = Wakeups::default();
+    let (listening_tx, mut listening) = watch::channel(false);
+    let relay = Relay::from_config(
+        &cfg,
+        pool.clone(),
+        target.clone(),
+        wakeups.outbox.clone(),
+        events.clone(),
+    )?;
+    let tracker = TaskTracker::new();
+    tracker.spawn(
+        Listener::new(
+            cfg.database.listen_url().to_owned(),
+            cfg.database.connect_timeout,
+            cfg.worker.poll_interval,
+            wakeups.clone(),
+            listening_tx,
+            events.clone(),
+        )
+        .run(shutdown.soft.clone()),
+    );
+    tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
+    tracing::info!(database = %target, sinks = ?cfg.outbox.sink_names(), "postpub relay started");
+    tokio::select! {
+        biased;
+        _ = shutdown.soft.cancelled() => {}
+        r = listening.wait_for(|l| *l) => {
+            if r.is_ok() {
+                ready.send_replace(true);
+            }
+        }
+    }
+    shutdown.soft.cancelled().await;
+    ready.send_replace(false);
+    tracker.close();
+    tracker.wait().await;
+    pool.close();
+    tracing::info!("postpub relay stopped");
     Ok(())
 }

@@ -13,7 +13,10 @@
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
 //! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
-//! - [`daemon`]   — wires the services together for `postpub run`.
+//! - [`outbox`]   — the relay: delivers outbox events in per-document order to the
+//!   configured sinks ([`outbox::nats`] JetStream, [`outbox::webhook`] HTTP), retries,
+//!   parks, deletes delivered events after retention.
+//! - [`daemon`]   — wires the services together for `postpub run` (and `postpub relay`).
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
 //! - [`admin`]    — status, requeue and publish for the CLI.
@@ -32,6 +35,7 @@ pub mod demo;
 pub mod event;
 pub mod listener;
 pub mod logging;
+pub mod outbox;
 pub mod pipeline;
 pub mod shutdown;
 pub mod worker;
