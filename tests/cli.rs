@@ -76,7 +76,9 @@ fn help_lists_every_subcommand() {
     let o = run(&["--help"]);
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
-    for sub in ["migrate", "run", "status", "requeue", "publish", "demo"] {
+    for sub in [
+        "migrate", "run", "relay", "status", "requeue", "publish", "demo",
+    ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(sub)),
             "--help does not list {sub}:\n{help}"
