@@ -141,9 +141,11 @@ end $$;
 
 -- _relay_record(sinks, ids, sink, outcomes, errors, retry_s): the outcome of each attempt
 -- (one array element per (event, sink) tried): 'delivered', 'retry' (after retry_s
--- seconds) or 'park' (refused permanently, with the reason). Then each event attempted is
--- delivered when every configured sink (`sinks`) has acknowledged it, parked when one of
--- them parked it, and otherwise due again when its earliest pending sink is.
+-- seconds) or 'park' (refused permanently, with the reason); or 'settled' (sink ignored)
+-- for an event no configured sink still owed (sinks were removed from the configuration).
+-- Then each event is delivered when every configured sink (`sinks`) has acknowledged it,
+-- parked when one of them parked it, and otherwise due again when its earliest pending
+-- sink is.
 -- Returns (id, delivered, parked) per event.
 create function postpub._relay_record(p_sinks text[], p_ids bigint[], p_sink text[],
                                       p_outcomes text[], p_errors text[],
@@ -164,6 +166,7 @@ begin
          case when t.outcome = 'park' then now() end
     from unnest(p_ids, p_sink, p_outcomes, p_errors, p_retry_s)
          as t(id, sink, outcome, error, retry_s)
+   where t.outcome <> 'settled'
   on conflict (outbox_id, sink) do update
      set delivered_at = excluded.delivered_at,
          attempts = d.attempts + 1,
@@ -186,7 +189,7 @@ begin
   ), err as (
     select t.id, string_agg(format('sink %s: %s', t.sink, t.error), '; ' order by t.sink) as msg
       from unnest(p_ids, p_sink, p_outcomes, p_errors) as t(id, sink, outcome, error)
-     where t.outcome <> 'delivered'
+     where t.outcome in ('retry', 'park')
      group by t.id
   ), u as (
     update postpub.outbox o

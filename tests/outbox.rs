@@ -949,3 +949,40 @@ async fn document_names_become_one_escaped_subject_token_per_kind() {
         "the JSON keeps the real name"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_sink_settles_the_events_only_it_still_owed() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let kept = Hook::start().await;
+    let removed = Hook::start().await;
+    removed.answer_all(503);
+    let keep = SinkConfig::Webhook(webhook_sink("kept", &kept.url()));
+    let mut d = Daemon::start(config(
+        &db,
+        vec![
+            keep.clone(),
+            SinkConfig::Webhook(webhook_sink("removed", &removed.url())),
+        ],
+    ))
+    .await;
+    db.publish(&c, "s", "<p>1</p>", None).await;
+    d.wait_event(
+        Duration::from_secs(10),
+        |e| matches!(e, Event::DeliveryFailed { sink, .. } if sink == "removed"),
+    )
+    .await;
+    d.stop().await;
+    assert_eq!(kept.accepted().len(), 1);
+    assert_eq!(undelivered(&c).await, 1);
+
+    let d = Daemon::start(config(&db, vec![keep])).await;
+    db.publish(&c, "s", "<p>2</p>", None).await;
+    wait_until(Duration::from_secs(10), "both events delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+    d.stop().await;
+    let keys: Vec<String> = kept.accepted().into_iter().map(|r| r.key).collect();
+    assert_complete_and_ordered("the kept sink", &keys, &events_by_id(&c).await);
+}

@@ -304,6 +304,7 @@ impl Relay {
                         retry_in_s: after.as_secs_f64(),
                     });
                 }
+                Outcome::Settled => {}
                 Outcome::Park { reason } => {
                     tracing::error!(event_id = %a.event_id, document = %a.document, sink = %self.names[a.sink], reason = %reason, "event parked: the sink refused it; fix the cause, then `postpub requeue --event {}`", a.event_id);
                     let _ = self.events.send(Event::Parked {
@@ -377,6 +378,19 @@ impl Relay {
                     }
                 }
             }
+            if tries.is_empty() && !waiting {
+                // Every configured sink has it (a sink that still owed it was removed from
+                // the configuration): record that, or it would stay undelivered forever.
+                out.push(Attempt {
+                    id: c.id,
+                    event_id: c.event.event_id,
+                    document: c.event.document.clone(),
+                    sink: 0,
+                    attempt: 0,
+                    outcome: Outcome::Settled,
+                });
+                continue;
+            }
             let mut complete = !waiting;
             for (sink, attempt, result) in join_all(tries).await {
                 let outcome = match result {
@@ -441,6 +455,11 @@ impl Relay {
                 Outcome::Park { reason } => {
                     outcomes.push("park");
                     errors.push(Some(reason.clone()));
+                    retry_s.push(None);
+                }
+                Outcome::Settled => {
+                    outcomes.push("settled");
+                    errors.push(None);
                     retry_s.push(None);
                 }
             }
@@ -538,9 +557,18 @@ struct Attempt {
 }
 
 enum Outcome {
-    Delivered { duplicate: bool },
-    Retry { error: String, after: Duration },
-    Park { reason: String },
+    Delivered {
+        duplicate: bool,
+    },
+    Retry {
+        error: String,
+        after: Duration,
+    },
+    Park {
+        reason: String,
+    },
+    /// Nothing to send: every configured sink already acknowledged the event.
+    Settled,
 }
 
 /// Splits the claim (ordered by document, then id) into one chain per document.
