@@ -41,15 +41,20 @@ struct NatsServer {
 
 impl NatsServer {
     async fn start() -> NatsServer {
+        let mut s = NatsServer::not_started();
+        s.restart().await;
+        s
+    }
+
+    /// A port and a store, no server yet (`restart` starts it).
+    fn not_started() -> NatsServer {
         let dir = std::env::temp_dir().join(format!("postpub-nats-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("nats store dir");
-        let mut s = NatsServer {
+        NatsServer {
             port: free_port(),
             dir,
             child: None,
-        };
-        s.restart().await;
-        s
+        }
     }
 
     fn url(&self) -> String {
@@ -985,4 +990,40 @@ async fn removing_a_sink_settles_the_events_only_it_still_owed() {
     d.stop().await;
     let keys: Vec<String> = kept.accepted().into_iter().map(|r| r.key).collect();
     assert_complete_and_ordered("the kept sink", &keys, &events_by_id(&c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let mut nats = NatsServer::not_started();
+    let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
+    for i in 0..3 {
+        db.publish(&c, &format!("early-{i}"), "<p>e</p>", None)
+            .await;
+    }
+    let failed = d
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, Event::DeliveryFailed { .. })
+        })
+        .await;
+    assert!(
+        matches!(&failed, Event::DeliveryFailed { error, .. } if error.contains("cannot connect to NATS")),
+        "{failed:?}"
+    );
+    nats.restart().await;
+    wait_until(
+        Duration::from_secs(15),
+        "delivered once NATS is up",
+        || async { undelivered(&c).await == 0 },
+    )
+    .await;
+    d.stop().await;
+    let ids: Vec<String> = nats
+        .messages("POSTPUB")
+        .await
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_complete_and_ordered("stream", &ids, &events_by_id(&c).await);
 }

@@ -29,6 +29,11 @@ use crate::config::NatsSinkConfig;
 /// over and over; an event with a subject this long is parked instead.
 pub const MAX_SUBJECT_BYTES: usize = 2048;
 
+/// After a failed connect or stream setup, deliveries fail at once with the same error for
+/// this long instead of each trying again (a round sends to many documents at once, and
+/// against an unreachable host every try would wait for its own timeout).
+const SETUP_RETRY: Duration = Duration::from_secs(1);
+
 /// Placeholders a subject template may use.
 const PLACEHOLDERS: &[&str] = &["{kind}", "{document}", "{version}"];
 
@@ -44,6 +49,8 @@ pub struct NatsSink {
     stream_ready: AtomicBool,
     /// One stream check at a time.
     stream_lock: Mutex<()>,
+    /// The last failed connect or stream setup, and when (see [`SETUP_RETRY`]).
+    setup_failure: std::sync::Mutex<Option<(Instant, SinkError)>>,
 }
 
 struct Connection {
@@ -60,12 +67,29 @@ impl NatsSink {
             conn: OnceCell::new(),
             stream_ready: AtomicBool::new(false),
             stream_lock: Mutex::new(()),
+            setup_failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The setup failure of less than [`SETUP_RETRY`] ago, if any.
+    fn recent_failure(&self) -> Result<(), SinkError> {
+        let last = self.setup_failure.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((at, e)) if at.elapsed() < SETUP_RETRY => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn setup_failed(&self, e: SinkError) -> SinkError {
+        *self.setup_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), e.clone()));
+        e
     }
 
     async fn connection(&self) -> Result<&Connection, SinkError> {
         self.conn
             .get_or_try_init(|| async {
+                self.recent_failure()?;
                 let addrs: Vec<String> = self
                     .cfg
                     .url
@@ -98,11 +122,11 @@ impl NatsSink {
                     .connect(addrs)
                     .await
                     .map_err(|e| {
-                        SinkError::Transient(format!(
+                        self.setup_failed(SinkError::Transient(format!(
                             "cannot connect to NATS at {}: {}",
                             self.cfg.url,
                             error_chain(&e)
-                        ))
+                        )))
                     })?;
                 let mut js = jetstream::new(client.clone());
                 js.set_timeout(self.cfg.ack_timeout);
@@ -136,6 +160,15 @@ impl NatsSink {
         if self.stream_ready.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.recent_failure()?;
+        self.setup_stream(conn)
+            .await
+            .map_err(|e| self.setup_failed(e))?;
+        self.stream_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn setup_stream(&self, conn: &Connection) -> Result<(), SinkError> {
         let missing = |e: &jetstream::context::GetStreamError| {
             matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(js)
                 if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
@@ -185,7 +218,6 @@ impl NatsSink {
                 )))
             }
         }
-        self.stream_ready.store(true, Ordering::Release);
         Ok(())
     }
 
