@@ -5,7 +5,7 @@
 --   postpub_publisher  publish(), delete(), and attaching postpub.capture to its tables
 --   postpub_operator   read every postpub table and view, requeue errored versions
 --   postpub_worker     what `postpub run` needs: read the tables, call the daemon's
---                      claim/finish/renew/rescue functions, LISTEN, run the outbox relay
+--                      claim/finish/renew/rescue and relay functions, LISTEN
 -- Everything is a plain GRANT, so a forbidden call fails with SQLSTATE 42501.
 
 -- _apply_grants(): creates the roles when missing and grants each what it needs in this
@@ -17,10 +17,6 @@ language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   v_role text;
   v_fn regprocedure;
-  v_rel regclass;
-  -- Tables whose rows change only through the SQL API and the daemon's functions.
-  v_core text[] := array['versions', 'documents', 'recipes', 'collated', 'transitions',
-                         'migrations'];
 begin
   foreach v_role in array array['postpub_publisher', 'postpub_operator', 'postpub_worker'] loop
     if not exists (select 1 from pg_roles r where r.rolname = v_role) then
@@ -61,39 +57,19 @@ begin
   end loop;
 
   -- The daemon reads everything (bodies, recipes, status, the runtime API) and changes
-  -- versions only through its functions, which run as their owner with a fixed
-  -- search_path. `create or replace` resets SECURITY DEFINER, hence re-applied each run.
+  -- versions and the outbox only through its functions (claim/finish/renew/rescue and the
+  -- relay's), which run as their owner with a fixed search_path. `create or replace`
+  -- resets SECURITY DEFINER, hence re-applied each run.
   grant select on all tables in schema postpub to postpub_worker;
   for v_fn in
     select p.oid::regprocedure from pg_proc p
      where p.pronamespace = 'postpub'::regnamespace
-       and p.proname in ('_claim', '_finish', '_renew', '_rescue')
+       and p.proname in ('_claim', '_finish', '_renew', '_rescue',
+                         '_relay_claim', '_relay_record', '_relay_purge')
   loop
     execute format('alter function %s security definer set search_path = pg_catalog, pg_temp',
                    v_fn);
     execute format('grant execute on function %s to postpub_worker', v_fn);
-  end loop;
-  -- The outbox relay marks events delivered or parked and deletes old ones (events are
-  -- written by _finish and publish). Tables other migrations add for the relay (anything
-  -- that is neither a core table nor the outbox) are the daemon's to write.
-  grant update, delete on postpub.outbox to postpub_worker;
-  for v_rel in
-    select c.oid::regclass from pg_class c
-     where c.relnamespace = 'postpub'::regnamespace and c.relkind in ('r', 'p')
-       and c.relname <> all (v_core || array['outbox'])
-  loop
-    execute format('grant insert, update, delete on %s to postpub_worker', v_rel);
-  end loop;
-  for v_rel in
-    select s.oid::regclass
-      from pg_class s
-      join pg_depend d on d.classid = 'pg_class'::regclass and d.objid = s.oid
-                      and d.refclassid = 'pg_class'::regclass and d.deptype in ('a', 'i')
-      join pg_class t on t.oid = d.refobjid
-     where s.relkind = 'S' and t.relnamespace = 'postpub'::regnamespace
-       and t.relname <> all (v_core || array['outbox'])
-  loop
-    execute format('grant usage on sequence %s to postpub_worker', v_rel);
   end loop;
 end $$;
 

@@ -1,4 +1,5 @@
-//! What operators and scripts do from the command line: `status`, `requeue`, `publish`.
+//! What operators and scripts do from the command line: `status`, `requeue` (versions and
+//! parked outbox events), `publish`.
 //! Each is one call of the SQL API (`sql/queries/`), so the CLI can do nothing an
 //! application with the same role could not do in SQL.
 
@@ -22,6 +23,12 @@ pub struct Status {
     pub outbox_parked: i64,
     /// Seconds since the oldest undelivered event was written.
     pub outbox_oldest_s: f64,
+    /// Undelivered events that failed at least once and wait for a retry.
+    pub outbox_retrying: i64,
+    /// Delivered events kept until `outbox.retention`.
+    pub outbox_delivered: i64,
+    /// The latest parked events with their reasons.
+    pub parked: Vec<ParkedEvent>,
     /// The latest errored versions.
     pub errors: Vec<ErroredVersion>,
 }
@@ -40,6 +47,23 @@ pub struct ErroredVersion {
     /// Why it failed.
     pub last_error: String,
     /// When it failed.
+    pub at: String,
+}
+
+/// An outbox event a sink refused; `postpub requeue --event` sends it again.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedEvent {
+    /// `postpub.outbox.event_id`.
+    pub event_id: uuid::Uuid,
+    /// Document name.
+    pub document: String,
+    /// `published` or `deleted`.
+    pub kind: String,
+    /// Delivery rounds so far.
+    pub attempts: i32,
+    /// The sink's refusal (`sink NAME: …`).
+    pub last_error: String,
+    /// When it was parked.
     pub at: String,
 }
 
@@ -65,6 +89,23 @@ pub async fn status(client: &impl GenericClient, error_limit: i64) -> Result<Sta
     st.outbox_undelivered = o.get(0);
     st.outbox_parked = o.get(1);
     st.outbox_oldest_s = o.get(2);
+    st.outbox_retrying = o.get(3);
+    st.outbox_delivered = o.get(4);
+    let rows = client
+        .query(sql::STATUS_PARKED, &[&error_limit])
+        .await
+        .map_err(Error::query("reading parked outbox events"))?;
+    st.parked = rows
+        .iter()
+        .map(|r| ParkedEvent {
+            event_id: r.get(0),
+            document: r.get(1),
+            kind: r.get(2),
+            attempts: r.get(3),
+            last_error: r.get(4),
+            at: r.get(5),
+        })
+        .collect();
     let rows = client
         .query(sql::STATUS_ERRORS, &[&error_limit])
         .await
@@ -98,7 +139,7 @@ impl Status {
         }
         let _ = writeln!(
             out,
-            "outbox\n  {:<18}{:>10}{}\n  {:<18}{:>10}",
+            "outbox\n  {:<18}{:>10}{}\n  {:<18}{:>10}\n  {:<18}{:>10}\n  {:<18}{:>10}",
             "undelivered",
             self.outbox_undelivered,
             if self.outbox_undelivered > 0 {
@@ -106,9 +147,23 @@ impl Status {
             } else {
                 String::new()
             },
+            "  retrying",
+            self.outbox_retrying,
             "parked",
-            self.outbox_parked
+            self.outbox_parked,
+            "delivered",
+            self.outbox_delivered
         );
+        if !self.parked.is_empty() {
+            out.push_str("parked events (postpub requeue --event ID)\n");
+            for p in &self.parked {
+                let _ = writeln!(
+                    out,
+                    "  {} {} {} (rounds {}, {}): {}",
+                    p.event_id, p.document, p.kind, p.attempts, p.at, p.last_error
+                );
+            }
+        }
         if self.errors.is_empty() {
             out.push_str("no errored versions\n");
         } else {
@@ -159,6 +214,15 @@ pub async fn requeue(client: &impl GenericClient, id: i64) -> Result<(), Error> 
         .query_one(sql::REQUEUE_VERSION, &[&id])
         .await
         .map_err(Error::query("requeueing"))?;
+    Ok(())
+}
+
+/// `postpub.requeue_event(event_id)`: a parked outbox event back to the relay.
+pub async fn requeue_event(client: &impl GenericClient, event_id: uuid::Uuid) -> Result<(), Error> {
+    client
+        .query_one(sql::REQUEUE_EVENT, &[&event_id])
+        .await
+        .map_err(Error::query("requeueing the outbox event"))?;
     Ok(())
 }
 

@@ -43,9 +43,11 @@ pub enum Command {
     Migrate,
     /// Run the daemon: claim, collate and publish versions until SIGTERM.
     Run,
+    /// Run only the outbox relay: deliver events to the configured sinks until SIGTERM.
+    Relay,
     /// Show versions per state, the outbox backlog and the latest errors.
     Status(StatusArgs),
-    /// Put errored versions back in the queue.
+    /// Put errored versions (or a parked outbox event) back in the queue.
     Requeue(RequeueArgs),
     /// Publish a version of a document (or delete the document).
     Publish(PublishArgs),
@@ -68,17 +70,20 @@ pub struct StatusArgs {
     pub errors: i64,
 }
 
-/// `requeue` options: one version, or every errored one.
+/// `requeue` options: one version, every errored one, or one parked outbox event.
 #[derive(Debug, Args)]
 pub struct RequeueArgs {
     /// The errored version to requeue.
     #[arg(
         long,
         value_name = "VERSION_ID",
-        required_unless_present = "errored",
-        conflicts_with = "errored"
+        required_unless_present_any = ["errored", "event"],
+        conflicts_with_all = ["errored", "event"]
     )]
     pub id: Option<i64>,
+    /// A parked outbox event (a sink refused it) to deliver again.
+    #[arg(long, value_name = "EVENT_ID", conflicts_with = "errored")]
+    pub event: Option<uuid::Uuid>,
     /// Requeue every errored version (of --document, if given).
     #[arg(long)]
     pub errored: bool,
@@ -155,6 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => migrate_cmd(&cfg).await,
         Command::Run => run_cmd(cfg, cli.config.clone(), cli.database_url.clone()).await,
+        Command::Relay => relay_cmd(cfg).await,
         Command::Status(args) => status_cmd(&cfg, &args).await,
         Command::Requeue(args) => requeue_cmd(&cfg, &args).await,
         Command::Publish(args) => publish_cmd(&cfg, &args).await,
@@ -219,6 +225,15 @@ async fn run_cmd(
     Ok(())
 }
 
+async fn relay_cmd(cfg: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown::Shutdown::new();
+    let (_signals, _reload) =
+        shutdown::install(shutdown.clone()).context("installing signal handlers")?;
+    let (ready, _) = watch::channel(false);
+    daemon::relay(cfg, shutdown, event::channel(), ready).await?;
+    Ok(())
+}
+
 async fn status_cmd(cfg: &Config, args: &StatusArgs) -> anyhow::Result<()> {
     let client = connect(cfg).await?;
     migrate::check(&client).await?;
@@ -237,6 +252,9 @@ async fn requeue_cmd(cfg: &Config, args: &RequeueArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         admin::requeue(&client, id).await?;
         println!("requeued version {id}");
+    } else if let Some(event) = args.event {
+        admin::requeue_event(&client, event).await?;
+        println!("requeued outbox event {event}");
     } else {
         let n = admin::requeue_errored(&client, args.document.as_deref()).await?;
         match &args.document {
@@ -352,6 +370,10 @@ mod tests {
         assert!(Cli::try_parse_from(["postpub", "requeue"]).is_err());
         assert!(Cli::try_parse_from(["postpub", "requeue", "--id", "3", "--errored"]).is_err());
         assert!(Cli::try_parse_from(["postpub", "requeue", "--document", "d"]).is_err());
+        let e = "0b3c2f6e-8f0a-4c5e-9a51-2d3b8c1e7f00";
+        assert!(Cli::try_parse_from(["postpub", "requeue", "--event", e]).is_ok());
+        assert!(Cli::try_parse_from(["postpub", "requeue", "--event", e, "--id", "3"]).is_err());
+        assert!(Cli::try_parse_from(["postpub", "requeue", "--event", "nope"]).is_err());
         assert!(
             Cli::try_parse_from(["postpub", "requeue", "--errored", "--document", "d"]).is_ok()
         );

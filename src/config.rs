@@ -33,6 +33,14 @@ pub enum ConfigError {
         /// What the `config`/serde layer said, naming the key.
         message: String,
     },
+    /// A key of one `[[outbox.sinks]]` table cannot be used (`outbox.sinks[1].url`).
+    #[error("invalid configuration: {key} {problem}")]
+    Sink {
+        /// Dotted key with the sink's index.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A value has the right type but cannot be used.
     #[error("invalid configuration: {key} {problem}")]
     Value {
@@ -286,19 +294,145 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[outbox]`: delivery of published/deleted events.
+/// `[outbox]`: delivery of published/deleted events by the relay.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// Delivered events are deleted after this long.
+    /// Events delivered to every sink are deleted after this long.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Events the relay claims per round, spread over the documents that have some.
+    pub batch_size: usize,
+    /// Retry delays after a failed delivery, per event and sink.
+    pub backoff: BackoffConfig,
+    /// `[[outbox.sinks]]`: where events go. None: events stay in `postpub.outbox`.
+    pub sinks: Vec<SinkConfig>,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(7 * 24 * 3600),
+            batch_size: 256,
+            backoff: BackoffConfig {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            sinks: Vec::new(),
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// The name each sink's deliveries are tracked under: its `name`, else `kind-index`.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.name() {
+                "" => format!("{}-{i}", s.kind()),
+                name => name.to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// One `[[outbox.sinks]]` table, told apart by its `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// `kind = "nats"`: NATS JetStream.
+    Nats(NatsSinkConfig),
+    /// `kind = "webhook"`: HTTP POST.
+    Webhook(WebhookSinkConfig),
+}
+
+impl SinkConfig {
+    /// The `kind` key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Nats(_) => "nats",
+            SinkConfig::Webhook(_) => "webhook",
+        }
+    }
+
+    /// The `name` key as written ("" when absent).
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Nats(s) => &s.name,
+            SinkConfig::Webhook(s) => &s.name,
+        }
+    }
+}
+
+/// A NATS JetStream sink: each event is published with `Nats-Msg-Id` = its event id and
+/// counts as delivered once the stream acknowledged it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Name deliveries are tracked under; "" = `nats-<index>`.
+    pub name: String,
+    /// Server URL(s), comma-separated: `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// JetStream stream the subjects belong to.
+    pub stream: String,
+    /// Subject template: `{kind}`, `{document}` (escaped) and `{version}` are replaced.
+    pub subject: String,
+    /// Create the stream (subjects: the template's literal prefix + `.>`) when missing.
+    pub create_stream: bool,
+    /// Duplicate window of a stream this sink creates.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long to wait for the stream's acknowledgement (or a lost connection to return).
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Add the version's content (`body`) to the event JSON.
+    pub include_body: bool,
+}
+
+impl Default for NatsSinkConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            stream: "POSTPUB".to_owned(),
+            subject: "postpub.{kind}.{document}".to_owned(),
+            create_stream: true,
+            duplicate_window: Duration::from_secs(3600),
+            ack_timeout: Duration::from_secs(5),
+            include_body: false,
+        }
+    }
+}
+
+/// An HTTP webhook sink: each event is POSTed as JSON with `Idempotency-Key: <event_id>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// Name deliveries are tracked under; "" = `webhook-<index>`.
+    pub name: String,
+    /// `http://` or `https://` URL to POST to.
+    pub url: String,
+    /// When set, `X-Postpub-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    pub secret: Option<String>,
+    /// A request taking longer fails (transiently) and is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Add the version's content (`body`) to the event JSON.
+    pub include_body: bool,
+}
+
+impl Default for WebhookSinkConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            secret: None,
+            timeout: Duration::from_secs(10),
+            concurrency: 8,
+            include_body: false,
         }
     }
 }
@@ -441,6 +575,125 @@ impl Config {
                 ),
             );
         }
+        self.validate_outbox()
+    }
+
+    /// Checks `[outbox]` and every `[[outbox.sinks]]` table; messages name the sink by index.
+    fn validate_outbox(&self) -> Result<(), ConfigError> {
+        fn bad(key: String, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Sink {
+                key,
+                problem: problem.into(),
+            })
+        }
+        let o = &self.outbox;
+        if !(1..=10_000).contains(&o.batch_size) {
+            return bad("outbox.batch_size".into(), "must be between 1 and 10000");
+        }
+        if o.backoff.initial.is_zero() || o.backoff.initial > o.backoff.max {
+            return bad(
+                "outbox.backoff.initial".into(),
+                "must be more than 0s and not exceed outbox.backoff.max",
+            );
+        }
+        if o.retention.is_zero() {
+            return bad("outbox.retention".into(), "must be more than 0s");
+        }
+        let names = o.sink_names();
+        for (i, (sink, name)) in o.sinks.iter().zip(&names).enumerate() {
+            let key = |k: &str| format!("outbox.sinks[{i}].{k}");
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !name_ok {
+                return bad(
+                    key("name"),
+                    "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+                );
+            }
+            if names[..i].contains(name) {
+                return bad(
+                    key("name"),
+                    format!("{name:?} is already the name of another sink (names must be unique)"),
+                );
+            }
+            match sink {
+                SinkConfig::Nats(n) => {
+                    if n.url.trim().is_empty() {
+                        return bad(key("url"), "must be set (e.g. \"nats://127.0.0.1:4222\")");
+                    }
+                    for part in n.url.split(',') {
+                        if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
+                            return bad(
+                                key("url"),
+                                format!("must be a NATS server URL: {part:?}: {e}"),
+                            );
+                        }
+                    }
+                    let stream_ok = !n.stream.is_empty()
+                        && n.stream.len() <= 255
+                        && !n
+                            .stream
+                            .chars()
+                            .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c));
+                    if !stream_ok {
+                        return bad(
+                            key("stream"),
+                            "must be a JetStream stream name: not empty, without spaces, '.', '*', '>', '/' or '\\'",
+                        );
+                    }
+                    if let Err(problem) = crate::outbox::nats::check_template(&n.subject) {
+                        return bad(key("subject"), problem);
+                    }
+                    if n.create_stream && crate::outbox::nats::stream_subject(&n.subject).is_none()
+                    {
+                        return bad(
+                            key("subject"),
+                            "must start with a literal token (like \"postpub.\") when create_stream is true, so the stream's subjects can be derived from it",
+                        );
+                    }
+                    if n.ack_timeout.is_zero() {
+                        return bad(key("ack_timeout"), "must be more than 0s");
+                    }
+                    if n.create_stream && n.duplicate_window.is_zero() {
+                        return bad(key("duplicate_window"), "must be more than 0s");
+                    }
+                }
+                SinkConfig::Webhook(w) => {
+                    match reqwest::Url::parse(&w.url) {
+                        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                        Ok(_) => {
+                            return bad(
+                                key("url"),
+                                "must be an http:// or https:// URL with a host",
+                            )
+                        }
+                        Err(e) if w.url.trim().is_empty() => {
+                            let _ = e;
+                            return bad(
+                                key("url"),
+                                "must be set (e.g. \"https://example.com/hooks/postpub\")",
+                            );
+                        }
+                        Err(e) => return bad(key("url"), format!("must be a URL: {e}")),
+                    }
+                    if w.secret.as_deref() == Some("") {
+                        return bad(
+                            key("secret"),
+                            "must not be empty (leave it out to send unsigned requests)",
+                        );
+                    }
+                    if w.timeout.is_zero() {
+                        return bad(key("timeout"), "must be more than 0s");
+                    }
+                    if !(1..=1000).contains(&w.concurrency) {
+                        return bad(key("concurrency"), "must be between 1 and 1000");
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -569,6 +822,128 @@ mod tests {
             let f = write(text);
             let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
             assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn sinks_parse_with_their_defaults_and_names() {
+        let f = write(
+            r#"
+[[outbox.sinks]]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+
+[[outbox.sinks]]
+kind = "webhook"
+name = "indexer"
+url = "http://127.0.0.1:8080/hook"
+secret = "s3cret"
+timeout = "2s"
+include_body = true
+"#,
+        );
+        let cfg = Config::load(Some(&f.0), env(&[]), None).expect("loads");
+        assert_eq!(cfg.outbox.sink_names(), vec!["nats-0", "indexer"]);
+        match &cfg.outbox.sinks[0] {
+            SinkConfig::Nats(n) => {
+                assert_eq!(n.stream, "POSTPUB");
+                assert_eq!(n.subject, "postpub.{kind}.{document}");
+                assert!(n.create_stream);
+                assert!(!n.include_body);
+            }
+            other => panic!("expected nats, got {other:?}"),
+        }
+        match &cfg.outbox.sinks[1] {
+            SinkConfig::Webhook(w) => {
+                assert_eq!(w.secret.as_deref(), Some("s3cret"));
+                assert_eq!(w.timeout, Duration::from_secs(2));
+                assert!(w.include_body);
+            }
+            other => panic!("expected webhook, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_commented_sink_examples_parse() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"),
+        )
+        .expect("example readable");
+        // Uncomment the example sink tables (lines right after "# [[outbox.sinks]]").
+        let mut out = String::new();
+        let mut in_sink = false;
+        for line in text.lines() {
+            if line.trim() == "# [[outbox.sinks]]" {
+                in_sink = true;
+            } else if !line.starts_with("# ") || line.trim().is_empty() {
+                in_sink = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(l) if in_sink => out.push_str(l),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        let f = write(&out);
+        let cfg = Config::load(Some(&f.0), env(&[]), None).expect("examples parse");
+        let kinds: Vec<&str> = cfg.outbox.sinks.iter().map(SinkConfig::kind).collect();
+        assert_eq!(kinds, ["nats", "webhook"]);
+        assert_eq!(
+            cfg.outbox.sinks[0],
+            SinkConfig::Nats(NatsSinkConfig {
+                url: "nats://127.0.0.1:4222".into(),
+                ..NatsSinkConfig::default()
+            }),
+            "the nats example shows the defaults"
+        );
+    }
+
+    #[test]
+    fn sink_problems_name_the_sink_and_key() {
+        for (text, key) in [
+            ("[[outbox.sinks]]\nkind = \"nats\"\n", "outbox.sinks[0].url"),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\n[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"ftp://h/x\"\n",
+                "outbox.sinks[1].url",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/x\"\nsecret = \"\"\n",
+                "outbox.sinks[0].secret",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"{document}.x\"\n",
+                "outbox.sinks[0].subject",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a.{title}\"\n",
+                "outbox.sinks[0].subject",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nstream = \"a.b\"\n",
+                "outbox.sinks[0].stream",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nname = \"x\"\nurl = \"nats://h:1\"\n[[outbox.sinks]]\nkind = \"webhook\"\nname = \"x\"\nurl = \"http://h/\"\n",
+                "outbox.sinks[1].name",
+            ),
+            ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert!(matches!(err, ConfigError::Sink { .. }), "{text}: {err:?}");
+        }
+        // Wrong kind and unknown keys are refused by the parser, naming what is wrong.
+        for (text, word) in [
+            ("[[outbox.sinks]]\nkind = \"kafka\"\n", "kafka"),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nstream = \"S\"\n",
+                "stream",
+            ),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
+            assert!(err.to_string().contains(word), "{text}: {err}");
         }
     }
 

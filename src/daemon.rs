@@ -1,7 +1,8 @@
 //! `postpub run`: checks the database, then starts the services (listener, worker,
-//! rescuer) under one task tracker and stops them in order when the shutdown token fires.
-//! The HTTP server and the metrics recorder run beside them and stop last, so health and
-//! metrics stay visible while in-flight work drains.
+//! rescuer, outbox relay) under one task tracker and stops them in order when the shutdown
+//! token fires. The HTTP server and the metrics recorder run beside them and stop last, so
+//! health and metrics stay visible while in-flight work drains. `postpub relay` ([`relay`])
+//! runs the listener and the relay alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::db::{self, migrate};
 use crate::event::Events;
 use crate::http::{self, HttpServer, Metrics, Recorder};
 use crate::listener::{Listener, Wakeups};
+use crate::outbox::Relay;
 use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::worker::rescuer::Rescuer;
@@ -32,6 +34,9 @@ pub enum StartError {
     /// `http.listen` could not be bound.
     #[error(transparent)]
     Http(#[from] http::BindError),
+    /// An outbox sink could not be set up.
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::Error),
 }
 
 /// How long the HTTP server may take to finish its requests once the services stopped.
@@ -97,6 +102,14 @@ pub async fn run_with_reload(
     let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
     let wakeups = Wakeups::default();
     let (listening_tx, mut listening) = watch::channel(false);
+    let relay = Relay::from_config(
+        &cfg,
+        pool.clone(),
+        target.clone(),
+        wakeups.outbox.clone(),
+        events.clone(),
+    )?
+    .with_reloads(config_rx.clone());
     let tracker = TaskTracker::new();
 
     // The edge (metrics, HTTP) outlives the services: its own token and tracker.
@@ -163,6 +176,7 @@ pub async fn run_with_reload(
         }
         .run(shutdown.soft.clone(), shutdown.hard.clone()),
     );
+    tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
     if let Some(reload) = reload {
         tracker.spawn(reloader(reload, config_tx, shutdown.soft.clone()));
     }
@@ -255,4 +269,58 @@ async fn reloader(
         }
         crate::systemd::reloaded();
     }
+}
+
+/// `postpub relay`: only the listener and the outbox relay, until `shutdown.soft` fires.
+/// `ready` turns true once the database is checked and LISTEN is active.
+pub async fn relay(
+    cfg: Config,
+    shutdown: Shutdown,
+    events: Events,
+    ready: watch::Sender<bool>,
+) -> Result<(), StartError> {
+    let (pool, target) = db::pool(&cfg.database)?;
+    {
+        let client = db::get(&pool, &target).await?;
+        migrate::check(&client).await?;
+    }
+    let wakeups = Wakeups::default();
+    let (listening_tx, mut listening) = watch::channel(false);
+    let relay = Relay::from_config(
+        &cfg,
+        pool.clone(),
+        target.clone(),
+        wakeups.outbox.clone(),
+        events.clone(),
+    )?;
+    let tracker = TaskTracker::new();
+    tracker.spawn(
+        Listener::new(
+            cfg.database.listen_url().to_owned(),
+            cfg.database.connect_timeout,
+            cfg.worker.poll_interval,
+            wakeups.clone(),
+            listening_tx,
+            events.clone(),
+        )
+        .run(shutdown.soft.clone()),
+    );
+    tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
+    tracing::info!(database = %target, sinks = ?cfg.outbox.sink_names(), "postpub relay started");
+    tokio::select! {
+        biased;
+        _ = shutdown.soft.cancelled() => {}
+        r = listening.wait_for(|l| *l) => {
+            if r.is_ok() {
+                ready.send_replace(true);
+            }
+        }
+    }
+    shutdown.soft.cancelled().await;
+    ready.send_replace(false);
+    tracker.close();
+    tracker.wait().await;
+    pool.close();
+    tracing::info!("postpub relay stopped");
+    Ok(())
 }

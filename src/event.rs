@@ -58,6 +58,43 @@ pub enum Event {
         /// Document name.
         document: String,
     },
+    /// A sink acknowledged an outbox event (and the relay recorded it).
+    Delivered {
+        /// `postpub.outbox.event_id`.
+        event_id: uuid::Uuid,
+        /// Document name.
+        document: String,
+        /// The sink's name.
+        sink: String,
+        /// The sink already had it (JetStream's duplicate detection).
+        duplicate: bool,
+    },
+    /// A delivery failed transiently; it is retried after a backoff.
+    DeliveryFailed {
+        /// `postpub.outbox.event_id`.
+        event_id: uuid::Uuid,
+        /// Document name.
+        document: String,
+        /// The sink's name.
+        sink: String,
+        /// Tries of this event at this sink, this one included.
+        attempt: i32,
+        /// What went wrong.
+        error: String,
+        /// Seconds until the next try.
+        retry_in_s: f64,
+    },
+    /// A sink refused an event permanently: it is parked until an operator requeues it.
+    Parked {
+        /// `postpub.outbox.event_id`.
+        event_id: uuid::Uuid,
+        /// Document name.
+        document: String,
+        /// The sink's name.
+        sink: String,
+        /// The sink's refusal.
+        reason: String,
+    },
 }
 
 /// The sending side every service holds.

@@ -13,7 +13,10 @@
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
 //! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
-//! - [`daemon`]   — wires the services together for `postpub run`.
+//! - [`outbox`]   — the relay: delivers outbox events in per-document order to the
+//!   configured sinks ([`outbox::nats`] JetStream, [`outbox::webhook`] HTTP), retries,
+//!   parks, deletes delivered events after retention.
+//! - [`daemon`]   — wires the services together for `postpub run` (and `postpub relay`).
 //! - [`http`]     — `/healthz`, `/readyz`, `/metrics` and the read-only document API.
 //! - [`systemd`]  — `Type=notify`: READY, WATCHDOG, RELOADING and STOPPING.
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
@@ -37,6 +40,7 @@ pub mod event;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod outbox;
 pub mod pipeline;
 pub mod shutdown;
 pub mod systemd;

@@ -193,12 +193,17 @@ async fn the_daemon_runs_end_to_end_as_a_postpub_worker_login() {
 
     db.assert_invariants(&c).await;
 
-    // And the outbox relay's writes (mark delivered, delete delivered).
+    // The outbox relay works through its functions; direct writes are not the worker's.
     w.batch_execute(
-        "update postpub.outbox set delivered_at = now(), attempts = attempts + 1;
-         delete from postpub.outbox where delivered_at is not null;",
+        "select count(*) from postpub._relay_claim(array['sink'], 10, false);
+         select postpub._relay_purge(interval '1 second', 10);",
     )
     .await
-    .expect("relay writes as worker");
+    .expect("relay functions as worker");
+    let e = w
+        .batch_execute("delete from postpub.outbox")
+        .await
+        .expect_err("direct delete refused");
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
     d.stop().await;
 }

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operations",
         sql: include_str!("../../sql/0004_operations.sql"),
     },
+    Migration {
+        version: 5,
+        name: "outbox",
+        sql: include_str!("../../sql/0005_outbox.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

@@ -32,3 +32,13 @@ pub const REQUEUE_ERRORED: &str = include_str!("../../sql/queries/requeue_errore
 pub const METRICS_BACKLOG: &str = include_str!("../../sql/queries/metrics_backlog.sql");
 /// See `sql/queries/current_document.sql`.
 pub const CURRENT_DOCUMENT: &str = include_str!("../../sql/queries/current_document.sql");
+/// See `sql/queries/status_parked.sql`.
+pub const STATUS_PARKED: &str = include_str!("../../sql/queries/status_parked.sql");
+/// See `sql/queries/requeue_event.sql`.
+pub const REQUEUE_EVENT: &str = include_str!("../../sql/queries/requeue_event.sql");
+/// See `sql/queries/claim_events.sql`.
+pub const CLAIM_EVENTS: &str = include_str!("../../sql/queries/claim_events.sql");
+/// See `sql/queries/record_deliveries.sql`.
+pub const RECORD_DELIVERIES: &str = include_str!("../../sql/queries/record_deliveries.sql");
+/// See `sql/queries/purge_delivered.sql`.
+pub const PURGE_DELIVERED: &str = include_str!("../../sql/queries/purge_delivered.sql");

@@ -1,0 +1,1029 @@
+//! The outbox relay against a real nats-server (JetStream, one private server per test on a
+//! free port with its own store) and a real HTTP receiver: order, outages, crashes,
+//! refusals, several relays, several sinks, retention.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{wait_until, Daemon, TestDb};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use postpub::config::{Config, NatsSinkConfig, SinkConfig, WebhookSinkConfig};
+use postpub::event::{self, Event};
+use postpub::outbox::Relay;
+use postpub::shutdown::Shutdown;
+use tokio::sync::Notify;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------- nats-server
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A private nats-server with JetStream; stopped and its store removed when dropped.
+struct NatsServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    async fn start() -> NatsServer {
+        let mut s = NatsServer::not_started();
+        s.restart().await;
+        s
+    }
+
+    /// A port and a store, no server yet (`restart` starts it).
+    fn not_started() -> NatsServer {
+        let dir = std::env::temp_dir().join(format!("postpub-nats-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("nats store dir");
+        NatsServer {
+            port: free_port(),
+            dir,
+            child: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and store.
+    async fn restart(&mut self) {
+        let bin = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "nats-server",
+        ]
+        .into_iter()
+        .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
+        .unwrap_or("nats-server");
+        let child = std::process::Command::new(bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (apt-get install nats-server): {e}"));
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_until(Duration::from_secs(10), "nats-server listening", || async {
+            tokio::net::TcpStream::connect(&addr).await.is_ok()
+        })
+        .await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.url()).await.expect("connect nats");
+        async_nats::jetstream::new(client)
+    }
+
+    /// Every message of `stream`, in stream order.
+    async fn messages(&self, stream: &str) -> Vec<StreamMsg> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let js = self.jetstream().await;
+        let mut s = js.get_stream(stream).await.expect("stream exists");
+        let n = s.info().await.expect("stream info").state.messages as usize;
+        let consumer = s
+            .create_consumer(pull::Config {
+                ack_policy: AckPolicy::None,
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let mut batch = consumer
+                .batch()
+                .max_messages(1000)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .expect("batch");
+            while let Some(m) = batch.next().await {
+                let m = m.expect("message");
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
+                let json: serde_json::Value =
+                    serde_json::from_slice(&m.payload).expect("message is JSON");
+                out.push(StreamMsg {
+                    subject: m.subject.to_string(),
+                    msg_id: id,
+                    json,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct StreamMsg {
+    subject: String,
+    msg_id: String,
+    json: serde_json::Value,
+}
+
+// ---------------------------------------------------------------- webhook receiver
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    key: String,
+    signature: Option<String>,
+    raw: Bytes,
+    json: serde_json::Value,
+    status: u16,
+}
+
+#[derive(Default)]
+struct HookState {
+    requests: Mutex<Vec<Received>>,
+    /// Status answered per document (default 200).
+    status: Mutex<HashMap<String, u16>>,
+    /// Status answered for every document unless `status` says otherwise.
+    default_status: Mutex<u16>,
+}
+
+/// An HTTP server that records every POST and answers what it is told to.
+struct Hook {
+    addr: SocketAddr,
+    state: Arc<HookState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hook {
+    async fn start() -> Hook {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(HookState::default());
+        *state.default_status.lock().expect("lock") = 200;
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Hook { addr, state, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn answer(&self, document: &str, status: u16) {
+        self.state
+            .status
+            .lock()
+            .expect("lock")
+            .insert(document.to_owned(), status);
+    }
+
+    fn answer_all(&self, status: u16) {
+        *self.state.default_status.lock().expect("lock") = status;
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    /// The requests it acknowledged (2xx).
+    fn accepted(&self) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status < 300)
+            .collect()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    state: Arc<HookState>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let key = header("idempotency-key").unwrap_or_default();
+    let signature = header("x-postpub-signature");
+    let raw = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+    let document = json["document"].as_str().unwrap_or_default().to_owned();
+    let status = state
+        .status
+        .lock()
+        .expect("lock")
+        .get(&document)
+        .copied()
+        .unwrap_or(*state.default_status.lock().expect("lock"));
+    state.requests.lock().expect("lock").push(Received {
+        key,
+        signature,
+        raw,
+        json,
+        status,
+    });
+    let body = if status < 300 {
+        "ok".to_owned()
+    } else {
+        format!("refused document {document}")
+    };
+    Ok(hyper::Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default())
+}
+
+// ---------------------------------------------------------------- fixtures
+
+fn nats_sink(url: &str, stream: &str) -> SinkConfig {
+    SinkConfig::Nats(NatsSinkConfig {
+        url: url.to_owned(),
+        stream: stream.to_owned(),
+        ack_timeout: Duration::from_secs(1),
+        ..NatsSinkConfig::default()
+    })
+}
+
+fn webhook_sink(name: &str, url: &str) -> WebhookSinkConfig {
+    WebhookSinkConfig {
+        name: name.to_owned(),
+        url: url.to_owned(),
+        timeout: Duration::from_secs(2),
+        ..WebhookSinkConfig::default()
+    }
+}
+
+/// Test settings with fast relay retries and the given sinks.
+fn config(db: &TestDb, sinks: Vec<SinkConfig>) -> Config {
+    let mut cfg = db.config();
+    cfg.worker.poll_interval = Duration::from_millis(200);
+    cfg.outbox.backoff.initial = Duration::from_millis(50);
+    cfg.outbox.backoff.max = Duration::from_millis(400);
+    cfg.outbox.sinks = sinks;
+    cfg.validate().expect("test config is valid");
+    cfg
+}
+
+async fn undelivered(c: &Client) -> i64 {
+    c.query_one(
+        "select count(*) from postpub.outbox where delivered_at is null",
+        &[],
+    )
+    .await
+    .expect("count undelivered")
+    .get(0)
+}
+
+/// event_id -> (document, version) of every outbox event.
+async fn events_by_id(c: &Client) -> HashMap<String, (String, i64)> {
+    c.query(
+        "select o.event_id::text, o.document, v.version::bigint
+           from postpub.outbox o join postpub.versions v on v.id = o.version_id",
+        &[],
+    )
+    .await
+    .expect("outbox events")
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2))))
+    .collect()
+}
+
+/// Checks that `ids` (in arrival order) holds every event exactly once, each document's in
+/// version order.
+fn assert_complete_and_ordered(
+    what: &str,
+    ids: &[String],
+    events: &HashMap<String, (String, i64)>,
+) {
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{what}: an event arrived twice");
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "{what}: message count != event count"
+    );
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for id in ids {
+        let (doc, version) = events
+            .get(id)
+            .unwrap_or_else(|| panic!("{what}: unknown event id {id}"));
+        let prev = last.insert(doc.as_str(), *version);
+        assert!(
+            prev.is_none_or(|p| p < *version),
+            "{what}: {doc} v{version} arrived after v{prev:?}"
+        );
+    }
+}
+
+/// A relay of its own (no worker), so a test can abort it like a crash.
+fn spawn_relay(cfg: &Config, events: event::Events) -> (tokio::task::JoinHandle<()>, Arc<Notify>) {
+    let (pool, target) = postpub::db::pool(&cfg.database).expect("pool");
+    let wake = Arc::new(Notify::new());
+    let relay = Relay::from_config(cfg, pool, target, wake.clone(), events).expect("relay");
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(async move { relay.run(shutdown.soft, shutdown.hard).await });
+    (handle, wake)
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order() {
+    common::init_logs();
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let nats = NatsServer::start().await;
+    c.batch_execute(
+        "select count(postpub.publish('doc-' || (i % 100), '<p>' || i || '</p>'))
+           from generate_series(1, 10000) i",
+    )
+    .await
+    .expect("publish 10000");
+    let events = events_by_id(&c).await;
+    assert_eq!(events.len(), 10_000);
+
+    let t0 = Instant::now();
+    let d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
+    wait_until(Duration::from_secs(60), "every event delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+    let took = t0.elapsed();
+    eprintln!(
+        "relay: 10000 events to JetStream in {took:?} ({:.0} events/s, debug build, incl. startup)",
+        10_000.0 / took.as_secs_f64()
+    );
+    d.stop().await;
+
+    let msgs = nats.messages("POSTPUB").await;
+    let ids: Vec<String> = msgs.iter().map(|m| m.msg_id.clone()).collect();
+    assert_complete_and_ordered("stream", &ids, &events);
+    // The JSON carries the event, and the subject is postpub.<kind>.<document>.
+    let m = &msgs[0];
+    assert_eq!(m.json["event_id"], m.msg_id.as_str());
+    let doc = m.json["document"].as_str().expect("document");
+    assert_eq!(m.subject, format!("postpub.published.{doc}"));
+    for key in ["kind", "version", "version_id", "published_at"] {
+        assert!(
+            m.json.get(key).is_some(),
+            "event JSON lacks {key}: {}",
+            m.json
+        );
+    }
+    assert!(m.json.get("body").is_none(), "no body unless include_body");
+    let left: i64 = c
+        .query_one(
+            "select count(*) from postpub.outbox_deliveries where delivered_at is null",
+            &[],
+        )
+        .await
+        .expect("deliveries")
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_delays_events_but_loses_and_duplicates_none() {
+    common::init_logs();
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let mut nats = NatsServer::start().await;
+    let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
+    db.publish(&c, "warm-up", "<p>w</p>", None).await;
+    wait_until(Duration::from_secs(10), "warm-up delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+
+    nats.stop();
+    c.batch_execute(
+        "select count(postpub.publish('outage-' || (i % 10), '<p>' || i || '</p>'))
+           from generate_series(1, 1000) i",
+    )
+    .await
+    .expect("publish 1000 during the outage");
+    d.wait_event(Duration::from_secs(10), |e| {
+        matches!(e, Event::DeliveryFailed { .. })
+    })
+    .await;
+    assert!(
+        undelivered(&c).await >= 1000,
+        "nothing delivered while down"
+    );
+    let (failed, retry): (i64, i64) = {
+        let r = c
+            .query_one(
+                "select count(*) filter (where attempts > 0), count(*) filter (where last_error is not null)
+                   from postpub.outbox where delivered_at is null",
+                &[],
+            )
+            .await
+            .expect("retry state");
+        (r.get(0), r.get(1))
+    };
+    assert!(
+        failed >= 1 && retry >= 1,
+        "failures are recorded for a retry"
+    );
+    // Only heads are tried: later events of a document wait for the first.
+    let tried_beyond_head: i64 = c
+        .query_one(
+            "select count(*) from postpub.outbox o where o.attempts > 0 and exists
+               (select 1 from postpub.outbox p where p.document = o.document and p.id < o.id
+                  and p.delivered_at is null)",
+            &[],
+        )
+        .await
+        .expect("order")
+        .get(0);
+    assert_eq!(
+        tried_beyond_head, 0,
+        "an event was tried before an earlier one of its document"
+    );
+
+    nats.restart().await;
+    wait_until(
+        Duration::from_secs(30),
+        "every event delivered after the outage",
+        || async { undelivered(&c).await == 0 },
+    )
+    .await;
+    d.stop().await;
+
+    let events = events_by_id(&c).await;
+    let ids: Vec<String> = nats
+        .messages("POSTPUB")
+        .await
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_complete_and_ordered("stream after the outage", &ids, &events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplicate() {
+    common::init_logs();
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let nats = NatsServer::start().await;
+    let hook = Hook::start().await;
+    let cfg = config(
+        &db,
+        vec![
+            nats_sink(&nats.url(), "POSTPUB"),
+            SinkConfig::Webhook(webhook_sink("hook", &hook.url())),
+        ],
+    );
+
+    // Recording a delivery inserts into outbox_deliveries: hold that table so the relay
+    // sends, gets both acknowledgements, and then hangs before it can record them.
+    let mut blocker = db.client().await;
+    let tx = blocker.transaction().await.expect("tx");
+    tx.batch_execute("lock table postpub.outbox_deliveries in exclusive mode")
+        .await
+        .expect("lock");
+
+    let (relay, wake) = spawn_relay(&cfg, event::channel());
+    db.publish(&c, "crash", "<p>c</p>", None).await;
+    wake.notify_one();
+    let js = nats.jetstream().await;
+    wait_until(
+        Duration::from_secs(10),
+        "the event in the stream",
+        || async {
+            match js.get_stream("POSTPUB").await {
+                Ok(mut s) => s
+                    .info()
+                    .await
+                    .map(|i| i.state.messages == 1)
+                    .unwrap_or(false),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    wait_until(Duration::from_secs(10), "the webhook request", || async {
+        hook.accepted().len() == 1
+    })
+    .await;
+
+    // The crash: the task is gone and so is its database session.
+    relay.abort();
+    let _ = relay.await;
+    c.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = 'postpub'",
+        &[],
+    )
+    .await
+    .expect("terminate the relay's session");
+    tx.rollback().await.expect("unlock");
+    assert_eq!(
+        undelivered(&c).await,
+        1,
+        "the acknowledgement was never recorded"
+    );
+
+    let mut d = Daemon::start(cfg).await;
+    let dup = d
+        .wait_event(
+            Duration::from_secs(10),
+            |e| matches!(e, Event::Delivered { sink, .. } if sink == "nats-0"),
+        )
+        .await;
+    assert!(
+        matches!(
+            dup,
+            Event::Delivered {
+                duplicate: true,
+                ..
+            }
+        ),
+        "JetStream's PubAck says duplicate: {dup:?}"
+    );
+    wait_until(Duration::from_secs(10), "recorded as delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+    d.stop().await;
+
+    assert_eq!(
+        nats.messages("POSTPUB").await.len(),
+        1,
+        "the stream dropped the resend"
+    );
+    let got = hook.accepted();
+    assert_eq!(got.len(), 2, "the webhook got the event twice");
+    assert_eq!(got[0].key, got[1].key, "with the same Idempotency-Key");
+    let event_id: String = c
+        .query_one("select event_id::text from postpub.outbox", &[])
+        .await
+        .expect("event")
+        .get(0);
+    assert_eq!(got[0].key, event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeued() {
+    common::init_logs();
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let hook = Hook::start().await;
+    hook.answer("bad", 400);
+    let mut sink = webhook_sink("hook", &hook.url());
+    sink.secret = Some("s3cret".to_owned());
+    sink.include_body = true;
+    let mut d = Daemon::start(config(&db, vec![SinkConfig::Webhook(sink)])).await;
+
+    db.publish(&c, "bad", "<p>bad 1</p>", None).await;
+    db.publish(&c, "bad", "<p>bad 2</p>", None).await;
+    let parked = d
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, Event::Parked { .. })
+        })
+        .await;
+    let Event::Parked {
+        event_id, reason, ..
+    } = parked
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("400"), "{reason}");
+    for i in 0..5 {
+        db.publish(&c, &format!("good-{i}"), "<p>good</p>", None)
+            .await;
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the other documents delivered",
+        || async { hook.accepted().len() == 5 },
+    )
+    .await;
+    // Still parked, with the reason; the next event of its document waits behind it.
+    let row = c
+        .query_one(
+            "select parked_at is not null, last_error from postpub.outbox where event_id = $1",
+            &[&event_id],
+        )
+        .await
+        .expect("parked row");
+    assert!(row.get::<_, bool>(0));
+    let last_error: String = row.get(1);
+    assert!(
+        last_error.contains("sink hook") && last_error.contains("400"),
+        "{last_error}"
+    );
+    assert!(
+        hook.requests()
+            .iter()
+            .all(|r| r.json["body"] != "<p>bad 2</p>"),
+        "bad v2 was sent while v1 is parked"
+    );
+    let status = postpub::admin::status(&c, 10).await.expect("status");
+    assert_eq!(status.outbox_parked, 1);
+    assert_eq!(status.parked[0].event_id, event_id);
+    assert!(status.render().contains(&event_id.to_string()));
+    // Only a parked event can be requeued.
+    let second: Uuid = c
+        .query_one(
+            "select event_id from postpub.outbox where document = 'bad' order by id desc limit 1",
+            &[],
+        )
+        .await
+        .expect("second")
+        .get(0);
+    let err = c
+        .query_one("select postpub.requeue_event($1)", &[&second])
+        .await
+        .expect_err("not parked");
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(msg.contains("is not parked"), "{msg}");
+
+    // Fixed on the receiver's side; the operator requeues from the command line.
+    hook.answer("bad", 200);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "requeue",
+            "--event",
+            &event_id.to_string(),
+            "--database-url",
+            &db.url,
+        ])
+        .output()
+        .expect("run postpub requeue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "bad v1 and v2 delivered",
+        || async { undelivered(&c).await == 0 },
+    )
+    .await;
+    d.stop().await;
+
+    let bad: Vec<Received> = hook
+        .accepted()
+        .into_iter()
+        .filter(|r| r.json["document"] == "bad")
+        .collect();
+    let bodies: Vec<&str> = bad
+        .iter()
+        .map(|r| r.json["body"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["<p>bad 1</p>", "<p>bad 2</p>"],
+        "in order, with the body"
+    );
+    assert_eq!(bad[0].key, event_id.to_string());
+    for r in hook.requests() {
+        assert_eq!(
+            r.signature.as_deref(),
+            Some(postpub::outbox::webhook::signature(b"s3cret", &r.raw).as_str()),
+            "signed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_order() {
+    common::init_logs();
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let hook = Hook::start().await;
+    let mut cfg = config(
+        &db,
+        vec![SinkConfig::Webhook(webhook_sink("hook", &hook.url()))],
+    );
+    cfg.outbox.batch_size = 16; // many small rounds, so the relays interleave
+    c.batch_execute(
+        "select count(postpub.publish('pair-' || (i % 20), '<p>' || i || '</p>'))
+           from generate_series(1, 600) i",
+    )
+    .await
+    .expect("publish 600");
+    let a = Daemon::start(cfg.clone()).await;
+    let b = Daemon::start(cfg).await;
+    wait_until(Duration::from_secs(30), "every event delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
+    assert_complete_and_ordered("webhook", &keys, &events_by_id(&c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
+    common::init_logs();
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let good = Hook::start().await;
+    let flaky = Hook::start().await;
+    flaky.answer_all(503);
+    let mut d = Daemon::start(config(
+        &db,
+        vec![
+            SinkConfig::Webhook(webhook_sink("good", &good.url())),
+            SinkConfig::Webhook(webhook_sink("flaky", &flaky.url())),
+        ],
+    ))
+    .await;
+    for i in 0..3 {
+        db.publish(&c, "multi", &format!("<p>{i}</p>"), None).await;
+    }
+    db.publish(&c, "other", "<p>o</p>", None).await;
+    for _ in 0..3 {
+        d.wait_event(
+            Duration::from_secs(10),
+            |e| matches!(e, Event::DeliveryFailed { sink, .. } if sink == "flaky"),
+        )
+        .await;
+    }
+    // The good sink has the heads; nothing is delivered until both have them.
+    assert_eq!(undelivered(&c).await, 4);
+    flaky.answer_all(200);
+    wait_until(Duration::from_secs(10), "every event delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+    d.stop().await;
+    let events = events_by_id(&c).await;
+    for hook in [&good, &flaky] {
+        let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
+        assert_complete_and_ordered("each sink", &keys, &events);
+    }
+    let tries: i64 = c
+        .query_one(
+            "select max(attempts)::bigint from postpub.outbox_deliveries where sink = 'good'",
+            &[],
+        )
+        .await
+        .expect("attempts")
+        .get(0);
+    assert_eq!(tries, 1, "the good sink was tried once per event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sinks_events_stay_in_the_table_untouched() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let d = Daemon::start(config(&db, vec![])).await;
+    // Through the worker, so the daemon has certainly been running a while.
+    let id = db
+        .publish(&c, "kept", "<p>k</p>", Some("p { color: inherit; }"))
+        .await;
+    wait_until(Duration::from_secs(10), "current", || async {
+        db.state(&c, id).await == "current"
+    })
+    .await;
+    d.stop().await;
+    let row = c
+        .query_one(
+            "select count(*) filter (where delivered_at is null and attempts = 0),
+                    (select count(*) from postpub.outbox_deliveries)
+               from postpub.outbox",
+            &[],
+        )
+        .await
+        .expect("outbox");
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1,
+        "the event is readable, undelivered"
+    );
+    assert_eq!(row.get::<_, i64>(1), 0, "and nobody tried to deliver it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let hook = Hook::start().await;
+    hook.answer("stuck", 400);
+    let mut cfg = config(
+        &db,
+        vec![SinkConfig::Webhook(webhook_sink("hook", &hook.url()))],
+    );
+    cfg.outbox.retention = Duration::from_millis(500);
+    cfg.worker.poll_interval = Duration::from_millis(50); // purge every 12 polls
+    let d = Daemon::start(cfg).await;
+    for i in 0..20 {
+        db.publish(&c, &format!("r-{i}"), "<p>r</p>", None).await;
+    }
+    db.publish(&c, "stuck", "<p>s</p>", None).await;
+    wait_until(
+        Duration::from_secs(15),
+        "delivered events deleted",
+        || async {
+            let n: i64 = c
+                .query_one("select count(*) from postpub.outbox", &[])
+                .await
+                .expect("count")
+                .get(0);
+            n == 1
+        },
+    )
+    .await;
+    d.stop().await;
+    let left: String = c
+        .query_one(
+            "select document from postpub.outbox where parked_at is not null",
+            &[],
+        )
+        .await
+        .expect("the parked event is kept")
+        .get(0);
+    assert_eq!(left, "stuck");
+    let orphans: i64 = c
+        .query_one(
+            "select count(*) from postpub.outbox_deliveries d
+              where not exists (select 1 from postpub.outbox o where o.id = d.outbox_id)",
+            &[],
+        )
+        .await
+        .expect("deliveries")
+        .get(0);
+    assert_eq!(orphans, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_names_become_one_escaped_subject_token_per_kind() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let nats = NatsServer::start().await;
+    let d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
+    let doc = "books/a.b c*>é";
+    db.publish(&c, doc, "<p>1</p>", None).await;
+    db.delete(&c, doc).await; // through the worker: a `deleted` event
+    wait_until(Duration::from_secs(10), "both events delivered", || async {
+        let n: i64 = c
+            .query_one(
+                "select count(*) from postpub.outbox where delivered_at is not null",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        n == 2
+    })
+    .await;
+    d.stop().await;
+    let msgs = nats.messages("POSTPUB").await;
+    let subjects: Vec<&str> = msgs.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "postpub.published.books/a%2Eb%20c%2A%3E%C3%A9",
+            "postpub.deleted.books/a%2Eb%20c%2A%3E%C3%A9"
+        ]
+    );
+    assert_eq!(msgs[1].json["kind"], "deleted");
+    assert_eq!(
+        msgs[1].json["document"], doc,
+        "the JSON keeps the real name"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_sink_settles_the_events_only_it_still_owed() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let kept = Hook::start().await;
+    let removed = Hook::start().await;
+    removed.answer_all(503);
+    let keep = SinkConfig::Webhook(webhook_sink("kept", &kept.url()));
+    let mut d = Daemon::start(config(
+        &db,
+        vec![
+            keep.clone(),
+            SinkConfig::Webhook(webhook_sink("removed", &removed.url())),
+        ],
+    ))
+    .await;
+    db.publish(&c, "s", "<p>1</p>", None).await;
+    d.wait_event(
+        Duration::from_secs(10),
+        |e| matches!(e, Event::DeliveryFailed { sink, .. } if sink == "removed"),
+    )
+    .await;
+    d.stop().await;
+    assert_eq!(kept.accepted().len(), 1);
+    assert_eq!(undelivered(&c).await, 1);
+
+    let d = Daemon::start(config(&db, vec![keep])).await;
+    db.publish(&c, "s", "<p>2</p>", None).await;
+    wait_until(Duration::from_secs(10), "both events delivered", || async {
+        undelivered(&c).await == 0
+    })
+    .await;
+    d.stop().await;
+    let keys: Vec<String> = kept.accepted().into_iter().map(|r| r.key).collect();
+    assert_complete_and_ordered("the kept sink", &keys, &events_by_id(&c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let mut nats = NatsServer::not_started();
+    let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
+    for i in 0..3 {
+        db.publish(&c, &format!("early-{i}"), "<p>e</p>", None)
+            .await;
+    }
+    let failed = d
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, Event::DeliveryFailed { .. })
+        })
+        .await;
+    assert!(
+        matches!(&failed, Event::DeliveryFailed { error, .. } if error.contains("cannot connect to NATS")),
+        "{failed:?}"
+    );
+    nats.restart().await;
+    wait_until(
+        Duration::from_secs(15),
+        "delivered once NATS is up",
+        || async { undelivered(&c).await == 0 },
+    )
+    .await;
+    d.stop().await;
+    let ids: Vec<String> = nats
+        .messages("POSTPUB")
+        .await
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_complete_and_ordered("stream", &ids, &events_by_id(&c).await);
+}
