@@ -28,14 +28,18 @@ pub fn init(cfg: &LogConfig) {
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match cfg.format {
+        // log_internal_errors(false): with stderr gone (a closed pipe), a failed write
+        // must not be reported on stderr again, which would panic the logging task.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .with_ansi(ansi)
             .with_target(false)
             .compact()
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .with_target(false)
             .json()
             .flatten_event(true)
