@@ -1,0 +1,29 @@
+//! A recipe and a document from one input (split at the first NUL byte): baking returns a
+//! document or an error within its limits, never panics.
+#![no_main]
+
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use postpub::collate::{Limits, Recipe};
+
+fuzz_target!(|data: &[u8]| {
+    let Some(split) = data.iter().position(|b| *b == 0) else {
+        return;
+    };
+    let (Ok(css), Ok(html)) = (
+        std::str::from_utf8(&data[..split]),
+        std::str::from_utf8(&data[split + 1..]),
+    ) else {
+        return;
+    };
+    let limits = Limits {
+        max_duration: Some(Duration::from_secs(2)),
+        max_nodes_extra: 10_000,
+        max_output_extra: 1 << 20,
+        ..Limits::default()
+    };
+    if let Ok(recipe) = Recipe::parse_compat(css) {
+        let _ = recipe.bake_with_limits(html, &limits);
+    }
+});
