@@ -286,7 +286,15 @@ impl Worker {
                 }
             }
             let want = permits.len();
-            let claimed = match self.claim(want, settings.worker.lease).await {
+            let claim = tokio::select! {
+                biased;
+                // A claim still unanswered when the stop comes (a stalled server) is
+                // abandoned; if the server commits it later, its versions come back when
+                // their leases expire, as after a crash.
+                _ = soft.cancelled() => break 'claiming,
+                r = self.claim(want, settings.worker.lease) => r,
+            };
+            let claimed = match claim {
                 Ok(c) => {
                     db_backoff = Duration::from_millis(100);
                     c
@@ -329,17 +337,18 @@ impl Worker {
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = %humantime::format_duration(timeout), "waiting for in-flight versions");
         }
-        if tokio::time::timeout(timeout, slots.all_back())
-            .await
-            .is_err()
-        {
+        let phase1 = tokio::time::timeout(timeout, slots.all_back()).await;
+        // Everything after phase 1 shares one grace period, so a stop is bounded by
+        // `shutdown_timeout + RELEASE_GRACE` even when the server answers nothing.
+        let grace_end = tokio::time::Instant::now() + RELEASE_GRACE;
+        if phase1.is_err() {
             // Phase 2: cancel what still runs; its tasks release their versions.
             tracing::warn!(
                 in_flight = slots.in_flight(),
                 "shutdown timeout reached; releasing unfinished versions"
             );
             hard.cancel();
-            if tokio::time::timeout(RELEASE_GRACE, slots.all_back())
+            if tokio::time::timeout_at(grace_end, slots.all_back())
                 .await
                 .is_err()
             {
@@ -351,7 +360,7 @@ impl Worker {
         }
         tasks.close();
         drop(done_tx);
-        if tokio::time::timeout(RELEASE_GRACE, tasks.wait())
+        if tokio::time::timeout_at(grace_end, tasks.wait())
             .await
             .is_err()
         {
@@ -359,7 +368,7 @@ impl Worker {
         }
         // The finishers end once every sender is gone and their queues are empty (or the
         // database is unreachable: then leases expire and another daemon rescues).
-        if tokio::time::timeout(RELEASE_GRACE, finishers.wait())
+        if tokio::time::timeout_at(grace_end, finishers.wait())
             .await
             .is_err()
         {
@@ -742,9 +751,15 @@ impl Renewer {
             if held.is_empty() {
                 continue;
             }
-            let renewed = match db::get(&self.pool, &self.target).await {
-                Ok(client) => claim::renew_leases(&client, &held, lease).await,
-                Err(e) => Err(e),
+            let renewal = async {
+                let client = db::get(&self.pool, &self.target).await?;
+                claim::renew_leases(&client, &held, lease).await
+            };
+            // A renewal the server does not answer (stalled) must not hold up the stop.
+            let renewed = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = renewal => r,
             };
             match renewed {
                 Ok(renewed) => {
