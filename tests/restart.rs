@@ -271,3 +271,161 @@ async fn postgres_restarts_fast_and_immediate_under_load_lose_and_double_nothing
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_server_is_detected_by_the_health_check_and_work_resumes_after_sigcont() {
+    let _serial = SERIAL.lock().await;
+    common::init_logs();
+    let cluster = Cluster::start().await;
+    let script = Script::new(SLOW_STEP);
+    let mut cfg = cluster_config(&cluster, &script);
+    cfg.database.connect_timeout = Duration::from_secs(1); // the health check's timeout
+    cfg.worker.lease = Duration::from_secs(3); // shorter than the stall: leases expire
+    let log = EventLog::default();
+    let mut daemons = Vec::new();
+    for _ in 0..2 {
+        let mut d = Daemon::start(cfg.clone()).await;
+        log.follow(&mut d);
+        daemons.push(d);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (published, publishing) =
+        publisher(cluster.url(), 40, Duration::from_millis(20), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stall = Duration::from_secs(8);
+    let lost_before = log.tally().listener_lost;
+    let connected_before = log.tally().listener_connected.len();
+    cluster.pause();
+    let paused = Instant::now();
+    wait_until(
+        stall - Duration::from_secs(1),
+        "every daemon to notice the stall",
+        || async { log.tally().listener_lost >= lost_before + daemons.len() as u64 },
+    )
+    .await;
+    let noticed = paused.elapsed();
+    for d in &daemons {
+        assert!(!*d.ready.borrow(), "not ready while the server is stalled");
+    }
+    tokio::time::sleep(stall.saturating_sub(paused.elapsed())).await;
+    cluster.resume();
+    let resumed = Instant::now();
+    let c = reconnect(&cluster.url()).await;
+    let probe: i64 = c
+        .query_one(
+            "select postpub.publish('probe', '<p>probe</p>', 'p {}')",
+            &[],
+        )
+        .await
+        .expect("publish the probe")
+        .get(0);
+    wait_until(Duration::from_secs(30), "the probe current", || async {
+        state(&c, probe).await.as_deref() == Some("current")
+    })
+    .await;
+    let first_current = resumed.elapsed();
+    wait_until(Duration::from_secs(30), "both listening again", || async {
+        log.tally().listener_connected.len() >= connected_before + daemons.len()
+    })
+    .await;
+    let listening = resumed.elapsed();
+    println!(
+        "server paused {stall:?}: stall noticed after {:.2}s (health check timeout 1s); after SIGCONT \
+         a new version current in {:.2}s, both daemons listening again in {:.2}s",
+        noticed.as_secs_f64(),
+        first_current.as_secs_f64(),
+        listening.as_secs_f64()
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    publishing.await.expect("publisher");
+    wait_until(Duration::from_secs(60), "everything settled", || async {
+        pending(&c).await == 0
+    })
+    .await;
+    for d in daemons {
+        d.stop().await;
+    }
+    let ids = published.lock().unwrap().ids.clone();
+    let found: i64 = c
+        .query_one(
+            "select count(*) from postpub.versions where id = any($1)",
+            &[&ids],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(found, ids.len() as i64, "an acknowledged publish was lost");
+    assert_settled(&c).await;
+    let acc = claims(&c).await;
+    let tally = log.tally();
+    println!(
+        "{} versions, {} claims ({} after a rescue/retry, duplicates {}); rescued {}, fenced off {}",
+        acc.versions, acc.claims, acc.reclaims, acc.duplicates, tally.rescued, tally.lease_lost
+    );
+    assert_eq!(acc.duplicates, 0, "{acc:?}");
+    assert_eq!(acc.published_not_once, 0, "{acc:?}");
+    assert!(
+        noticed < Duration::from_secs(5),
+        "noticed after {noticed:?}"
+    );
+    assert!(first_current < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_stops_within_its_shutdown_timeout_even_while_the_server_is_paused() {
+    let _serial = SERIAL.lock().await;
+    common::init_logs();
+    let cluster = Cluster::start().await;
+    // Versions stay in flight through the stall, and slots stay free, so the claim loop,
+    // the renewer, the rescuer and the finisher are all waiting on the server.
+    let script = Script::new("body=$(cat); sleep 3; printf '%s' \"$body\"");
+    let mut cfg = cluster_config(&cluster, &script);
+    cfg.database.connect_timeout = Duration::from_secs(1);
+    cfg.worker.poll_interval = Duration::from_millis(200);
+    cfg.worker.lease = Duration::from_secs(3); // renewals every second
+    cfg.worker.shutdown_timeout = Duration::from_secs(2);
+    let mut d = Daemon::start(cfg.clone()).await;
+    let c = cluster.client().await;
+    for i in 0..5 {
+        c.execute(
+            "select postpub.publish($1, '<p>x</p>', 'p {}')",
+            &[&format!("doc-{i}")],
+        )
+        .await
+        .expect("publish");
+    }
+    for _ in 0..5 {
+        d.wait_event(Duration::from_secs(10), |e| {
+            matches!(e, postpub::event::Event::Claimed { .. })
+        })
+        .await;
+    }
+    cluster.pause();
+    // Long enough for a poll, a rescue, a renewal and the end of the steps to be waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t0 = Instant::now();
+    let stopping = tokio::spawn(d.stop());
+    while !stopping.is_finished() && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = t0.elapsed();
+    cluster.resume();
+    println!("stop requested 3s into a server stall; the daemon stopped after {took:.2?}");
+    stopping.await.expect("the daemon stopped cleanly");
+    // shutdown_timeout (2 s) + the release grace (5 s), with room for a loaded machine.
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+
+    // What it held comes back through its leases (or its late release); another daemon
+    // finishes everything.
+    let d2 = Daemon::start(cfg).await;
+    let c = reconnect(&cluster.url()).await;
+    wait_until(Duration::from_secs(30), "everything settled", || async {
+        pending(&c).await == 0
+    })
+    .await;
+    assert_settled(&c).await;
+    d2.stop().await;
+}
