@@ -17,6 +17,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `postpub run` with `toml` as its configuration file.
     pub fn start(toml: &str) -> Proc {
+        Proc::start_with_env(toml, &[])
+    }
+
+    /// The same with extra environment variables (e.g. `TOKIO_WORKER_THREADS=1` for a
+    /// one-CPU deployment).
+    pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Proc {
         let dir = std::env::temp_dir().join(format!(
             "postpub-proc-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -30,6 +36,7 @@ impl Proc {
             .args(["run", "--config"])
             .arg(&cfg)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
