@@ -44,7 +44,7 @@ fn publisher(
         let mut n: u64 = 0;
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(every).await;
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
+            if client.as_ref().map_or(true, |c| c.is_closed()) {
                 client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                     Ok((c, conn)) => {
                         tokio::spawn(conn);

@@ -60,7 +60,7 @@ async fn soak_under_repeated_crashes_restarts_and_stalls_loses_and_doubles_nothi
             let mut n: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                if client.as_ref().map_or(true, |c| c.is_closed()) {
                     client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                         Ok((c, conn)) => {
                             tokio::spawn(conn);
