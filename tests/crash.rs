@@ -66,8 +66,17 @@ async fn a_daemon_killed_mid_step_has_its_versions_rescued_by_another_after_the_
     cfg.worker.lease = lease;
     cfg.pipeline.steps = vec!["command".into()];
     cfg.pipeline.command.program = script.program();
+    let cfg_rescue_interval = cfg.worker.rescue_interval();
     let mut b = Daemon::start(cfg).await;
 
+    let lease_left: f64 = c
+        .query_one(
+            "select extract(epoch from max(locked_until) - clock_timestamp())::float8 from postpub.versions",
+            &[],
+        )
+        .await
+        .expect("lease left")
+        .get(0);
     let killed = Instant::now();
     a.kill9();
     b.wait_event(Duration::from_secs(15), |e| {
@@ -81,11 +90,12 @@ async fn a_daemon_killed_mid_step_has_its_versions_rescued_by_another_after_the_
     .await;
     let current_after = killed.elapsed();
     println!(
-        "kill -9 -> first rescue {:.2}s, -> all 4 current {:.2}s (lease {lease:?}, renewed every {:?}, rescue every {:?})",
+        "kill -9 with {lease_left:.2}s of lease left -> first rescue {:.2}s, -> all 4 current {:.2}s \
+         (lease {lease:?}, renewed every {:?}, rescue every {:?})",
         rescued_after.as_secs_f64(),
         current_after.as_secs_f64(),
         lease / 3,
-        lease / 2
+        cfg_rescue_interval
     );
     // Not before the lease could have run out (it was renewed at most lease/3 before the
     // kill), and not long after it did.

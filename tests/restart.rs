@@ -291,9 +291,23 @@ async fn a_paused_server_is_detected_by_the_health_check_and_work_resumes_after_
     let stop = Arc::new(AtomicBool::new(false));
     let (published, publishing) =
         publisher(cluster.url(), 40, Duration::from_millis(20), stop.clone());
+    let c0 = cluster.client().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let stall = Duration::from_secs(8);
+    // Longer than the health check's timeout (1 s), the lease (3 s) and the TCP keepalive
+    // limit (10 s idle + 3 x 5 s): keepalives cannot see a paused server, whose kernel
+    // still answers the probes, so the pool's connections should come through it.
+    let stall = Duration::from_secs(30);
+    let backends_before: Vec<i32> = c0
+        .query(
+            "select pid from pg_stat_activity where datname = current_database() and application_name = 'postpub'",
+            &[],
+        )
+        .await
+        .expect("backends")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let lost_before = log.tally().listener_lost;
     let connected_before = log.tally().listener_connected.len();
     cluster.pause();
@@ -330,6 +344,18 @@ async fn a_paused_server_is_detected_by_the_health_check_and_work_resumes_after_
     })
     .await;
     let listening = resumed.elapsed();
+    let survived: i64 = c
+        .query_one(
+            "select count(*) from pg_stat_activity where pid = any($1)",
+            &[&backends_before],
+        )
+        .await
+        .expect("backends")
+        .get(0);
+    println!(
+        "{survived} of the daemons' {} connections from before the stall still open after it (the listeners reconnect)",
+        backends_before.len()
+    );
     println!(
         "server paused {stall:?}: stall noticed after {:.2}s (health check timeout 1s); after SIGCONT \
          a new version current in {:.2}s, both daemons listening again in {:.2}s",
