@@ -238,6 +238,8 @@ impl Worker {
         let mut reloaded = false;
         // False once the configuration sender is gone (no more reloads can come).
         let mut reloads_open = true;
+        // Set when the stop arrived during a claim: the drain's deadline started then.
+        let mut stop_deadline: Option<tokio::time::Instant> = None;
         // The claim loop: take free slots, claim that many, start them; wait only when a
         // claim came back short.
         'claiming: loop {
@@ -286,13 +288,26 @@ impl Worker {
                 }
             }
             let want = permits.len();
-            let claim = tokio::select! {
-                biased;
-                // A claim still unanswered when the stop comes (a stalled server) is
-                // abandoned; if the server commits it later, its versions come back when
-                // their leases expire, as after a crash.
-                _ = soft.cancelled() => break 'claiming,
-                r = self.claim(want, settings.worker.lease) => r,
+            let claim = {
+                let claim = self.claim(want, settings.worker.lease);
+                tokio::pin!(claim);
+                tokio::select! {
+                    r = &mut claim => r,
+                    _ = soft.cancelled() => {
+                        // The stop came during a claim. Its answer is still awaited, within
+                        // the drain's deadline, so that what it claimed is started and then
+                        // finished or released like the rest. Only a claim the server does
+                        // not answer in that time (a stalled server) is abandoned: if it
+                        // commits later, its versions come back when their leases expire.
+                        let deadline =
+                            tokio::time::Instant::now() + settings.worker.shutdown_timeout;
+                        stop_deadline = Some(deadline);
+                        match tokio::time::timeout_at(deadline, &mut claim).await {
+                            Ok(r) => r,
+                            Err(_) => break 'claiming,
+                        }
+                    }
+                }
             };
             let claimed = match claim {
                 Ok(c) => {
@@ -337,7 +352,8 @@ impl Worker {
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = %humantime::format_duration(timeout), "waiting for in-flight versions");
         }
-        let phase1 = tokio::time::timeout(timeout, slots.all_back()).await;
+        let deadline = stop_deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        let phase1 = tokio::time::timeout_at(deadline, slots.all_back()).await;
         // Everything after phase 1 shares one grace period, so a stop is bounded by
         // `shutdown_timeout + RELEASE_GRACE` even when the server answers nothing.
         let grace_end = tokio::time::Instant::now() + RELEASE_GRACE;
