@@ -455,3 +455,59 @@ async fn a_daemon_stops_within_its_shutdown_timeout_even_while_the_server_is_pau
     assert_settled(&c).await;
     d2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_answered_after_the_stop_is_released_not_abandoned() {
+    let _serial = SERIAL.lock().await;
+    common::init_logs();
+    let cluster = Cluster::start().await;
+    let script = Script::new("body=$(cat); sleep 5; printf '%s' \"$body\"");
+    let mut cfg = cluster_config(&cluster, &script);
+    cfg.database.connect_timeout = Duration::from_secs(1);
+    cfg.worker.poll_interval = Duration::from_millis(200);
+    cfg.worker.shutdown_timeout = Duration::from_secs(3);
+    let d = Daemon::start(cfg).await;
+    let c = cluster.client().await;
+    // A version that becomes claimable in 2 s (as after a retry's backoff), made in the
+    // publishing transaction so that the daemon never sees it claimable earlier.
+    c.batch_execute(
+        "begin;
+         select postpub.publish('later', '<p>x</p>', 'p {}');
+         update postpub.versions set run_after = now() + interval '2 seconds' where document = 'later';
+         commit;",
+    )
+    .await
+    .expect("publish");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Paused: the daemon's next poll sends a claim that the server answers only after
+    // the stop was requested, and by then the version is claimable.
+    cluster.pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let t0 = Instant::now();
+    let stopping = tokio::spawn(d.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.resume();
+    stopping.await.expect("the daemon stopped cleanly");
+    let took = t0.elapsed();
+    let c = reconnect(&cluster.url()).await;
+    let r = c
+        .query_one(
+            "select state::text, attempts, coalesce(locked_by, ''),
+                    (select count(*) from postpub.transitions t where t.version_id = v.id and t.to_state = 'processing')
+               from postpub.versions v where document = 'later'",
+            &[],
+        )
+        .await
+        .expect("row");
+    let (state, attempts, locked_by, claims): (String, i32, String, i64) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    println!("stopped after {took:.2?}; the late-claimed version: {state}, attempts {attempts}, claims {claims}");
+    assert_eq!(claims, 1, "the claim sent during the stall was answered");
+    assert_eq!(
+        (state.as_str(), attempts, locked_by.as_str()),
+        ("post-publication", 0, ""),
+        "claimed during the stop, then released (not left to its lease)"
+    );
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    common::assert_invariants(&c).await;
+}
