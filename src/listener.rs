@@ -92,7 +92,13 @@ impl Listener {
             match self.session(&cancel, reconnects).await {
                 Ok(()) => break,
                 Err(reason) => {
-                    self.ready.send_replace(false);
+                    // A connection that got as far as LISTEN was a good one: this loss
+                    // starts a new outage, so the backoff starts over. Without this it
+                    // only ever grew, and after a few outages in a daemon's life every
+                    // reconnect waited the full 10 s.
+                    if self.ready.send_replace(false) {
+                        backoff = Duration::from_millis(100);
+                    }
                     if cancel.is_cancelled() {
                         break;
                     }

@@ -131,7 +131,11 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
     // its backend can be found; the rescuer still runs every lease / 2.
     cfg.worker.poll_interval = Duration::from_secs(60);
     let mut d = Daemon::start(cfg).await;
-    // A version some other daemon claimed and abandoned: its lease already expired.
+    // A version some other daemon claimed and abandoned: its lease already expired. Made
+    // in the publishing transaction, so that the running daemon never sees it pending (its
+    // claim updates the row by id once it holds the document lock, which this raw UPDATE
+    // does not take: faked separately, the claim could take the version over first).
+    c.batch_execute("begin").await.expect("begin");
     let v = db.publish(&c, "abandoned", "<p>x</p>", Some("p {}")).await;
     c.execute(
         "update postpub.versions set state = 'processing', attempts = 1, locked_by = 'gone',
@@ -140,6 +144,7 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
     )
     .await
     .expect("fake an abandoned lease");
+    c.batch_execute("commit").await.expect("commit");
     d.wait_event(
         Duration::from_secs(30),
         |e| matches!(e, postpub::event::Event::Rescued { version_id, .. } if *version_id == v),

@@ -2,9 +2,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, TestDb};
+use common::{wait_until, Daemon, EventLog, TestDb};
 use postpub::event::Event;
 
 #[tokio::test]
@@ -92,5 +94,97 @@ async fn terminating_every_backend_of_the_daemon_loses_nothing() {
     })
     .await;
     db.assert_invariants(&c).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_comes_back_quickly_however_often_its_backend_is_terminated() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let mut cfg = db.config();
+    cfg.worker.poll_interval = Duration::from_secs(60); // only LISTEN can wake it in time
+    cfg.worker.concurrency = 8;
+    cfg.pipeline.steps = vec!["validate".into()];
+    let mut d = Daemon::start(cfg).await;
+    let log = EventLog::default();
+    log.follow(&mut d);
+    wait_until(
+        Duration::from_secs(5),
+        "the first connect in the log",
+        || async { !log.tally().listener_connected.is_empty() },
+    )
+    .await;
+
+    // Load: a stream of publishes on another connection the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (url, stop) = (db.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = common::connect(&url).await;
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                c.execute(
+                    "select postpub.publish('load-' || ($1::int % 50), '<p>x</p>', 'p {}')",
+                    &[&(n as i32)],
+                )
+                .await
+                .expect("publish");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            n
+        })
+    };
+
+    let mut worst = Duration::ZERO;
+    for round in 1..=10usize {
+        let before = log.tally().listener_connected.len();
+        let t0 = Instant::now();
+        let killed: i64 = c
+            .query_one(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity
+                  where datname = current_database() and pid <> pg_backend_pid()
+                    and query ilike 'listen%'",
+                &[],
+            )
+            .await
+            .expect("terminate")
+            .get(0);
+        assert_eq!(killed, 1, "round {round}: the listener's backend");
+        wait_until(Duration::from_secs(30), "the listener back", || async {
+            log.tally().listener_connected.len() > before
+        })
+        .await;
+        let back = t0.elapsed();
+        worst = worst.max(back);
+        // Published after the reconnect: only a notification on the new LISTEN wakes the
+        // daemon before the 60 s poll.
+        let probe = db
+            .publish(&c, &format!("probe-{round}"), "<p>p</p>", Some("p {}"))
+            .await;
+        let t1 = Instant::now();
+        wait_until(Duration::from_secs(5), "the probe current", || async {
+            db.state(&c, probe).await == "current"
+        })
+        .await;
+        println!(
+            "termination {round}: listening again after {:.2}s, probe current after {:.2}s",
+            back.as_secs_f64(),
+            t1.elapsed().as_secs_f64()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = publisher.await.expect("publisher");
+    wait_until(Duration::from_secs(20), "the stream settled", || async {
+        db.pending(&c).await == 0
+    })
+    .await;
+    assert!(
+        worst < Duration::from_secs(3),
+        "a reconnect took {worst:?}: the backoff must start over after a good connection"
+    );
+    println!("{n} publishes during 10 terminations");
+    common::assert_settled(&c).await;
+    assert_eq!(common::claims(&c).await.duplicates, 0);
     d.stop().await;
 }

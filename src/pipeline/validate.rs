@@ -27,7 +27,21 @@ impl Step for Validate {
     }
 
     fn run<'a>(&'a self, work: &'a mut Work) -> BoxFuture<'a, Result<(), StepError>> {
-        Box::pin(async move { check(&work.body).map_err(StepError::Permanent) })
+        Box::pin(async move {
+            // Tokenizing is CPU work proportional to the body (about a second for 50 MB
+            // in release, twenty in debug): on a runtime thread it would stall the lease
+            // renewer, the finisher and the listener of this daemon for that long, and a
+            // one-CPU daemon would lose the lease of the very version it is validating.
+            let body = std::mem::take(&mut work.body);
+            let (body, result) = tokio::task::spawn_blocking(move || {
+                let result = check(&body);
+                (body, result)
+            })
+            .await
+            .map_err(|e| StepError::Transient(format!("the validation task failed: {e}")))?;
+            work.body = body;
+            result.map_err(StepError::Permanent)
+        })
     }
 }
 

@@ -238,6 +238,8 @@ impl Worker {
         let mut reloaded = false;
         // False once the configuration sender is gone (no more reloads can come).
         let mut reloads_open = true;
+        // Set when the stop arrived during a claim: the drain's deadline started then.
+        let mut stop_deadline: Option<tokio::time::Instant> = None;
         // The claim loop: take free slots, claim that many, start them; wait only when a
         // claim came back short.
         'claiming: loop {
@@ -286,7 +288,28 @@ impl Worker {
                 }
             }
             let want = permits.len();
-            let claimed = match self.claim(want, settings.worker.lease).await {
+            let claim = {
+                let claim = self.claim(want, settings.worker.lease);
+                tokio::pin!(claim);
+                tokio::select! {
+                    r = &mut claim => r,
+                    _ = soft.cancelled() => {
+                        // The stop came during a claim. Its answer is still awaited, within
+                        // the drain's deadline, so that what it claimed is started and then
+                        // finished or released like the rest. Only a claim the server does
+                        // not answer in that time (a stalled server) is abandoned: if it
+                        // commits later, its versions come back when their leases expire.
+                        let deadline =
+                            tokio::time::Instant::now() + settings.worker.shutdown_timeout;
+                        stop_deadline = Some(deadline);
+                        match tokio::time::timeout_at(deadline, &mut claim).await {
+                            Ok(r) => r,
+                            Err(_) => break 'claiming,
+                        }
+                    }
+                }
+            };
+            let claimed = match claim {
                 Ok(c) => {
                     db_backoff = Duration::from_millis(100);
                     c
@@ -329,17 +352,19 @@ impl Worker {
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = %humantime::format_duration(timeout), "waiting for in-flight versions");
         }
-        if tokio::time::timeout(timeout, slots.all_back())
-            .await
-            .is_err()
-        {
+        let deadline = stop_deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        let phase1 = tokio::time::timeout_at(deadline, slots.all_back()).await;
+        // Everything after phase 1 shares one grace period, so a stop is bounded by
+        // `shutdown_timeout + RELEASE_GRACE` even when the server answers nothing.
+        let grace_end = tokio::time::Instant::now() + RELEASE_GRACE;
+        if phase1.is_err() {
             // Phase 2: cancel what still runs; its tasks release their versions.
             tracing::warn!(
                 in_flight = slots.in_flight(),
                 "shutdown timeout reached; releasing unfinished versions"
             );
             hard.cancel();
-            if tokio::time::timeout(RELEASE_GRACE, slots.all_back())
+            if tokio::time::timeout_at(grace_end, slots.all_back())
                 .await
                 .is_err()
             {
@@ -351,7 +376,7 @@ impl Worker {
         }
         tasks.close();
         drop(done_tx);
-        if tokio::time::timeout(RELEASE_GRACE, tasks.wait())
+        if tokio::time::timeout_at(grace_end, tasks.wait())
             .await
             .is_err()
         {
@@ -359,7 +384,7 @@ impl Worker {
         }
         // The finishers end once every sender is gone and their queues are empty (or the
         // database is unreachable: then leases expire and another daemon rescues).
-        if tokio::time::timeout(RELEASE_GRACE, finishers.wait())
+        if tokio::time::timeout_at(grace_end, finishers.wait())
             .await
             .is_err()
         {
@@ -742,9 +767,15 @@ impl Renewer {
             if held.is_empty() {
                 continue;
             }
-            let renewed = match db::get(&self.pool, &self.target).await {
-                Ok(client) => claim::renew_leases(&client, &held, lease).await,
-                Err(e) => Err(e),
+            let renewal = async {
+                let client = db::get(&self.pool, &self.target).await?;
+                claim::renew_leases(&client, &held, lease).await
+            };
+            // A renewal the server does not answer (stalled) must not hold up the stop.
+            let renewed = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = renewal => r,
             };
             match renewed {
                 Ok(renewed) => {

@@ -44,7 +44,14 @@ impl Rescuer {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.rescue().await {
+            // A rescue the server does not answer (stalled) must not hold up the stop;
+            // abandoning it is safe: it is one transaction, committed or not.
+            let rescued = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                r = self.rescue() => r,
+            };
+            match rescued {
                 Ok(rescued) => {
                     for r in rescued {
                         tracing::warn!(
