@@ -43,7 +43,7 @@ create table postpub.versions (
   run_after        timestamptz not null default now(),
   locked_by        text,          -- daemon holding the lease
   locked_until     timestamptz,   -- lease expiry; renewed while the pipeline runs
-  lease_token      bigint,        -- fencing token: the claiming transaction's id
+  lease_token      bigint,        -- fencing token: random, chosen by the claiming daemon
   created_at       timestamptz not null default now(),
   state_changed_at timestamptz not null default now(),
   published_at     timestamptz,

@@ -20,9 +20,10 @@
 -- or id arrays rather than through CTE joins whose sizes the planner cannot know. JIT is
 -- off: with inflated estimates it compiles a 5 ms statement for 300 ms.
 
--- _claim(actor, limit, lease): claim up to `limit` versions, one per document, the newest
+-- _claim(actor, limit, lease, token): claim up to `limit` versions, one per document, the newest
 -- pending one; older pending versions of those documents become superseded.
-create function postpub._claim(p_actor text, p_limit int, p_lease interval)
+create function postpub._claim(p_actor text, p_limit int, p_lease interval,
+                               p_token bigint default null)
 returns table (version_id bigint, document text, version int, is_tombstone boolean,
                recipe_id bigint, attempts int, lease_token bigint, body_bytes int,
                created_at timestamptz)
@@ -103,7 +104,10 @@ begin
   with cl as (
     update postpub.versions v
        set state = 'processing', attempts = v.attempts + 1, locked_by = p_actor,
-           locked_until = now() + p_lease, lease_token = txid_current(),
+           -- The caller's random token (a transaction id could be handed out again after
+           -- a crash loses an asynchronously committed claim); the id is the fallback
+           -- for calls by hand.
+           locked_until = now() + p_lease, lease_token = coalesce(p_token, txid_current()),
            state_changed_at = now()
      where v.id = any(v_claim) and v.state::text = 'post-publication'
     returning v.id, v.document, v.version, v.is_tombstone, v.recipe_id, v.attempts,

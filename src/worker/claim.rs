@@ -44,8 +44,11 @@ pub async fn claim_batch(
         .await
         .map_err(Error::query("preparing the claim"))?;
     let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    // A fresh random fencing token per claim: unique even across a database crash, which
+    // could hand out the same transaction id twice.
+    let token: i64 = rand::random();
     let rows = client
-        .query(&stmt, &[&actor, &limit, &lease.as_secs_f64()])
+        .query(&stmt, &[&actor, &limit, &lease.as_secs_f64(), &token])
         .await
         .map_err(Error::query("claiming versions"))?;
     Ok(rows
