@@ -436,6 +436,10 @@ impl Bench {
         let recipe_id = self.reset(&c).await?;
         let _ = recipe_id;
         let mut cfg = self.cfg.clone();
+        // The same daemon settings as the drain: with 4 slots, versions waiting for their
+        // (fsynced) finish would hold back the next claims and measure the slot limit.
+        cfg.worker.concurrency = args.concurrency;
+        cfg.worker.batch_size = args.batch_size.clamp(1, 1000);
         cfg.worker.poll_interval = Duration::from_secs(60);
         cfg.pipeline.steps = vec!["noop".to_owned()];
         cfg.http.listen = String::new();
