@@ -54,6 +54,23 @@ pub fn actor_id() -> String {
     format!("{host}:{}:{}", std::process::id(), &suffix[..6])
 }
 
+/// The LISTEN service of `run` and `relay`: the direct URL, checked every poll interval.
+fn listener(
+    cfg: &Config,
+    wakeups: &Wakeups,
+    ready: watch::Sender<bool>,
+    events: &Events,
+) -> Listener {
+    Listener::new(
+        cfg.database.listen_url().to_owned(),
+        cfg.database.connect_timeout,
+        cfg.worker.poll_interval,
+        wakeups.clone(),
+        ready,
+        events.clone(),
+    )
+}
+
 /// How the daemon re-reads its configuration when asked (SIGHUP).
 pub struct Reload {
     /// Changes once per request.
@@ -142,17 +159,7 @@ pub async fn run_with_reload(
         );
     }
 
-    tracker.spawn(
-        Listener::new(
-            cfg.database.listen_url().to_owned(),
-            cfg.database.connect_timeout,
-            cfg.worker.poll_interval,
-            wakeups.clone(),
-            listening_tx,
-            events.clone(),
-        )
-        .run(shutdown.soft.clone()),
-    );
+    tracker.spawn(listener(&cfg, &wakeups, listening_tx, &events).run(shutdown.soft.clone()));
     tracker.spawn(
         Rescuer {
             pool: pool.clone(),
@@ -294,17 +301,7 @@ pub async fn relay(
         events.clone(),
     )?;
     let tracker = TaskTracker::new();
-    tracker.spawn(
-        Listener::new(
-            cfg.database.listen_url().to_owned(),
-            cfg.database.connect_timeout,
-            cfg.worker.poll_interval,
-            wakeups.clone(),
-            listening_tx,
-            events.clone(),
-        )
-        .run(shutdown.soft.clone()),
-    );
+    tracker.spawn(listener(&cfg, &wakeups, listening_tx, &events).run(shutdown.soft.clone()));
     tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
     tracing::info!(database = %target, sinks = ?cfg.outbox.sink_names(), "postpub relay started");
     tokio::select! {
