@@ -148,6 +148,7 @@ declare
   v_ord bigint[];     -- positions in the input of the versions finished now
   v_lost bigint[];    -- ids whose lease is no longer ours
   v_live text[];      -- documents whose archived current was a live (non-tombstone) version
+  v_newer bigint[];   -- publishing versions older than their document's current one
   f_ids bigint[]; f_tokens bigint[]; f_outcomes text[]; f_errors text[];
   f_retry double precision[]; f_collated text[]; f_warnings text[];
 begin
@@ -161,10 +162,14 @@ begin
            order by d.document
              for no key update of d skip locked) h;
 
-  select coalesce(array_agg(t.id), '{}') into v_lost
-    from unnest(p_ids, p_tokens) as t(id, token)
-   where not exists (select 1 from postpub.versions v
-                      where v.id = t.id and v.lease_token = t.token);
+  -- Versions left out are either busy (document locked) or no longer ours; only then is
+  -- it worth telling which.
+  if cardinality(v_ord) < cardinality(p_ids) then
+    select coalesce(array_agg(t.id), '{}') into v_lost
+      from unnest(p_ids, p_tokens) as t(id, token)
+     where not exists (select 1 from postpub.versions v
+                        where v.id = t.id and v.lease_token = t.token);
+  end if;
 
   select array_agg(p_ids[o]), array_agg(p_tokens[o]), array_agg(p_outcomes[o]),
          array_agg(p_errors[o]), array_agg(p_retry_s[o]), array_agg(p_collated[o]),
@@ -174,35 +179,37 @@ begin
 
   if f_ids is not null then
     -- The previous current goes first: the one-current index allows no overlap. Remember
-    -- which documents were live, since only deleting a live document emits `deleted`.
+    -- which documents were live, since only deleting a live document emits `deleted`, and
+    -- which publishing versions are older than their document's current one (superseded).
     with pub as (
-      select v.document, v.version
+      select v.id, v.document, v.version
         from unnest(f_ids, f_tokens, f_outcomes) as t(id, token, outcome)
         join postpub.versions v on v.id = t.id and v.lease_token = t.token
        where t.outcome = 'publish'
-    ), prev as (
+    ), cur as (
       -- one probe of the one-current index per document, whatever the statistics say
-      select p.id, pub.version as by_version
+      select pub.id as pub_id, pub.version as pub_version, c.id, c.version
         from pub
         cross join lateral (
-          select c.id from postpub.versions c
+          select c.id, c.version from postpub.versions c
            where c.document = pub.document and c.state = 'current'
-             and c.version < pub.version
-          offset 0) p
+          offset 0) c
     ), a as (
       update postpub.versions c
          set state = 'archived', state_changed_at = now()
-        from prev
-       where c.id = prev.id and c.state::text = 'current'
-      returning c.id, c.document, c.is_tombstone, prev.by_version
+        from cur
+       where c.id = cur.id and cur.version < cur.pub_version and c.state::text = 'current'
+      returning c.id, c.document, c.is_tombstone, cur.pub_version as by_version
     ), t as (
       insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
       select a.id, a.document, 'current', 'archived', p_actor,
              format('replaced by version %s', a.by_version)
         from a
     )
-    select coalesce(array_agg(a.document) filter (where not a.is_tombstone), '{}')
-      into v_live from a;
+    select coalesce(array_agg(a.document) filter (where not a.is_tombstone), '{}'),
+           (select coalesce(array_agg(cur.pub_id), '{}') from cur
+             where cur.version > cur.pub_version)
+      into v_live, v_newer from a;
 
     return query
     with t as (
@@ -211,10 +218,7 @@ begin
     ), dec as materialized (  -- computed once per row, not once per use
       select t.id, t.token, t.outcome, t.error, t.retry_s,
              case
-               when t.outcome = 'publish' and exists (
-                      select 1 from postpub.versions c
-                       where c.document = v.document and c.state = 'current'
-                         and c.version > v.version) then 'superseded'
+               when t.outcome = 'publish' and t.id = any(v_newer) then 'superseded'
                when t.outcome = 'publish' then 'current'
                when t.outcome = 'error' then 'errored'
                else 'post-publication'
@@ -274,7 +278,7 @@ begin
     select u.id, u.state::text from u;
   end if;
 
-  return query select l, 'lost'::text from unnest(v_lost) as l;
+  return query select l, 'lost'::text from unnest(coalesce(v_lost, '{}')) as l;
 end $$;
 
 -- _renew(ids, tokens, lease): extend the leases still held; returns the ids renewed (a

@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// worker.batch_size of the benchmarked daemon.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub batch_size: usize,
+    /// Drain: measure the daemon and the ceiling this many times each (interleaved) and
+    /// report the medians.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeat: u32,
     /// Write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -321,68 +325,88 @@ impl Bench {
     }
 
     /// Returns the `drain` section and the `supersede` section (10 versions per document).
+    /// The daemon and the ceiling are measured `--repeat` times, interleaved, and the
+    /// medians reported: on a shared machine one run can be off by a fifth.
     async fn drain(&self, args: &BenchArgs) -> anyhow::Result<(Value, Value)> {
         let n = args.versions.max(10);
         let mut c = self.client().await?;
         let dir = std::env::temp_dir();
         let config = self.daemon_config(args, &dir)?;
+        let batch = args.batch_size.clamp(1, 1000);
 
-        let mut timed = Vec::new();
-        for (label, docs, per_doc) in [("distinct", n, 1), ("supersede", n / 10, 10)] {
-            // As the graphile-worker reference does: the backlog is in place (analyzed,
-            // checkpointed), then the clock starts with the daemon's start-up.
+        let mut daemon_rates = Vec::new();
+        let mut ceiling_rates = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            daemon_rates.push(self.drain_once(&mut c, &config, n, 1).await?);
             let recipe = self.reset(&c).await?;
-            let t_insert = Instant::now();
-            self.insert_pending(&mut c, docs, per_doc, recipe).await?;
-            let insert = t_insert.elapsed();
+            self.insert_pending(&mut c, n, 1, recipe).await?;
             self.settle(&c).await?;
-            let t0 = Instant::now();
-            let daemon = self.spawn_daemon(&c, &config).await?;
-            self.wait_drained(&c, Duration::from_secs(600)).await?;
-            let took = t0.elapsed();
-            drop(daemon);
-            let current: i64 = c
-                .query_one(
-                    "select count(*) from postpub.versions where state = 'current'",
-                    &[],
-                )
-                .await
-                .map_err(db::Error::query("counting current"))?
-                .get(0);
-            if current != i64::from(docs) {
-                bail!("{label} drain ended with {current} current versions, expected {docs}");
-            }
-            eprintln!(
-                "drain {label}: {} versions ({docs} documents) in {:.2}s (insert {:.2}s)",
-                docs * per_doc,
-                took.as_secs_f64(),
-                insert.as_secs_f64()
-            );
-            timed.push(f64::from(docs * per_doc) / took.as_secs_f64());
+            ceiling_rates.push(self.ceiling(n, batch, 2).await?);
         }
-
-        let recipe = self.reset(&c).await?;
-        self.insert_pending(&mut c, n, 1, recipe).await?;
-        self.settle(&c).await?;
-        let ceiling = self.ceiling(n, args.batch_size.clamp(1, 1000), 2).await?;
+        let supersede = self.drain_once(&mut c, &config, n / 10, 10).await?;
         let _ = std::fs::remove_file(&config);
+        let (daemon, _, _) = percentiles(&mut daemon_rates);
+        let (ceiling, _, _) = percentiles(&mut ceiling_rates);
         Ok((
             json!({
                 "versions": n,
-                "versions_per_s": timed[0].round(),
+                "versions_per_s": daemon.round(),
                 "ceiling_versions_per_s": ceiling.round(),
                 "ceiling_connections": 2,
-                "ratio": round3(timed[0] / ceiling),
+                "ratio": round3(daemon / ceiling),
+                "runs": daemon_rates.len(),
+                "versions_per_s_each": daemon_rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                "ceiling_versions_per_s_each": ceiling_rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
                 "concurrency": args.concurrency,
-                "batch_size": args.batch_size,
+                "batch_size": batch,
             }),
             // Its own section: `drain.*` holds exactly the figures SPEC names.
             json!({
                 "versions": (n / 10) * 10,
                 "documents": n / 10,
-                "versions_per_s": timed[1].round(),
+                "versions_per_s": supersede.round(),
             }),
         ))
+    }
+
+    /// One drain of `docs` × `per_doc` versions by a `postpub run` process; versions/s.
+    /// As the graphile-worker reference does: the backlog is in place (analyzed,
+    /// checkpointed), then the clock starts with the daemon's start-up.
+    async fn drain_once(
+        &self,
+        c: &mut Client,
+        config: &Path,
+        docs: u32,
+        per_doc: u32,
+    ) -> anyhow::Result<f64> {
+        let recipe = self.reset(c).await?;
+        let t_insert = Instant::now();
+        self.insert_pending(c, docs, per_doc, recipe).await?;
+        let insert = t_insert.elapsed();
+        self.settle(c).await?;
+        let t0 = Instant::now();
+        let daemon = self.spawn_daemon(c, config).await?;
+        self.wait_drained(c, Duration::from_secs(600)).await?;
+        let took = t0.elapsed();
+        drop(daemon);
+        let current: i64 = c
+            .query_one(
+                "select count(*) from postpub.versions where state = 'current'",
+                &[],
+            )
+            .await
+            .map_err(db::Error::query("counting current"))?
+            .get(0);
+        if current != i64::from(docs) {
+            bail!("drain ended with {current} current versions, expected {docs}");
+        }
+        eprintln!(
+            "drain: {} versions ({docs} documents) in {:.2}s (insert {:.2}s)",
+            docs * per_doc,
+            took.as_secs_f64(),
+            insert.as_secs_f64()
+        );
+        Ok(f64::from(docs * per_doc) / took.as_secs_f64())
     }
 
     /// The same writes as plain batched SQL: `connections` loops of claim → finish.

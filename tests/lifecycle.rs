@@ -311,3 +311,39 @@ async fn publishing_while_a_version_is_processing_is_handled_next() {
     db.assert_invariants(&c).await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_processing_version_overtaken_by_a_newer_current_one_is_superseded_not_published() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let script = common::Script::new("body=$(cat); sleep 0.5; printf '%s' \"$body\"");
+    let mut cfg = db.config();
+    cfg.pipeline.steps = vec!["command".to_owned()];
+    cfg.pipeline.command.program = script.program();
+    let d = Daemon::start(cfg).await;
+    let v1 = db.publish(&c, "race", "<p>1</p>", Some(RECIPE)).await;
+    wait_until(Duration::from_secs(10), "v1 processing", || async {
+        db.state(&c, v1).await == "processing"
+    })
+    .await;
+    // Published without a recipe: current at once, while v1 is still being worked on.
+    let v2 = db.publish(&c, "race", "<p>2</p>", None).await;
+    assert_eq!(db.state(&c, v2).await, "current");
+    wait_until(Duration::from_secs(10), "v1 settled", || async {
+        db.state(&c, v1).await != "processing"
+    })
+    .await;
+    assert_eq!(db.state(&c, v1).await, "superseded");
+    assert_eq!(db.state(&c, v2).await, "current");
+    let events: i64 = c
+        .query_one(
+            "select count(*) from postpub.outbox where version_id = $1",
+            &[&v1],
+        )
+        .await
+        .expect("outbox")
+        .get(0);
+    assert_eq!(events, 0, "a superseded version announces nothing");
+    db.assert_invariants(&c).await;
+    d.stop().await;
+}
