@@ -120,7 +120,15 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         return collate(args);
     }
     let bench = Bench::create(cfg).await?;
-    let result = bench.run_all(args).await;
+    // Interrupted (Ctrl-C, or a caller's time limit sending SIGTERM): still drop the
+    // database this run created, then stop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let result = tokio::select! {
+        r = bench.run_all(args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow::anyhow!("stopped by SIGTERM")),
+    };
     bench.drop_database().await;
     let report = result?;
     print_table(&report);
