@@ -54,32 +54,33 @@ begin
   -- 2. Per locked document (a new snapshot: every claim or finish committed before the
   --    lock was granted is visible): the newest pending version is claimed unless the
   --    document is busy or already has a newer current; older pending ones are stale.
-  select coalesce(array_agg(i.newest_id) filter (
+  select coalesce(array_agg(i.ids[1]) filter (
            where i.run_after <= now() and i.processing is null
-             and i.newest > coalesce(i.current, 0)), '{}'),
+             and i.versions[1] > coalesce(i.current, 0)), '{}'),
          coalesce(array_agg(s.id) filter (where s.id is not null), '{}'),
-         coalesce(array_agg(greatest(i.newest, i.current, i.processing))
+         coalesce(array_agg(greatest(i.versions[1], i.current, i.processing))
                     filter (where s.id is not null), '{}')
     into v_claim, v_stale, v_by
-    from (select x.document, n.id as newest_id, n.version as newest, n.run_after,
+    from (select n.ids, n.versions, n.run_after,
                  (select c.version from postpub.versions c
                    where c.document = x.document and c.state = 'current') as current,
                  (select p.version from postpub.versions p
                    where p.document = x.document and p.state = 'processing') as processing
             from unnest(v_docs) as x(document)
+            -- every pending version of the document, newest first, in one index scan
             cross join lateral (
-              select v.id, v.version, v.run_after
-                from postpub.versions v
-               where v.document = x.document and v.state = 'post-publication'
-               order by v.version desc
-               limit 1) n) i
-    left join lateral (
-      select v.id
-        from postpub.versions v
-       where v.document = i.document and v.state = 'post-publication'
-         and (v.version < i.newest or i.newest < greatest(i.current, i.processing))
-      offset 0  -- keep it a per-document lookup (never flattened into a hash join)
-    ) s on true;
+              select array_agg(pv.id) as ids, array_agg(pv.version) as versions,
+                     (array_agg(pv.run_after))[1] as run_after
+                from (select v.id, v.version, v.run_after
+                        from postpub.versions v
+                       where v.document = x.document and v.state = 'post-publication'
+                       order by v.version desc) pv) n
+           where n.ids is not null) i
+    -- stale: every pending version but the newest, and the newest too when the document
+    -- already has a newer current or processing version
+    left join lateral unnest(
+      case when i.versions[1] < greatest(i.current, i.processing) then i.ids
+           else i.ids[2:] end) as s(id) on true;
 
   -- The updates below go by id, and re-check the state for anything that changed it
   -- without the document lock (an operator's UPDATE): under READ COMMITTED the condition

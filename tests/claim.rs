@@ -193,3 +193,89 @@ async fn a_version_rescued_after_its_last_attempt_is_errored_not_retried_forever
     assert_eq!(rescued.len(), 1);
     assert_eq!(db.state(&c, v).await, "errored");
 }
+
+/// The claim's decisions per document, called directly: the newest pending version is
+/// claimed and the older ones superseded; a document with a version in processing is left
+/// alone (its newer version waits); a pending version older than the current one (an
+/// operator requeued an old errored version) is superseded, never claimed.
+#[tokio::test]
+async fn a_claim_takes_the_newest_pending_version_and_supersedes_what_can_never_be_current() {
+    let db = TestDb::new().await;
+    let pool_cfg = db.config();
+    let (pool, _) = postpub::db::pool(&pool_cfg.database).expect("pool");
+    let c = pool.get().await.expect("conn");
+    let lease = Duration::from_secs(30);
+
+    // "three": versions 1..3 pending at once.
+    let three: Vec<i64> = {
+        let mut ids = Vec::new();
+        for i in 1..=3 {
+            ids.push(
+                db.publish(&c, "three", &format!("<p>{i}</p>"), Some(RECIPE))
+                    .await,
+            );
+        }
+        ids
+    };
+    // "old": version 1 errors, version 2 becomes current, then version 1 is requeued.
+    let old1 = db.publish(&c, "old", "<p>1</p>", Some(RECIPE)).await;
+    let first = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
+    let mine = |id: i64| first.iter().find(|x| x.id == id).map(|x| x.token);
+    assert!(
+        mine(three[2]).is_some() && mine(old1).is_some() && first.len() == 2,
+        "first claim: {first:?}"
+    );
+    for id in [three[0], three[1]] {
+        assert_eq!(db.state(&c, id).await, "superseded");
+    }
+    let why: String = c
+        .query_one(
+            "select why from postpub.transitions where version_id = $1 and to_state = 'superseded'",
+            &[&three[0]],
+        )
+        .await
+        .expect("transition")
+        .get(0);
+    assert_eq!(why, "version 3 is newer");
+
+    // While "three" v3 is processing, a v4 arrives: not claimed (one processing per
+    // document), and not superseded either (it is newer).
+    let three4 = db.publish(&c, "three", "<p>4</p>", Some(RECIPE)).await;
+    let busy = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
+    assert!(busy.is_empty(), "claimed while busy: {busy:?}");
+    assert_eq!(db.state(&c, three4).await, "post-publication");
+
+    claim::finish_batch(
+        &c,
+        "w",
+        &[
+            Finish {
+                id: three[2],
+                token: mine(three[2]).expect("token"),
+                outcome: Outcome::Publish {
+                    collated: None,
+                    warnings: vec![],
+                },
+            },
+            Finish {
+                id: old1,
+                token: mine(old1).expect("token"),
+                outcome: Outcome::Error("bad".into()),
+            },
+        ],
+    )
+    .await
+    .expect("finish");
+    let old2 = db.publish(&c, "old", "<p>2</p>", None).await;
+    assert_eq!(db.state(&c, old2).await, "current");
+    c.execute("select postpub.requeue($1)", &[&old1])
+        .await
+        .expect("requeue");
+
+    // Now: "three" v4 is claimable, "old" v1 is older than its current v2.
+    let second = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
+    let ids: Vec<i64> = second.iter().map(|x| x.id).collect();
+    assert_eq!(ids, vec![three4]);
+    assert_eq!(db.state(&c, old1).await, "superseded");
+    assert_eq!(db.state(&c, old2).await, "current");
+}
