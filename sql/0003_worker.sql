@@ -251,7 +251,7 @@ begin
         join unnest(f_ids, f_collated, f_warnings) as x(id, collated, warnings) on x.id = u.id
        where u.state = 'current' and x.collated is not null
     ), ev as (
-      select gen_random_uuid() as event_id, u.id, u.document, u.version, u.published_at,
+      select postpub._event_id() as event_id, u.id, u.document, u.version, u.published_at,
              case when u.is_tombstone then 'deleted' else 'published' end::postpub.event_kind
                as kind
         from u

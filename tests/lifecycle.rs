@@ -151,6 +151,37 @@ async fn the_previous_current_is_archived_in_the_same_transaction_as_the_outbox_
         .map(|r| r.get(0))
         .collect();
     assert_eq!(kinds, ["published", "published"]);
+    // Event ids are UUIDv7: version nibble 7, RFC variant, and the leading 48 bits (Unix
+    // time in ms) never decrease from one event to the next and are close to now.
+    let ids: Vec<uuid::Uuid> = c
+        .query(
+            "select event_id from postpub.outbox where document = 'page' order by id",
+            &[],
+        )
+        .await
+        .expect("event ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let mut previous = 0;
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        let ms = u64::from_be_bytes({
+            let mut b = [0u8; 8];
+            b[2..].copy_from_slice(&id.as_bytes()[..6]);
+            b
+        });
+        assert!(
+            ms >= previous && ms <= now_ms && now_ms - ms < 60_000,
+            "{id}: {ms} vs {now_ms}"
+        );
+        previous = ms;
+    }
     db.assert_invariants(&c).await;
     d.stop().await;
 }
@@ -166,7 +197,9 @@ async fn a_version_without_a_recipe_is_current_in_the_publishing_transaction() {
     assert_eq!(db.state(&c, v2).await, "current");
     let events: i64 = c
         .query_one(
-            "select count(*) from postpub.outbox where document = 'note' and kind = 'published'",
+            "select count(*) from postpub.outbox
+              where document = 'note' and kind = 'published'
+                and substr(event_id::text, 15, 1) = '7'", // UUIDv7, as the daemon's
             &[],
         )
         .await
