@@ -25,7 +25,7 @@ with prev as (
   select x.event_id, x.document, x.id, 'published',
          jsonb_build_object('event_id', x.event_id, 'kind', 'published', 'document', x.document,
                             'version', x.version, 'version_id', x.id, 'published_at', x.published_at)
-    from (select gen_random_uuid() as event_id, u.* from u) x
+    from (select postpub._event_id() as event_id, u.* from u) x
 ), t as (
   insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
   select u.id, u.document, 'processing'::postpub.state, 'current'::postpub.state, $2::text,
