@@ -52,6 +52,10 @@ pub enum SinkError {
     /// May succeed later (connection refused, timeout, 5xx): retried with backoff.
     #[error("{0}")]
     Transient(String),
+    /// Transient, and the sink said when to come back (HTTP `Retry-After`): the next
+    /// attempt waits at least `after`.
+    #[error("{reason}")]
+    RetryAfter { reason: String, after: Duration },
     /// Will fail the same way every time (4xx, too large): the event is parked until an
     /// operator requeues it.
     #[error("{0}")]
@@ -478,6 +482,14 @@ impl Relay {
                         Outcome::Retry {
                             error,
                             after: retry_delay(n, &self.backoff, rand::random::<f64>()),
+                        }
+                    }
+                    Err(SinkError::RetryAfter { reason, after }) => {
+                        complete = false;
+                        let n = u32::try_from(attempt).unwrap_or(1);
+                        Outcome::Retry {
+                            error: reason,
+                            after: retry_delay(n, &self.backoff, rand::random::<f64>()).max(after),
                         }
                     }
                     Err(SinkError::Permanent(reason)) => {

@@ -8,12 +8,15 @@
 //! Answer: 2xx is an acknowledgement. 4xx other than 408 and 429 is permanent (the event is
 //! parked with the status and the start of the answer). Everything else (3xx, 408, 429, 5xx,
 //! connection errors, `timeout`) is transient and retried. Redirects are not followed.
+//! A `Retry-After` on a transient answer (seconds or an HTTP date) is honoured: the next
+//! attempt waits at least that long (up to [`RETRY_AFTER_MAX`]), longer if the backoff
+//! says so.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use hmac::{Hmac, Mac};
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
@@ -23,6 +26,10 @@ use crate::config::WebhookSinkConfig;
 
 /// How much of a refusal's answer goes into the parked event's reason.
 const REASON_BYTES: usize = 300;
+
+/// The longest `Retry-After` obeyed: a receiver asking for a day (or sending a date years
+/// ahead by mistake) must not silently freeze a document's events for that long.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 /// The webhook sink.
 pub struct WebhookSink {
@@ -91,6 +98,7 @@ impl WebhookSink {
         if status.is_success() {
             return Ok(Ack { duplicate: false });
         }
+        let retry_after = retry_after(resp.headers(), SystemTime::now());
         // The answer's start helps the operator; it is read within the same timeout.
         let text = resp.text().await.unwrap_or_default();
         let excerpt: String = text.trim().chars().take(REASON_BYTES).collect();
@@ -99,7 +107,13 @@ impl WebhookSink {
         } else {
             format!("POST {} answered {status}: {excerpt}", self.url)
         };
-        Err(classify(status, reason))
+        Err(match (classify(status, reason), retry_after) {
+            (SinkError::Transient(reason), Some(after)) => SinkError::RetryAfter {
+                reason: format!("{reason} (Retry-After: {}s)", after.as_secs()),
+                after,
+            },
+            (e, _) => e,
+        })
     }
 }
 
@@ -128,6 +142,21 @@ fn classify(status: StatusCode, reason: String) -> SinkError {
     } else {
         SinkError::Transient(reason)
     }
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date (RFC 9110
+/// §10.2.3), capped at [`RETRY_AFTER_MAX`]; `None` when absent or unreadable (then the
+/// backoff alone decides).
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let after = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(after.min(RETRY_AFTER_MAX))
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, body)>`.
@@ -168,5 +197,27 @@ mod tests {
         assert!(!p(500));
         assert!(!p(503));
         assert!(!p(302));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_caps_them() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_str(v).expect("header"));
+            retry_after(&h, now)
+        };
+        assert_eq!(with("7"), Some(Duration::from_secs(7)));
+        assert_eq!(with(" 0 "), Some(Duration::ZERO));
+        assert_eq!(with("999999"), Some(RETRY_AFTER_MAX));
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            with("Tue, 14 Nov 2023 22:14:00 GMT"),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(with("Tue, 14 Nov 2023 22:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("-5"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 }
