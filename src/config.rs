@@ -388,6 +388,18 @@ pub struct NatsSinkConfig {
     pub ack_timeout: Duration,
     /// Add the version's content (`body`) to the event JSON.
     pub include_body: bool,
+    /// A `.creds` file (user JWT and NKey seed, as `nsc` writes them) to authenticate with.
+    /// User/password and token authentication go in the URL (`nats://user:pass@host`).
+    pub credentials_file: Option<PathBuf>,
+    /// A file holding an NKey user seed (`SU…`) to authenticate with.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// Refuse a connection that is not TLS (also implied by a `tls://` URL).
+    pub tls_required: bool,
+    /// PEM file of the CA(s) that signed the server's certificate (else the system roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (`verify: true`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for NatsSinkConfig {
@@ -401,6 +413,12 @@ impl Default for NatsSinkConfig {
             duplicate_window: Duration::from_secs(3600),
             ack_timeout: Duration::from_secs(5),
             include_body: false,
+            credentials_file: None,
+            nkey_seed_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -656,6 +674,34 @@ impl Config {
                     }
                     if n.ack_timeout.is_zero() {
                         return bad(key("ack_timeout"), "must be more than 0s");
+                    }
+                    if n.credentials_file.is_some() && n.nkey_seed_file.is_some() {
+                        return bad(
+                            key("nkey_seed_file"),
+                            "cannot be used together with credentials_file (a .creds file holds its own seed)",
+                        );
+                    }
+                    if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+                        return bad(
+                            key("tls_cert_file"),
+                            "tls_cert_file and tls_key_file go together (the client certificate and its key)",
+                        );
+                    }
+                    for (field, path) in [
+                        ("credentials_file", &n.credentials_file),
+                        ("nkey_seed_file", &n.nkey_seed_file),
+                        ("tls_ca_file", &n.tls_ca_file),
+                        ("tls_cert_file", &n.tls_cert_file),
+                        ("tls_key_file", &n.tls_key_file),
+                    ] {
+                        if let Some(path) = path {
+                            if let Err(e) = std::fs::File::open(path) {
+                                return bad(
+                                    key(field),
+                                    format!("cannot read {}: {e}", path.display()),
+                                );
+                            }
+                        }
                     }
                     if n.create_stream && n.duplicate_window.is_zero() {
                         return bad(key("duplicate_window"), "must be more than 0s");
@@ -927,6 +973,18 @@ include_body = true
                 "outbox.sinks[1].name",
             ),
             ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
+                "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ntls_cert_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].tls_cert_file",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"Cargo.toml\"\nnkey_seed_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].nkey_seed_file",
+            ),
         ] {
             let f = write(text);
             let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);

@@ -46,6 +46,14 @@ impl NatsServer {
         s
     }
 
+    /// A server with `conf` (nats-server configuration syntax) added to its settings.
+    async fn start_with(conf: &str) -> NatsServer {
+        let mut s = NatsServer::not_started();
+        std::fs::write(s.dir.join("server.conf"), conf).expect("write server.conf");
+        s.restart().await;
+        s
+    }
+
     /// A port and a store, no server yet (`restart` starts it).
     fn not_started() -> NatsServer {
         let dir = std::env::temp_dir().join(format!("postpub-nats-{}", Uuid::new_v4().simple()));
@@ -71,7 +79,13 @@ impl NatsServer {
         .into_iter()
         .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
         .unwrap_or("nats-server");
-        let child = std::process::Command::new(bin)
+        let mut cmd = std::process::Command::new(bin);
+        // Extra settings (authorization, tls) from `server.conf` when a test wrote one.
+        let conf = self.dir.join("server.conf");
+        if conf.exists() {
+            cmd.arg("-c").arg(&conf);
+        }
+        let child = cmd
             .args([
                 "-js",
                 "-a",
@@ -1089,4 +1103,125 @@ async fn a_webhook_retry_after_is_honoured() {
         waited >= Duration::from_millis(1900),
         "retried after {waited:?}, before the 2 s the receiver asked for"
     );
+}
+
+// ---------------------------------------------------------------- NATS security
+
+/// Delivery state of the only event: (delivered, last error of the sink).
+async fn only_event(c: &Client) -> (bool, String) {
+    let row = c
+        .query_one(
+            "select o.delivered_at is not null,
+                    coalesce((select d.last_error from postpub.outbox_deliveries d
+                               where d.outbox_id = o.id), '')
+               from postpub.outbox o",
+            &[],
+        )
+        .await
+        .expect("the event");
+    (row.get(0), row.get(1))
+}
+
+/// A server that requires an NKey user: without the seed the event is not delivered and
+/// the reason says why; with `nkey_seed_file` it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_requiring_an_nkey_gets_events_from_a_sink_with_the_seed() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("seed");
+    let server = NatsServer::start_with(&format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    ))
+    .await;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    db.publish(&c, "secret", "<p>s</p>", None).await;
+
+    let anonymous = Daemon::start(config(&db, vec![nats_sink(&server.url(), "SECURE")])).await;
+    wait_until(Duration::from_secs(10), "a refusal recorded", || async {
+        !only_event(&c).await.1.is_empty()
+    })
+    .await;
+    anonymous.stop().await;
+    let (delivered, error) = only_event(&c).await;
+    assert!(!delivered);
+    assert!(
+        error.contains("cannot connect to NATS") && error.to_lowercase().contains("author"),
+        "{error}"
+    );
+
+    let seed_file = server.dir.join("postpub.nk");
+    std::fs::write(&seed_file, format!("{seed}\n")).expect("seed file");
+    let mut sink = nats_sink(&server.url(), "SECURE");
+    if let SinkConfig::Nats(n) = &mut sink {
+        n.nkey_seed_file = Some(seed_file);
+    }
+    let d = Daemon::start(config(&db, vec![sink])).await;
+    wait_until(Duration::from_secs(10), "delivered", || async {
+        only_event(&c).await.0
+    })
+    .await;
+    d.stop().await;
+}
+
+/// A server that only speaks TLS, with a certificate from a CA of the test's own: the
+/// sink trusts it through `tls_ca_file`; a sink that does not know the CA is refused
+/// with a reason naming the certificate problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_nats_server_gets_events_from_a_sink_that_trusts_its_ca() {
+    let dir = std::env::temp_dir().join(format!("postpub-tls-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server cert");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("pem");
+        path
+    };
+    let ca_file = write("ca.pem", ca.pem());
+    let cert_file = write("server.pem", cert.pem());
+    let key_file = write("server-key.pem", key.serialize_pem());
+    let server = NatsServer::start_with(&format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+        cert_file.display(),
+        key_file.display()
+    ))
+    .await;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    db.publish(&c, "private", "<p>p</p>", None).await;
+
+    let mut untrusting = nats_sink(&server.url(), "TLS");
+    if let SinkConfig::Nats(n) = &mut untrusting {
+        n.tls_required = true;
+    }
+    let d = Daemon::start(config(&db, vec![untrusting])).await;
+    wait_until(Duration::from_secs(10), "a refusal recorded", || async {
+        !only_event(&c).await.1.is_empty()
+    })
+    .await;
+    d.stop().await;
+    let (delivered, error) = only_event(&c).await;
+    assert!(!delivered);
+    assert!(error.contains("cannot connect to NATS"), "{error}");
+
+    let mut trusting = nats_sink(&server.url(), "TLS");
+    if let SinkConfig::Nats(n) = &mut trusting {
+        n.tls_required = true;
+        n.tls_ca_file = Some(ca_file);
+    }
+    let d = Daemon::start(config(&db, vec![trusting])).await;
+    wait_until(Duration::from_secs(10), "delivered", || async {
+        only_event(&c).await.0
+    })
+    .await;
+    d.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

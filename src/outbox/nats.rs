@@ -86,6 +86,39 @@ impl NatsSink {
         e
     }
 
+    /// Authentication and TLS from the sink's configuration. The files were readable when
+    /// the configuration was validated; one that became unreadable since is a setup failure
+    /// naming the file, retried like a refused connection.
+    async fn security(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, SinkError> {
+        let unreadable = |what: &str, path: &std::path::Path, e: std::io::Error| {
+            SinkError::Transient(format!(
+                "cannot read the NATS {what} {}: {e}",
+                path.display()
+            ))
+        };
+        if let Some(path) = &self.cfg.credentials_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| unreadable("credentials file", path, e))?;
+        }
+        if let Some(path) = &self.cfg.nkey_seed_file {
+            let seed =
+                std::fs::read_to_string(path).map_err(|e| unreadable("NKey seed file", path, e))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(path) = &self.cfg.tls_ca_file {
+            options = options.add_root_certificates(path.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.cfg.tls_cert_file, &self.cfg.tls_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options.require_tls(self.cfg.tls_required))
+    }
+
     async fn connection(&self) -> Result<&Connection, SinkError> {
         self.conn
             .get_or_try_init(|| async {
@@ -97,7 +130,11 @@ impl NatsSink {
                     .map(|s| s.trim().to_owned())
                     .collect();
                 let sink = self.name.clone();
-                let client = async_nats::ConnectOptions::new()
+                let options = self
+                    .security(async_nats::ConnectOptions::new())
+                    .await
+                    .map_err(|e| self.setup_failed(e))?;
+                let client = options
                     .name("postpub")
                     .connection_timeout(self.cfg.ack_timeout)
                     .max_reconnects(None)
