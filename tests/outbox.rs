@@ -440,8 +440,13 @@ async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order()
     .await;
     let took = t0.elapsed();
     eprintln!(
-        "relay: 10000 events to JetStream in {took:?} ({:.0} events/s, debug build, incl. startup)",
-        10_000.0 / took.as_secs_f64()
+        "relay: 10000 events to JetStream in {took:?} ({:.0} events/s, {} build, incl. startup)",
+        10_000.0 / took.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     d.stop().await;
 
