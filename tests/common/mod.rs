@@ -78,7 +78,10 @@ async fn ensure_template() {
             .await
             .expect("look up template")
             .and_then(|r| r.get(0));
-        if current.as_deref() != Some(fp.as_str()) {
+        // The comment is "<fingerprint> <unix time it was built>".
+        let built_from = current.as_deref().and_then(|c| c.split(' ').next());
+        if built_from != Some(fp.as_str()) {
+            drop_stale_templates(&admin, template).await;
             // One statement per call: DROP/CREATE DATABASE refuse implicit transactions.
             for sql in [
                 format!("alter database {template} is_template false"),
@@ -106,8 +109,12 @@ async fn ensure_template() {
             }
             admin
                 .batch_execute(&format!(
-                    "comment on database {template} is '{fp}';
-                     alter database {template} is_template true;"
+                    "comment on database {template} is '{fp} {built}';
+                     alter database {template} is_template true;",
+                    built = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
                 ))
                 .await
                 .expect("mark template");
@@ -118,6 +125,41 @@ async fn ensure_template() {
             .expect("template unlock");
     })
     .await;
+}
+
+/// Drops the templates of other migration sets built more than an hour ago: each change
+/// to `sql/` makes a new one, and a test run of another checkout lasts minutes, not hours.
+/// One that is in use (or has no timestamp, from an older harness) is left alone.
+async fn drop_stale_templates(admin: &Client, keep: &str) {
+    let stale: Vec<String> = admin
+        .query(
+            "select datname from pg_database
+              where datname like 'postpub\\_template\\_%' and datname <> $1
+                and coalesce(split_part(shobj_description(oid, 'pg_database'), ' ', 2), '') ~ '^[0-9]+$'
+                and split_part(shobj_description(oid, 'pg_database'), ' ', 2)::bigint
+                    < extract(epoch from now()) - 3600",
+            &[&keep],
+        )
+        .await
+        .expect("list stale templates")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in stale {
+        let _ = admin
+            .batch_execute(&format!("alter database {name} is_template false"))
+            .await;
+        if admin
+            .batch_execute(&format!("drop database if exists {name}"))
+            .await
+            .is_err()
+        {
+            // In use after all: make it a template again and let it be.
+            let _ = admin
+                .batch_execute(&format!("alter database {name} is_template true"))
+                .await;
+        }
+    }
 }
 
 /// A database of one's own.
