@@ -703,6 +703,16 @@ impl Config {
                             }
                         }
                     }
+                    if let Some(path) = &n.nkey_seed_file {
+                        // Checked here: the NATS client only says "failed signing nonce".
+                        let seed = std::fs::read_to_string(path).unwrap_or_default();
+                        if let Err(e) = nkeys::KeyPair::from_seed(seed.trim()) {
+                            return bad(
+                                key("nkey_seed_file"),
+                                format!("{} does not hold an NKey seed (SU…): {e}", path.display()),
+                            );
+                        }
+                    }
                     if n.create_stream && n.duplicate_window.is_zero() {
                         return bad(key("duplicate_window"), "must be more than 0s");
                     }
@@ -976,6 +986,10 @@ include_body = true
             (
                 "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
                 "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nnkey_seed_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].nkey_seed_file Cargo.toml does not hold an NKey seed",
             ),
             (
                 "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ntls_cert_file = \"Cargo.toml\"\n",
