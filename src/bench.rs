@@ -176,7 +176,10 @@ impl Bench {
         })
     }
 
+    /// Drops the bench's database and removes the daemon configuration written for it
+    /// (also after an interruption, when the scenario did not get to remove it itself).
     async fn drop_database(&self) {
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.toml", self.name)));
         if let Ok(admin) = db::connect(&self.admin_url, self.cfg.database.connect_timeout).await {
             let _ = admin
                 .batch_execute(&format!(
