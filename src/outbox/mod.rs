@@ -476,25 +476,22 @@ impl Relay {
                     Ok(ack) => Outcome::Delivered {
                         duplicate: ack.duplicate,
                     },
-                    Err(SinkError::Transient(error)) => {
+                    Err(e) => {
                         complete = false;
-                        let n = u32::try_from(attempt).unwrap_or(1);
-                        Outcome::Retry {
-                            error,
-                            after: retry_delay(n, &self.backoff, rand::random::<f64>()),
+                        // The backoff's delay, or longer when the sink asked for it.
+                        let retry = |error: String, at_least: Duration| {
+                            let n = u32::try_from(attempt).unwrap_or(1);
+                            Outcome::Retry {
+                                error,
+                                after: retry_delay(n, &self.backoff, rand::random::<f64>())
+                                    .max(at_least),
+                            }
+                        };
+                        match e {
+                            SinkError::Transient(error) => retry(error, Duration::ZERO),
+                            SinkError::RetryAfter { reason, after } => retry(reason, after),
+                            SinkError::Permanent(reason) => Outcome::Park { reason },
                         }
-                    }
-                    Err(SinkError::RetryAfter { reason, after }) => {
-                        complete = false;
-                        let n = u32::try_from(attempt).unwrap_or(1);
-                        Outcome::Retry {
-                            error: reason,
-                            after: retry_delay(n, &self.backoff, rand::random::<f64>()).max(after),
-                        }
-                    }
-                    Err(SinkError::Permanent(reason)) => {
-                        complete = false;
-                        Outcome::Park { reason }
                     }
                 };
                 out.push(Attempt {
