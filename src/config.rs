@@ -689,7 +689,6 @@ impl Config {
                     }
                     for (field, path) in [
                         ("credentials_file", &n.credentials_file),
-                        ("nkey_seed_file", &n.nkey_seed_file),
                         ("tls_ca_file", &n.tls_ca_file),
                         ("tls_cert_file", &n.tls_cert_file),
                         ("tls_key_file", &n.tls_key_file),
@@ -704,8 +703,17 @@ impl Config {
                         }
                     }
                     if let Some(path) = &n.nkey_seed_file {
-                        // Checked here: the NATS client only says "failed signing nonce".
-                        let seed = std::fs::read_to_string(path).unwrap_or_default();
+                        // The seed itself is checked here: with a bad one the NATS client
+                        // only says "failed signing nonce".
+                        let seed = match std::fs::read_to_string(path) {
+                            Ok(seed) => seed,
+                            Err(e) => {
+                                return bad(
+                                    key("nkey_seed_file"),
+                                    format!("cannot read {}: {e}", path.display()),
+                                )
+                            }
+                        };
                         if let Err(e) = nkeys::KeyPair::from_seed(seed.trim()) {
                             return bad(
                                 key("nkey_seed_file"),
