@@ -179,7 +179,7 @@ impl Bench {
     /// Drops the bench's database and removes the daemon configuration written for it
     /// (also after an interruption, when the scenario did not get to remove it itself).
     async fn drop_database(&self) {
-        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.toml", self.name)));
+        let _ = std::fs::remove_file(self.config_path());
         if let Ok(admin) = db::connect(&self.admin_url, self.cfg.database.connect_timeout).await {
             let _ = admin
                 .batch_execute(&format!(
@@ -266,7 +266,12 @@ impl Bench {
         Ok(())
     }
 
-    fn daemon_config(&self, args: &BenchArgs, dir: &Path) -> anyhow::Result<PathBuf> {
+    /// Where the benchmarked daemon's configuration is written (removed by `drop_database`).
+    fn config_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}.toml", self.name))
+    }
+
+    fn daemon_config(&self, args: &BenchArgs) -> anyhow::Result<PathBuf> {
         let text = format!(
             "[database]\nurl = {url}\npool_size = 8\n\
              [worker]\nconcurrency = {conc}\nbatch_size = {batch}\npoll_interval = \"1s\"\n\
@@ -275,7 +280,7 @@ impl Bench {
             conc = args.concurrency,
             batch = args.batch_size.clamp(1, 1000),
         );
-        let path = dir.join(format!("{}.toml", self.name));
+        let path = self.config_path();
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
@@ -353,8 +358,7 @@ impl Bench {
     async fn drain(&self, args: &BenchArgs) -> anyhow::Result<(Value, Value)> {
         let n = args.versions.max(10);
         let mut c = self.client().await?;
-        let dir = std::env::temp_dir();
-        let config = self.daemon_config(args, &dir)?;
+        let config = self.daemon_config(args)?;
         let batch = args.batch_size.clamp(1, 1000);
 
         let mut daemon_rates = Vec::new();
@@ -367,7 +371,6 @@ impl Bench {
             ceiling_rates.push(self.ceiling(n, batch, 2).await?);
         }
         let supersede = self.drain_once(&mut c, &config, n / 10, 10).await?;
-        let _ = std::fs::remove_file(&config);
         let (daemon, _, _) = percentiles(&mut daemon_rates);
         let (ceiling, _, _) = percentiles(&mut ceiling_rates);
         Ok((
@@ -624,8 +627,7 @@ impl Bench {
 
     async fn memory(&self, args: &BenchArgs) -> anyhow::Result<Value> {
         let mut c = self.client().await?;
-        let dir = std::env::temp_dir();
-        let config = self.daemon_config(args, &dir)?;
+        let config = self.daemon_config(args)?;
         let recipe = self.reset(&c).await?;
         let daemon = self.spawn_daemon(&c, &config).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -640,7 +642,6 @@ impl Bench {
         let took = t0.elapsed();
         let backlog = daemon.peak_rss_mb()?;
         drop(daemon);
-        let _ = std::fs::remove_file(&config);
         eprintln!(
             "memory: idle {idle:.1} MB; {} backlog drained in {:.1}s with peak {backlog:.1} MB",
             args.backlog,
