@@ -1127,6 +1127,43 @@ async fn only_event(c: &Client) -> (bool, String) {
     (row.get(0), row.get(1))
 }
 
+/// Runs a daemon with `sink` until it has recorded a failed delivery of the only event;
+/// returns the reason, after checking that nothing was delivered.
+async fn refusal_with(db: &TestDb, c: &Client, sink: SinkConfig) -> String {
+    let d = Daemon::start(config(db, vec![sink])).await;
+    wait_until(Duration::from_secs(10), "a refusal recorded", || async {
+        !only_event(c).await.1.is_empty()
+    })
+    .await;
+    d.stop().await;
+    let (delivered, error) = only_event(c).await;
+    assert!(!delivered, "delivered although refused: {error}");
+    error
+}
+
+/// Runs a daemon with `sink` until the only event is delivered.
+async fn delivery_with(db: &TestDb, c: &Client, sink: SinkConfig) {
+    let d = Daemon::start(config(db, vec![sink])).await;
+    wait_until(Duration::from_secs(10), "delivered", || async {
+        only_event(c).await.0
+    })
+    .await;
+    d.stop().await;
+}
+
+/// A NATS sink for `server`'s stream with `secure` applied to its settings.
+fn nats_sink_with(
+    server: &NatsServer,
+    stream: &str,
+    secure: impl FnOnce(&mut NatsSinkConfig),
+) -> SinkConfig {
+    let mut sink = nats_sink(&server.url(), stream);
+    if let SinkConfig::Nats(n) = &mut sink {
+        secure(n);
+    }
+    sink
+}
+
 /// A server that requires an NKey user: without the seed the event is not delivered and
 /// the reason says why; with `nkey_seed_file` it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1142,14 +1179,7 @@ async fn a_nats_server_requiring_an_nkey_gets_events_from_a_sink_with_the_seed()
     let c = db.client().await;
     db.publish(&c, "secret", "<p>s</p>", None).await;
 
-    let anonymous = Daemon::start(config(&db, vec![nats_sink(&server.url(), "SECURE")])).await;
-    wait_until(Duration::from_secs(10), "a refusal recorded", || async {
-        !only_event(&c).await.1.is_empty()
-    })
-    .await;
-    anonymous.stop().await;
-    let (delivered, error) = only_event(&c).await;
-    assert!(!delivered);
+    let error = refusal_with(&db, &c, nats_sink(&server.url(), "SECURE")).await;
     assert!(
         error.contains("cannot connect to NATS") && error.to_lowercase().contains("author"),
         "{error}"
@@ -1157,16 +1187,8 @@ async fn a_nats_server_requiring_an_nkey_gets_events_from_a_sink_with_the_seed()
 
     let seed_file = server.dir.join("postpub.nk");
     std::fs::write(&seed_file, format!("{seed}\n")).expect("seed file");
-    let mut sink = nats_sink(&server.url(), "SECURE");
-    if let SinkConfig::Nats(n) = &mut sink {
-        n.nkey_seed_file = Some(seed_file);
-    }
-    let d = Daemon::start(config(&db, vec![sink])).await;
-    wait_until(Duration::from_secs(10), "delivered", || async {
-        only_event(&c).await.0
-    })
-    .await;
-    d.stop().await;
+    let sink = nats_sink_with(&server, "SECURE", |n| n.nkey_seed_file = Some(seed_file));
+    delivery_with(&db, &c, sink).await;
 }
 
 /// A server that only speaks TLS, with a certificate from a CA of the test's own: the
@@ -1203,30 +1225,14 @@ async fn a_tls_nats_server_gets_events_from_a_sink_that_trusts_its_ca() {
     let c = db.client().await;
     db.publish(&c, "private", "<p>p</p>", None).await;
 
-    let mut untrusting = nats_sink(&server.url(), "TLS");
-    if let SinkConfig::Nats(n) = &mut untrusting {
-        n.tls_required = true;
-    }
-    let d = Daemon::start(config(&db, vec![untrusting])).await;
-    wait_until(Duration::from_secs(10), "a refusal recorded", || async {
-        !only_event(&c).await.1.is_empty()
-    })
-    .await;
-    d.stop().await;
-    let (delivered, error) = only_event(&c).await;
-    assert!(!delivered);
+    let untrusting = nats_sink_with(&server, "TLS", |n| n.tls_required = true);
+    let error = refusal_with(&db, &c, untrusting).await;
     assert!(error.contains("cannot connect to NATS"), "{error}");
 
-    let mut trusting = nats_sink(&server.url(), "TLS");
-    if let SinkConfig::Nats(n) = &mut trusting {
+    let trusting = nats_sink_with(&server, "TLS", |n| {
         n.tls_required = true;
         n.tls_ca_file = Some(ca_file);
-    }
-    let d = Daemon::start(config(&db, vec![trusting])).await;
-    wait_until(Duration::from_secs(10), "delivered", || async {
-        only_event(&c).await.0
-    })
-    .await;
-    d.stop().await;
+    });
+    delivery_with(&db, &c, trusting).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
