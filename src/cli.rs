@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::db::{self, migrate};
-use crate::{admin, bench, daemon, demo, event, logging, shutdown, systemd};
+use crate::{admin, bench, cluster, daemon, demo, event, logging, shutdown, systemd};
 
 /// postpub: claims versions of documents published into PostgreSQL, collates them with
 /// their CSS recipe and publishes them: exactly one current version per document, an
@@ -57,6 +57,24 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure drain throughput, latency, memory and trigger cost in a database of its own.
     Bench(bench::BenchArgs),
+    /// Stop a shared throwaway PostgreSQL cluster once nobody uses it (started by the test
+    /// harness; see `cluster::shared`).
+    #[command(hide = true)]
+    ClusterReaper(ReaperArgs),
+}
+
+/// `cluster-reaper` options.
+#[derive(Debug, Args)]
+pub struct ReaperArgs {
+    /// The shared cluster's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Stop as soon as nobody uses the cluster once this process has exited.
+    #[arg(long, value_name = "PID")]
+    pub watch_pid: Option<u32>,
+    /// Otherwise stop after nobody has used it for this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 /// `status` options.
@@ -146,6 +164,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // Baking needs no configuration and no database.
         return bake_cmd(args);
     }
+    if let Command::ClusterReaper(args) = &cli.command {
+        // Nor does the reaper.
+        return reaper_cmd(args).await;
+    }
+    // Whether the user named a server: then the demo uses it or fails, as every command.
+    // A configuration that spells out the default URL counts as naming none; it names the
+    // server the demo tries first anyway.
+    let url_given =
+        cli.database_url.is_some() || std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty());
     let cfg = Config::load(
         cli.config.as_deref(),
         std::env::vars(),
@@ -164,10 +191,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status_cmd(&cfg, &args).await,
         Command::Requeue(args) => requeue_cmd(&cfg, &args).await,
         Command::Publish(args) => publish_cmd(&cfg, &args).await,
-        Command::Demo(args) => demo::run(&cfg, &args.database).await,
+        Command::Demo(args) => {
+            let url_given = url_given || cfg.database.url != crate::config::DEFAULT_DATABASE_URL;
+            demo::main(&cfg, &args.database, url_given).await
+        }
         Command::Bake(args) => bake_cmd(&args),
         Command::Bench(args) => bench::run(&cfg, &args).await,
+        Command::ClusterReaper(args) => reaper_cmd(&args).await,
     }
+}
+
+async fn reaper_cmd(args: &ReaperArgs) -> anyhow::Result<()> {
+    let (dir, pid, grace) = (args.state_dir.clone(), args.watch_pid, args.grace);
+    // Blocking file locks and sleeps: off the async threads.
+    tokio::task::spawn_blocking(move || cluster::shared::reap(&dir, pid, grace))
+        .await
+        .context("the reaper thread failed")??;
+    Ok(())
 }
 
 async fn connect(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {

@@ -2,14 +2,20 @@
 //! own database, migrates it, starts the daemon in this process, publishes a handful of
 //! documents that take every path (collated, straight to current, superseded, deleted,
 //! never-published tombstone, malformed), waits for them to settle and prints the result.
+//!
+//! On a fresh machine there may be no server to use: when none was named and nothing
+//! usable answers at the default address, the demo brings its own, a throwaway cluster
+//! ([`crate::cluster`]) that it stops and removes when it ends, by error or Ctrl-C too.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{anyhow, Context as _};
 use tokio::sync::watch;
 
+use crate::cluster::{self, Binaries, Cluster};
 use crate::config::Config;
 use crate::db::{self, migrate};
+use crate::shutdown::Shutdown;
 use crate::{admin, daemon, event, shutdown};
 
 /// A small recipe in the easybake dialect: number the figures, collect the exercises at
@@ -34,8 +40,114 @@ const CHAPTER_1: &str = r#"<div data-type="chapter"><h1>Forces</h1>
 <section class="exercise"><p>Name two forces.</p></section>
 </div>"#;
 
-/// Runs the showcase; the database stays for exploring afterwards.
-pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
+/// Runs the showcase against the configured server, or, when `url_given` is false and the
+/// default server cannot be used, against a throwaway cluster of its own.
+pub async fn main(cfg: &Config, database: &str, url_given: bool) -> anyhow::Result<()> {
+    // SIGINT/SIGTERM end the demo in order: the daemon stops, a throwaway cluster goes.
+    let shutdown = Shutdown::new();
+    let (_signals, _reload) =
+        shutdown::install(shutdown.clone()).context("installing signal handlers")?;
+    if url_given {
+        return run(cfg, database, &shutdown, false).await;
+    }
+    let (why, refused) = match db::connect(&cfg.database.url, cfg.database.connect_timeout).await {
+        Ok(_) => return run(cfg, database, &shutdown, false).await,
+        Err(e) => match cluster::stand_in_reason(&e) {
+            Some(why) => (why, e),
+            None => return Err(e.into()),
+        },
+    };
+    let target = db::target(&db::pg_config(
+        &cfg.database.url,
+        cfg.database.connect_timeout,
+    )?);
+    let binaries = Binaries::find().map_err(|e| {
+        anyhow!(e).context(format!(
+            "no usable PostgreSQL at {target} ({why}), and none to start"
+        ))
+    })?;
+    tracing::debug!(error = %refused, "the default server cannot be used");
+    println!(
+        "no usable PostgreSQL at {target} ({why}): starting a throwaway one from {} (removed when the demo ends)",
+        binaries.dir().display()
+    );
+    // initdb and pg_ctl block; a signal meanwhile is acted on once the cluster is up.
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&binaries))
+        .await
+        .context("the thread starting PostgreSQL failed")?
+        .context("starting a throwaway PostgreSQL")?;
+    let result = if shutdown.soft.is_cancelled() {
+        Err(interrupted())
+    } else {
+        let mut cfg = cfg.clone();
+        cfg.database.url = cluster.url("postgres");
+        run(&cfg, database, &shutdown, true).await
+    };
+    let removed = tokio::task::spawn_blocking(move || cluster.remove())
+        .await
+        .context("the thread removing PostgreSQL failed")?;
+    result?;
+    removed.context("removing the throwaway PostgreSQL")?;
+    Ok(())
+}
+
+fn interrupted() -> anyhow::Error {
+    anyhow!("interrupted")
+}
+
+/// Runs the showcase against `cfg.database.url`; the database stays for exploring
+/// afterwards unless it lives in a `throwaway` cluster. Ends early, stopping the daemon,
+/// when `shutdown.soft` is cancelled.
+async fn run(
+    cfg: &Config,
+    database: &str,
+    shutdown: &Shutdown,
+    throwaway: bool,
+) -> anyhow::Result<()> {
+    let (cfg, client) = tokio::select! {
+        biased;
+        _ = shutdown.soft.cancelled() => return Err(interrupted()),
+        r = prepare(cfg, database) => r?,
+    };
+    let (ready_tx, mut ready) = watch::channel(false);
+    let daemon = tokio::spawn(daemon::run(
+        cfg.clone(),
+        shutdown.clone(),
+        event::channel(),
+        ready_tx,
+    ));
+    let outcome = tokio::select! {
+        biased;
+        _ = shutdown.soft.cancelled() => Err(interrupted()),
+        r = showcase(&cfg, client, &mut ready) => r,
+    };
+    if outcome.is_err() {
+        // Interrupted or failed: nothing in flight is worth waiting for.
+        shutdown.hard.cancel();
+    }
+    shutdown.soft.cancel();
+    // The daemon's own failure explains more than what the showcase saw of it.
+    daemon.await.context("the daemon task failed")??;
+    outcome?;
+    if throwaway {
+        println!(
+            "
+the throwaway PostgreSQL goes now; give --database-url to keep {database} for exploring"
+        );
+        return Ok(());
+    }
+    let pg = db::pg_config(&cfg.database.url, cfg.database.connect_timeout)?;
+    println!(
+        "\nexplore it: psql -h {} -p {} -U {} -d {database} -c 'select document, version, content from postpub.current'",
+        db::target(&pg).split(':').next().unwrap_or("localhost"),
+        pg.get_ports().first().copied().unwrap_or(5432),
+        pg.get_user().unwrap_or("postgres"),
+    );
+    Ok(())
+}
+
+/// Creates and migrates the demo database; returns the daemon's settings and a client.
+async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_postgres::Client)> {
     let admin_client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
     // Separate statements: DROP/CREATE DATABASE refuse to run in a transaction block.
     admin_client
@@ -65,15 +177,16 @@ pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
         "created database {database} and migrated it to schema version {}",
         report.to
     );
+    Ok((cfg, client))
+}
 
-    let shutdown = shutdown::Shutdown::new();
-    let (ready_tx, mut ready) = watch::channel(false);
-    let daemon = tokio::spawn(daemon::run(
-        cfg.clone(),
-        shutdown.clone(),
-        event::channel(),
-        ready_tx,
-    ));
+/// Waits for the daemon, publishes the documents, waits for them to settle, prints the
+/// table.
+async fn showcase(
+    cfg: &Config,
+    mut client: tokio_postgres::Client,
+    ready: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(15), ready.wait_for(|r| *r))
         .await
         .context("the daemon did not become ready within 15s")?
@@ -146,17 +259,7 @@ pub async fn run(cfg: &Config, database: &str) -> anyhow::Result<()> {
     }
     println!("\nsettled in {} ms\n", started.elapsed().as_millis());
 
-    print_table(&client).await?;
-    shutdown.soft.cancel();
-    daemon.await.context("the daemon task failed")??;
-    let pg = db::pg_config(&cfg.database.url, cfg.database.connect_timeout)?;
-    println!(
-        "\nexplore it: psql -h {} -p {} -U {} -d {database} -c 'select document, version, content from postpub.current'",
-        db::target(&pg).split(':').next().unwrap_or("localhost"),
-        pg.get_ports().first().copied().unwrap_or(5432),
-        pg.get_user().unwrap_or("postgres"),
-    );
-    Ok(())
+    print_table(&client).await
 }
 
 /// Waits until no version is pending or processing.

@@ -23,6 +23,8 @@
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
 //! - [`admin`]    — status, requeue and publish for the CLI.
 //! - [`demo`]     — the self-contained showcase; [`bench`] — the benchmarks.
+//! - [`cluster`]  — throwaway PostgreSQL clusters from the installed server programs, for
+//!   the demo on a machine without a server and for the tests ([`cluster::shared`]).
 //! - [`cli`]      — clap subcommands; [`logging`] sets up tracing.
 //!
 //! Business rules (one current per document, supersede, fencing, outbox in the same
@@ -31,6 +33,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod collate;
 pub mod config;
 pub mod daemon;

@@ -1,20 +1,18 @@
-//! A throwaway PostgreSQL cluster for tests that restart, pause or break the server: its
-//! own data directory under the temp dir, a free port on 127.0.0.1, trust authentication,
-//! `fsync = off`. It never touches the shared server on 5432.
-//!
-//! The server binaries come from `POSTPUB_PG_BIN` (default `/usr/lib/postgresql/15/bin`).
-//! PostgreSQL refuses to run as root, so when the tests run as root the cluster is owned
-//! by, and run as, the `postgres` OS user (`runuser -u postgres`).
+//! A private throwaway PostgreSQL cluster for tests that restart, pause or break the server.
+//! `postpub::cluster` creates, starts and removes it (a directory under the temp dir, a free
+//! port on 127.0.0.1, trust authentication, no fsync, run as `postgres` when we are root);
+//! this adds what only tests need: a migrated database, daemon settings, pause/resume,
+//! small disks. It never touches the server the other tests share.
 //!
 //! Dropping a `Cluster` resumes it if paused, stops it (`-m immediate`) and removes its
 //! directory; when the test failed the directory is kept and its server log path printed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use postpub::cluster::Binaries;
 use postpub::config::Config;
-use tokio::process::Command;
 use tokio_postgres::{Client, NoTls};
 
 /// The database the cluster's daemons use (migrated by [`Cluster::start`]).
@@ -22,83 +20,33 @@ pub const DB: &str = "postpub";
 
 /// A private PostgreSQL server.
 pub struct Cluster {
+    inner: postpub::cluster::Cluster,
     /// Top directory (data directory, socket, server log, tablespace mounts).
     pub dir: PathBuf,
     /// `dir/data`.
     pub data: PathBuf,
     /// TCP port on 127.0.0.1.
     pub port: u16,
-    /// OS user that owns and runs the cluster, `None` when the tests are not root.
-    run_as: Option<&'static str>,
     /// tmpfs mounts to undo on drop.
     mounts: std::sync::Mutex<Vec<PathBuf>>,
-}
-
-fn pg_bin(tool: &str) -> String {
-    let dir =
-        std::env::var("POSTPUB_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-    format!("{dir}/{tool}")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 impl Cluster {
     /// Creates, starts and migrates a new cluster (database [`DB`]).
     pub async fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "postpub-cluster-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ));
-        std::fs::create_dir_all(&dir).expect("cluster dir");
-        let run_as = is_root().then_some("postgres");
+        let binaries = Binaries::find().unwrap_or_else(|e| panic!("{e}"));
+        let inner =
+            tokio::task::spawn_blocking(move || postpub::cluster::Cluster::start(&binaries))
+                .await
+                .expect("the thread starting the cluster")
+                .unwrap_or_else(|e| panic!("starting a cluster: {e}"));
         let cluster = Cluster {
-            data: dir.join("data"),
-            dir,
-            port: super::ops::free_port(),
-            run_as,
+            dir: inner.dir().to_owned(),
+            data: inner.data(),
+            port: inner.port(),
+            inner,
             mounts: std::sync::Mutex::new(Vec::new()),
         };
-        cluster.chown(&cluster.dir);
-        cluster
-            .run(
-                "initdb",
-                &[
-                    "-D",
-                    &cluster.data.display().to_string(),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ],
-            )
-            .await;
-        let conf = format!(
-            "\n# postpub test cluster\nlisten_addresses = '127.0.0.1'\nport = {}\n\
-             unix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
-             max_connections = 200\nshared_buffers = 32MB\nlog_min_messages = warning\n\
-             log_line_prefix = '%m [%p] '\n",
-            cluster.port,
-            cluster.dir.display()
-        );
-        let path = cluster.data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&path).expect("postgresql.conf");
-        text.push_str(&conf);
-        std::fs::write(&path, text).expect("write postgresql.conf");
-        cluster.ctl(&["start"]).await;
-
         let admin = cluster.admin().await;
         admin
             .batch_execute(&format!("create database {DB}"))
@@ -118,7 +66,7 @@ impl Cluster {
 
     /// URL of [`DB`].
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{DB}", self.port)
+        self.inner.url(DB)
     }
 
     /// A connection to [`DB`].
@@ -128,11 +76,7 @@ impl Cluster {
 
     /// A connection to the `postgres` database (ALTER SYSTEM, CREATE DATABASE …).
     pub async fn admin(&self) -> Client {
-        super::connect(&format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            self.port
-        ))
-        .await
+        super::connect(&self.inner.url("postgres")).await
     }
 
     /// Daemon settings for the cluster, like `TestDb::config`: fast polls and retries,
@@ -170,7 +114,7 @@ impl Cluster {
 
     /// The postmaster and all its children (backends, background processes).
     pub fn pids(&self) -> Vec<i32> {
-        let Some(postmaster) = self.postmaster_pid() else {
+        let Some(postmaster) = self.inner.postmaster_pid() else {
             return Vec::new();
         };
         let mut pids = vec![postmaster];
@@ -193,12 +137,6 @@ impl Cluster {
             }
         }
         pids
-    }
-
-    fn postmaster_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
     }
 
     /// SIGSTOP to every process of the server: a network or server stall. The kernel
@@ -239,65 +177,24 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(path.clone());
-        self.chown(&path);
+        self.inner.chown(&path).expect("chown the mount");
         Some(path)
     }
 
     /// The server log so far (for messages and assertions).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    fn chown(&self, path: &Path) {
-        if let Some(user) = self.run_as {
-            let ok = std::process::Command::new("chown")
-                .args(["-R", &format!("{user}:")])
-                .arg(path)
-                .status()
-                .expect("chown");
-            assert!(ok.success(), "chown {}", path.display());
-        }
+        self.inner.log()
     }
 
     async fn ctl(&self, args: &[&str]) {
-        let mut all = vec![
-            "-D".to_owned(),
-            self.data.display().to_string(),
-            "-l".to_owned(),
-            self.dir.join("server.log").display().to_string(),
-            "-w".to_owned(),
-            "-t".to_owned(),
-            "60".to_owned(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.run("pg_ctl", &refs).await;
-    }
-
-    async fn run(&self, tool: &str, args: &[&str]) {
-        let mut cmd = match self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(pg_bin(tool));
-                c
-            }
-            None => Command::new(pg_bin(tool)),
-        };
-        let started = Instant::now();
-        let out = cmd
-            .args(args)
-            .stdin(Stdio::null())
+        let (cmd, what) = self.inner.ctl_command(args);
+        let out = tokio::process::Command::from(cmd)
             .output()
             .await
-            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed after {:?}: {}{}\nserver log:\n{}",
-            started.elapsed(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        if let Err(e) = self.inner.check(&what, out) {
+            panic!("{e}\nserver log:\n{}", self.log());
+        }
     }
 }
 
@@ -316,21 +213,8 @@ fn signal(pids: &[i32], sig: &str) {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.resume();
-        let mut cmd = match self.run_as {
-            Some(user) => {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(pg_bin("pg_ctl"));
-                c
-            }
-            None => std::process::Command::new(pg_bin("pg_ctl")),
-        };
-        let _ = cmd
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // The server must be down before its tablespaces are unmounted.
+        let _ = self.inner.ctl(["stop", "-m", "immediate"]);
         for m in self
             .mounts
             .lock()
@@ -340,13 +224,13 @@ impl Drop for Cluster {
             let _ = std::process::Command::new("umount").arg(&m).status();
         }
         if std::thread::panicking() {
+            self.inner.keep();
             eprintln!(
                 "keeping cluster directory {} (server log: {})",
                 self.dir.display(),
                 self.dir.join("server.log").display()
             );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
+        // Otherwise `inner` removes the directory when it drops, right after this.
     }
 }

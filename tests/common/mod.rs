@@ -21,12 +21,83 @@ use postpub::shutdown::Shutdown;
 use tokio::sync::{broadcast, watch};
 use tokio_postgres::{Client, NoTls};
 
-/// Server the tests use: `DATABASE_URL`, else the local default.
+/// The server the tests share when `DATABASE_URL` is unset.
+const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Server the tests use: `DATABASE_URL`; else the local default when it lets `postgres`
+/// in; else (nothing listens there, or it wants a password) a throwaway cluster that every
+/// test binary of this `cargo test` run shares, see [`throwaway_server`].
 pub fn server_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            return url;
+        }
+        // We may be inside a runtime (server_url is called everywhere): probe on a thread
+        // with one of its own.
+        let probe = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(db::connect(DEFAULT_SERVER, Duration::from_secs(5)))
+                .map(drop)
+        })
+        .join()
+        .expect("the thread probing the default server");
+        match probe {
+            Ok(()) => DEFAULT_SERVER.to_owned(),
+            Err(e) => match postpub::cluster::stand_in_reason(&e) {
+                Some(why) => throwaway_server(why),
+                None => panic!("cannot use the test server: {e} (set DATABASE_URL to another)"),
+            },
+        }
+    })
+    .clone()
+}
+
+/// URL of the throwaway cluster shared by the test binaries of this target dir
+/// (`postpub::cluster::shared`): the first binary that needs it starts it, each holds it
+/// until it exits, and a detached `postpub cluster-reaper` stops and removes it once none
+/// does and cargo (the binaries' parent) has exited, or after 30 s without users.
+fn throwaway_server(why: &str) -> String {
+    static LEASE: OnceLock<postpub::cluster::shared::Lease> = OnceLock::new();
+    let lease = LEASE.get_or_init(|| {
+        let target = std::path::Path::new(bin())
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let state = postpub::cluster::shared::state_dir(&target);
+        postpub::cluster::shared::join(&state, spawn_reaper).unwrap_or_else(|e| {
+            panic!("no PostgreSQL at {DEFAULT_SERVER} ({why}), and no throwaway one: {e}")
+        })
+    });
+    eprintln!(
+        "no PostgreSQL at {DEFAULT_SERVER} ({why}): using the throwaway one on port {} ({})",
+        lease.port(),
+        lease.dir().display()
+    );
+    lease.url("postgres")
+}
+
+/// Starts the reaper of a shared cluster, detached: its own process group (a Ctrl-C at the
+/// terminal stops the tests, and it cleans up after them), no inherited output (it would
+/// keep a pipe reading `cargo test` open).
+fn spawn_reaper(state: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(bin())
+        .arg("cluster-reaper")
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--watch-pid")
+        .arg(std::os::unix::process::parent_id().to_string())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
 }
 
 /// The template database of this migration set. Named after the fingerprint so that
