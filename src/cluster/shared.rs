@@ -124,7 +124,9 @@ pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Err
     let Some(_reaper) = try_lock(&state.join("reaper"), Lock::Exclusive)? else {
         return Ok(());
     };
-    let watched = watch.and_then(Process::find);
+    // A watched process that is gone already (it may exit before we get here) counts as
+    // gone, not as none.
+    let watched = watch.map(Process::find);
     let mut idle_since: Option<Instant> = None;
     loop {
         std::thread::sleep(POLL);
@@ -137,7 +139,11 @@ pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Err
             continue;
         }
         let idle = *idle_since.get_or_insert_with(Instant::now);
-        let watched_gone = watched.as_ref().is_some_and(|p| !p.alive());
+        let watched_gone = match &watched {
+            Some(Some(p)) => !p.alive(),
+            Some(None) => true,
+            None => false,
+        };
         if !watched_gone && idle.elapsed() < grace {
             continue;
         }
