@@ -44,14 +44,16 @@ const CHAPTER_1: &str = r#"<div data-type="chapter"><h1>Forces</h1>
 /// default server cannot be used, against a throwaway cluster of its own.
 pub async fn main(cfg: &Config, database: &str, url_given: bool) -> anyhow::Result<()> {
     // SIGINT/SIGTERM end the demo in order: the daemon stops, a throwaway cluster goes.
-    let shutdown = Shutdown::new();
+    // (`interrupt.soft` is the signal; the daemon gets tokens of its own, which the demo
+    // cancels when it is done, so that a late signal is not taken for a second one.)
+    let interrupt = Shutdown::new();
     let (_signals, _reload) =
-        shutdown::install(shutdown.clone()).context("installing signal handlers")?;
+        shutdown::install(interrupt.clone()).context("installing signal handlers")?;
     if url_given {
-        return run(cfg, database, &shutdown, false).await;
+        return run(cfg, database, &interrupt, false).await;
     }
     let (why, refused) = match db::connect(&cfg.database.url, cfg.database.connect_timeout).await {
-        Ok(_) => return run(cfg, database, &shutdown, false).await,
+        Ok(_) => return run(cfg, database, &interrupt, false).await,
         Err(e) => match cluster::stand_in_reason(&e) {
             Some(why) => (why, e),
             None => return Err(e.into()),
@@ -76,12 +78,12 @@ pub async fn main(cfg: &Config, database: &str, url_given: bool) -> anyhow::Resu
         .await
         .context("the thread starting PostgreSQL failed")?
         .context("starting a throwaway PostgreSQL")?;
-    let result = if shutdown.soft.is_cancelled() {
+    let result = if interrupt.soft.is_cancelled() {
         Err(interrupted())
     } else {
         let mut cfg = cfg.clone();
         cfg.database.url = cluster.url("postgres");
-        run(&cfg, database, &shutdown, true).await
+        run(&cfg, database, &interrupt, true).await
     };
     let removed = tokio::task::spawn_blocking(move || cluster.remove())
         .await
@@ -97,18 +99,19 @@ fn interrupted() -> anyhow::Error {
 
 /// Runs the showcase against `cfg.database.url`; the database stays for exploring
 /// afterwards unless it lives in a `throwaway` cluster. Ends early, stopping the daemon,
-/// when `shutdown.soft` is cancelled.
+/// when `interrupt.soft` is cancelled.
 async fn run(
     cfg: &Config,
     database: &str,
-    shutdown: &Shutdown,
+    interrupt: &Shutdown,
     throwaway: bool,
 ) -> anyhow::Result<()> {
     let (cfg, client) = tokio::select! {
         biased;
-        _ = shutdown.soft.cancelled() => return Err(interrupted()),
+        _ = interrupt.soft.cancelled() => return Err(interrupted()),
         r = prepare(cfg, database) => r?,
     };
+    let shutdown = Shutdown::new();
     let (ready_tx, mut ready) = watch::channel(false);
     let daemon = tokio::spawn(daemon::run(
         cfg.clone(),
@@ -118,7 +121,7 @@ async fn run(
     ));
     let outcome = tokio::select! {
         biased;
-        _ = shutdown.soft.cancelled() => Err(interrupted()),
+        _ = interrupt.soft.cancelled() => Err(interrupted()),
         r = showcase(&cfg, client, &mut ready) => r,
     };
     if outcome.is_err() {
