@@ -153,6 +153,27 @@ async fn the_shared_cluster_serves_every_user_and_goes_with_the_last() {
     .await;
 }
 
+#[test]
+fn a_shared_cluster_that_cannot_get_its_reaper_is_not_left_running() {
+    let state = shared::state_dir(&format!("throwaway-test-{}", uuid::Uuid::new_v4()));
+    let e = shared::join(&state, |_| Err(std::io::Error::other("no reaper today")))
+        .expect_err("no reaper, no lease");
+    assert!(e.to_string().contains("no reaper today"), "{e}");
+    assert!(!state.exists(), "{} is left", state.display());
+}
+
+#[test]
+fn a_state_directory_others_can_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = shared::state_dir(&format!("throwaway-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&state).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let result = shared::join(&state, |_| Ok(()));
+    let _ = std::fs::remove_dir_all(&state);
+    let e = result.expect_err("a world-writable state directory");
+    assert!(e.to_string().contains("only we can write to"), "{e}");
+}
+
 /// Runs `script` (`$0` is the postpub binary) with `sh` in new namespaces (`-n`, or `-nm`),
 /// where nothing listens on 127.0.0.1:5432; `None` when namespaces are not permitted here.
 fn in_namespace(flags: &str, script: &str, env: &[(&str, &str)]) -> Option<Output> {

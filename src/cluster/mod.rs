@@ -238,6 +238,13 @@ pub struct Info {
     pub run_as: Option<Account>,
 }
 
+impl Info {
+    /// URL of database `dbname` as user `postgres`.
+    pub fn url(&self, dbname: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+    }
+}
+
 /// A throwaway cluster. Dropping it stops the server (`-m immediate`) and removes its
 /// directory, unless [`Cluster::keep`] or [`Cluster::into_info`] was called.
 #[derive(Debug)]
@@ -376,7 +383,7 @@ impl Cluster {
 
     /// URL of database `dbname` as user `postgres`.
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.info.port)
+        self.info.url(dbname)
     }
 
     /// The server log so far.

@@ -49,7 +49,7 @@ impl Lease {
 
     /// URL of database `dbname` as user `postgres`.
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.info.port)
+        self.info.url(dbname)
     }
 
     /// The cluster's directory.
@@ -60,7 +60,7 @@ impl Lease {
 
 /// Uses the cluster of `state`, starting it (and `spawn_reaper(state)`, which must start a
 /// detached process running [`reap`]) when none runs. Blocks while another process starts
-/// or stops it.
+/// or stops it. On failure nothing is left behind that nobody else uses.
 pub fn join(
     state: &Path,
     spawn_reaper: impl Fn(&Path) -> std::io::Result<()>,
@@ -71,56 +71,68 @@ pub fn join(
             .mode(0o755)
             .create(state)
             .map_err(Error::io("creating", state))?;
-        // The reaper may remove the directory between the line above and the locks below.
+        check_ours(state)?;
+        // The reaper may remove the directory between the lines above and the lock below.
         let Some(users) = lock_or_gone(&state.join("users"), Lock::Shared)? else {
             continue;
         };
-        // While we hold `users`, the reaper cannot remove anything.
-        let setup = lock(&state.join("setup"), Lock::Exclusive)?;
-        let file = state.join("cluster.json");
-        let running = match read_info(&file)? {
-            Some(info) => {
-                let cluster = Cluster::from_info(info);
-                if cluster.answers() {
-                    Some(cluster.into_info())
-                } else {
-                    // A leftover (the machine restarted, someone killed it): drop removes it.
-                    None
-                }
-            }
-            None => None,
-        };
-        let info = match running {
-            Some(info) => info,
-            None => {
-                let cluster = Cluster::start_in(state, &Binaries::find()?)?;
-                let tmp = state.join("cluster.json.tmp");
-                let json = serde_json::to_vec(cluster.info()).map_err(|e| Error::State {
-                    path: file.clone(),
-                    message: e.to_string(),
-                })?;
-                std::fs::write(&tmp, json).map_err(Error::io("writing", &tmp))?;
-                std::fs::rename(&tmp, &file).map_err(Error::io("writing", &file))?;
-                cluster.into_info()
+        // While we hold `users`, the reaper removes nothing.
+        return match start_or_find(state, &spawn_reaper) {
+            Ok(info) => Ok(Lease {
+                _users: users,
+                info,
+            }),
+            Err(e) => {
+                drop(users);
+                // Unless someone else came meanwhile: no cluster, no state directory.
+                let _ = tear_down_if_unused(state);
+                Err(e)
             }
         };
-        // A reaper holds `reaper` for its whole life; when nobody does, start one.
-        if let Some(free) = try_lock(&state.join("reaper"), Lock::Exclusive)? {
-            drop(free);
-            spawn_reaper(state).map_err(Error::io("starting the reaper for", state))?;
-        }
-        drop(setup);
-        return Ok(Lease {
-            _users: users,
-            info,
-        });
     }
+}
+
+/// The running cluster of `state`, started (with its reaper) if need be, under `setup`.
+fn start_or_find(
+    state: &Path,
+    spawn_reaper: &impl Fn(&Path) -> std::io::Result<()>,
+) -> Result<Info, Error> {
+    let _setup = lock(&state.join("setup"), Lock::Exclusive)?;
+    let file = state.join("cluster.json");
+    let running = match read_info(&file)? {
+        // A leftover that does not answer (the machine restarted, someone killed it) is
+        // removed when `cluster` drops.
+        Some(info) => Some(Cluster::from_info(info)).filter(Cluster::answers),
+        None => None,
+    };
+    let info = match running {
+        Some(cluster) => cluster.into_info(),
+        None => {
+            let cluster = Cluster::start_in(state, &Binaries::find()?)?;
+            let tmp = state.join("cluster.json.tmp");
+            let json = serde_json::to_vec(cluster.info()).map_err(|e| Error::State {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+            std::fs::write(&tmp, json).map_err(Error::io("writing", &tmp))?;
+            std::fs::rename(&tmp, &file).map_err(Error::io("writing", &file))?;
+            // Written: from here on the reaper (or the next user's error path) removes it.
+            cluster.into_info()
+        }
+    };
+    // A reaper holds `reaper` for its whole life; when nobody does, start one.
+    if let Some(free) = try_lock(&state.join("reaper"), Lock::Exclusive)? {
+        drop(free);
+        spawn_reaper(state).map_err(Error::io("starting the reaper for", state))?;
+    }
+    Ok(info)
 }
 
 /// The reaper: waits until nobody has used the cluster of `state` for `grace` (or nobody
 /// uses it and `watch`, a pid, has exited), then stops it and removes `state` entirely.
 /// Returns at once when another reaper already watches `state`.
 pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Error> {
+    check_ours(state)?;
     let Some(_reaper) = try_lock(&state.join("reaper"), Lock::Exclusive)? else {
         return Ok(());
     };
@@ -147,19 +159,44 @@ pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Err
         if !watched_gone && idle.elapsed() < grace {
             continue;
         }
-        // Keep starters out, then make sure nobody came in meanwhile.
-        let _setup = lock(&state.join("setup"), Lock::Exclusive)?;
-        let Some(_users) = try_lock(&state.join("users"), Lock::Exclusive)? else {
-            idle_since = None;
-            continue;
-        };
-        let stopped = match read_info(&state.join("cluster.json"))? {
-            Some(info) => Cluster::from_info(info).remove(),
-            None => Ok(()),
-        };
-        // The locks we hold stay valid on the unlinked files until we return.
-        let removed = std::fs::remove_dir_all(state).map_err(Error::io("removing", state));
-        return stopped.and(removed);
+        if tear_down_if_unused(state)? {
+            return Ok(());
+        }
+        idle_since = None;
+    }
+}
+
+/// Stops the cluster of `state` and removes `state` entirely, unless someone uses it or is
+/// starting it; says whether it did.
+fn tear_down_if_unused(state: &Path) -> Result<bool, Error> {
+    // Keep starters out, then make sure nobody uses it.
+    let _setup = lock(&state.join("setup"), Lock::Exclusive)?;
+    let Some(_users) = try_lock(&state.join("users"), Lock::Exclusive)? else {
+        return Ok(false);
+    };
+    let stopped = match read_info(&state.join("cluster.json"))? {
+        Some(info) => Cluster::from_info(info).remove(),
+        None => Ok(()),
+    };
+    // The locks we hold stay valid on the unlinked files until we return; whoever waits for
+    // them then finds the files gone and starts over.
+    let removed = std::fs::remove_dir_all(state).map_err(Error::io("removing", state));
+    stopped.and(removed).map(|()| true)
+}
+
+/// Refuses a state directory someone else could have prepared: it names the programs the
+/// reaper runs, so it must be ours and writable by us alone.
+fn check_ours(state: &Path) -> Result<(), Error> {
+    let meta = std::fs::symlink_metadata(state).map_err(Error::io("reading", state))?;
+    let me =
+        std::fs::metadata("/proc/self").map_err(Error::io("reading", Path::new("/proc/self")))?;
+    if meta.is_dir() && meta.uid() == me.uid() && meta.mode() & 0o022 == 0 {
+        Ok(())
+    } else {
+        Err(Error::State {
+            path: state.to_owned(),
+            message: "not a directory of ours that only we can write to; remove it".to_owned(),
+        })
     }
 }
 
