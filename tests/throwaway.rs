@@ -13,8 +13,24 @@ use std::time::{Duration, Instant};
 use common::{bin, wait_until};
 use postpub::cluster::{shared, Binaries, Cluster};
 
-fn binaries() -> Binaries {
-    Binaries::find().unwrap_or_else(|e| panic!("{e}"))
+/// A cluster of its own, started off the async threads.
+async fn started() -> Cluster {
+    let bins = Binaries::find().unwrap_or_else(|e| panic!("{e}"));
+    tokio::task::spawn_blocking(move || Cluster::start(&bins))
+        .await
+        .expect("thread")
+        .unwrap_or_else(|e| panic!("start: {e}"))
+}
+
+/// Neither the cluster's directory nor its postmaster is left.
+async fn assert_gone(dir: &Path, pid: i32) {
+    assert!(!dir.exists(), "{} is left", dir.display());
+    wait_until(
+        Duration::from_secs(10),
+        "the postmaster to exit",
+        || async { !alive(pid) },
+    )
+    .await;
 }
 
 fn alive(pid: i32) -> bool {
@@ -40,11 +56,7 @@ fn uid_of(pid: i32) -> Option<u32> {
 
 #[tokio::test]
 async fn a_cluster_starts_answers_and_leaves_nothing_when_removed() {
-    let bins = binaries();
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bins))
-        .await
-        .expect("thread")
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let cluster = started().await;
     let dir = cluster.dir().to_owned();
     assert!(
         dir.file_name()
@@ -69,22 +81,12 @@ async fn a_cluster_starts_answers_and_leaves_nothing_when_removed() {
         .await
         .expect("thread")
         .unwrap_or_else(|e| panic!("remove: {e}"));
-    assert!(!dir.exists(), "{} is left", dir.display());
-    wait_until(
-        Duration::from_secs(10),
-        "the postmaster to exit",
-        || async { !alive(pid) },
-    )
-    .await;
+    assert_gone(&dir, pid).await;
 }
 
 #[tokio::test]
 async fn dropping_a_cluster_stops_it_and_removes_its_directory() {
-    let bins = binaries();
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bins))
-        .await
-        .expect("thread")
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let cluster = started().await;
     let (dir, pid) = (
         cluster.dir().to_owned(),
         cluster.postmaster_pid().expect("pid"),
@@ -92,13 +94,7 @@ async fn dropping_a_cluster_stops_it_and_removes_its_directory() {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .expect("thread");
-    assert!(!dir.exists(), "{} is left", dir.display());
-    wait_until(
-        Duration::from_secs(10),
-        "the postmaster to exit",
-        || async { !alive(pid) },
-    )
-    .await;
+    assert_gone(&dir, pid).await;
 }
 
 #[tokio::test]
