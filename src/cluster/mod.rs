@@ -201,27 +201,31 @@ pub struct Account {
 impl Account {
     /// `None` when we are not root (the programs run as us), the `postgres` user otherwise.
     fn for_server() -> Result<Option<Account>, Error> {
-        let me = std::fs::metadata("/proc/self")
-            .map_err(Error::io("reading", Path::new("/proc/self")))?;
-        if me.uid() != 0 {
+        if effective_uid()? != 0 {
             return Ok(None);
         }
         let passwd = std::fs::read_to_string("/etc/passwd")
             .map_err(Error::io("reading", Path::new("/etc/passwd")))?;
-        passwd
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 3 && f[0] == "postgres").then(|| {
-                    Some(Account {
-                        uid: f[2].parse().ok()?,
-                        gid: f[3].parse().ok()?,
-                    })
-                })?
+        let account = passwd.lines().find_map(|l| {
+            let mut f = l.split(':');
+            if f.next()? != "postgres" {
+                return None;
+            }
+            let (_password, uid, gid) = (f.next()?, f.next()?, f.next()?);
+            Some(Account {
+                uid: uid.parse().ok()?,
+                gid: gid.parse().ok()?,
             })
-            .map(Some)
-            .ok_or(Error::NoUser)
+        });
+        account.map(Some).ok_or(Error::NoUser)
     }
+}
+
+/// Who we are (`/proc/self` belongs to the process's effective user).
+fn effective_uid() -> Result<u32, Error> {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(Error::io("reading", Path::new("/proc/self")))
 }
 
 /// What identifies a running cluster; enough to control it from another process (the

@@ -188,9 +188,7 @@ fn tear_down_if_unused(state: &Path) -> Result<bool, Error> {
 /// reaper runs, so it must be ours and writable by us alone.
 fn check_ours(state: &Path) -> Result<(), Error> {
     let meta = std::fs::symlink_metadata(state).map_err(Error::io("reading", state))?;
-    let me =
-        std::fs::metadata("/proc/self").map_err(Error::io("reading", Path::new("/proc/self")))?;
-    if meta.is_dir() && meta.uid() == me.uid() && meta.mode() & 0o022 == 0 {
+    if meta.is_dir() && meta.uid() == super::effective_uid()? && meta.mode() & 0o022 == 0 {
         Ok(())
     } else {
         Err(Error::State {
