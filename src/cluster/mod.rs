@@ -18,8 +18,10 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,9 @@ pub const VERSIONED_ROOT: &str = "/usr/lib/postgresql";
 
 /// Attempts at starting the server when the free port we picked was taken meanwhile.
 const PORT_ATTEMPTS: u32 = 5;
+
+/// How long the server may take to get ready (as `pg_ctl -t 60`).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a throwaway cluster could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +83,8 @@ pub enum Error {
     Tool {
         /// The program and what it was asked to do (`initdb`, `pg_ctl start`).
         what: String,
-        /// How it exited.
-        status: std::process::ExitStatus,
+        /// How it exited (or that it did not get ready in time).
+        status: String,
         /// The last lines it printed, and of the server log for `pg_ctl`.
         detail: String,
     },
@@ -256,6 +261,8 @@ pub struct Cluster {
     info: Info,
     /// Stop and remove on drop.
     armed: AtomicBool,
+    /// The postmaster, when we started it, to reap once it stops.
+    postmaster: Mutex<Option<Child>>,
 }
 
 impl Cluster {
@@ -287,6 +294,7 @@ impl Cluster {
                 run_as,
             },
             armed: AtomicBool::new(true),
+            postmaster: Mutex::new(None),
         };
         cluster.chown(&cluster.info.dir)?;
         let data = cluster.data();
@@ -333,7 +341,7 @@ impl Cluster {
             )
             .map_err(Error::io("writing", &settings))?;
             let before = self.log().len();
-            match self.ctl(["start"]) {
+            match self.start_postmaster() {
                 Ok(()) => return Ok(self),
                 Err(e) if attempt < PORT_ATTEMPTS => {
                     let log = self.log();
@@ -346,11 +354,63 @@ impl Cluster {
         }
     }
 
+    /// Starts the postmaster as our own child, where `pg_ctl start` would leave it to init:
+    /// so we reap it when it stops, and no exited server lingers as a zombie for as long as
+    /// init takes to notice (seconds, on some machines).
+    fn start_postmaster(&self) -> Result<(), Error> {
+        let log_path = self.info.dir.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(Error::io("opening", &log_path))?;
+        // `pg_ctl` (restart, start) appends to it as the cluster's user.
+        self.chown(&log_path)?;
+        let log_too = log.try_clone().map_err(Error::io("opening", &log_path))?;
+        let mut cmd = self.command("postgres");
+        cmd.arg("-D").arg(self.data()).stdout(log).stderr(log_too);
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            tool: self.info.binaries.tool("postgres"),
+            source,
+        })?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let exited = child
+                .try_wait()
+                .map_err(Error::io("waiting for", &log_path))?;
+            if let Some(status) = exited {
+                return Err(self.failure("postgres", status.to_string(), ""));
+            }
+            if self.ready(child.id()) {
+                *self.postmaster.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let status = format!("not ready within {}s", START_TIMEOUT.as_secs());
+                return Err(self.failure("postgres", status, ""));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the postmaster `pid` says it takes connections (`postmaster.pid`: its pid on
+    /// line 1, its status on line 8, as `pg_ctl -w` reads it).
+    fn ready(&self, pid: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.data().join("postmaster.pid")) else {
+            return false;
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        lines.first() == Some(&pid.to_string().as_str()) && lines.get(7) == Some(&"ready")
+    }
+
     /// A cluster someone else started (from its [`Info`]); dropping it stops and removes it.
     pub fn from_info(info: Info) -> Cluster {
         Cluster {
             info,
             armed: AtomicBool::new(true),
+            postmaster: Mutex::new(None),
         }
     }
 
@@ -410,7 +470,7 @@ impl Cluster {
         running
             && std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from(([127, 0, 0, 1], self.info.port)),
-                std::time::Duration::from_secs(2),
+                Duration::from_secs(2),
             )
             .is_ok()
     }
@@ -492,7 +552,14 @@ impl Cluster {
         }
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stdout));
-        if what.starts_with("pg_ctl") {
+        Err(self.failure(what, out.status.to_string(), &text))
+    }
+
+    /// The error for `what` having failed: the last lines of its `output`, and of the
+    /// server log for the server itself and `pg_ctl`.
+    fn failure(&self, what: &str, status: String, output: &str) -> Error {
+        let mut text = output.to_owned();
+        if what.starts_with("pg_ctl") || what == "postgres" {
             text.push_str(&self.log());
         }
         let lines: Vec<&str> = text
@@ -500,11 +567,11 @@ impl Cluster {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        Err(Error::Tool {
+        Error::Tool {
             what: what.to_owned(),
-            status: out.status,
+            status,
             detail: lines[lines.len().saturating_sub(3)..].join(" / "),
-        })
+        }
     }
 
     /// Hands `path` (made by us) to the cluster's user.
@@ -528,10 +595,32 @@ impl Cluster {
     }
 
     fn stop_server(&self, mode: &str) -> Result<(), Error> {
-        if self.postmaster_pid().is_none() {
-            return Ok(());
+        if self.postmaster_pid().is_some() {
+            self.ctl(["stop", "-m", mode])?;
         }
-        self.ctl(["stop", "-m", mode])
+        self.reap();
+        Ok(())
+    }
+
+    /// Reaps the postmaster we started, now that it is stopped (it removes its pid file
+    /// just before it exits; after a restart by `pg_ctl`, ours has exited long ago).
+    fn reap(&self) {
+        let Some(mut child) = self
+            .postmaster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(None) = child.try_wait() {
+            if Instant::now() > deadline {
+                // Still running after all: leave it to init rather than hang.
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
