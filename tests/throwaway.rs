@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -105,21 +104,18 @@ async fn the_shared_cluster_serves_every_user_and_goes_with_the_last() {
         .spawn()
         .expect("spawn sleep");
     let watched_pid = watched.id().to_string();
-    let spawn_reaper = |dir: &Path| {
-        Command::new(bin())
-            .arg("cluster-reaper")
-            .arg("--state-dir")
-            .arg(dir)
-            .args(["--watch-pid", &watched_pid, "--grace", "60s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map(drop)
+    let reaper = |dir: &Path| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("cluster-reaper").arg("--state-dir").arg(dir).args([
+            "--watch-pid",
+            &watched_pid,
+            "--grace",
+            "60s",
+        ]);
+        cmd
     };
-    let a = shared::join(&state, spawn_reaper).unwrap_or_else(|e| panic!("first user: {e}"));
-    let b = shared::join(&state, spawn_reaper).unwrap_or_else(|e| panic!("second user: {e}"));
+    let a = shared::join(&state, reaper).unwrap_or_else(|e| panic!("first user: {e}"));
+    let b = shared::join(&state, reaper).unwrap_or_else(|e| panic!("second user: {e}"));
     assert_eq!(a.port(), b.port(), "both use one cluster");
     let cluster_dir = a.dir().to_owned();
     let pid: i32 = std::fs::read_to_string(cluster_dir.join("data/postmaster.pid"))
@@ -149,11 +145,22 @@ async fn the_shared_cluster_serves_every_user_and_goes_with_the_last() {
 }
 
 #[test]
-fn a_shared_cluster_that_cannot_get_its_reaper_is_not_left_running() {
+fn a_shared_cluster_its_reaper_cannot_start_leaves_nothing_and_says_why() {
     let state = shared::state_dir(&format!("throwaway-test-{}", uuid::Uuid::new_v4()));
-    let e = shared::join(&state, |_| Err(std::io::Error::other("no reaper today")))
-        .expect_err("no reaper, no lease");
-    assert!(e.to_string().contains("no reaper today"), "{e}");
+    let e = shared::join(&state, |dir| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("cluster-reaper")
+            .arg("--state-dir")
+            .arg(dir)
+            .env("POSTPUB_PG_BIN", "/nonexistent");
+        cmd
+    })
+    .expect_err("no cluster, no lease");
+    assert!(
+        e.to_string()
+            .contains("POSTPUB_PG_BIN=/nonexistent has no initdb"),
+        "{e}"
+    );
     assert!(!state.exists(), "{} is left", state.display());
 }
 
@@ -163,7 +170,7 @@ fn a_state_directory_others_can_write_to_is_refused() {
     let state = shared::state_dir(&format!("throwaway-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&state).expect("mkdir");
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let result = shared::join(&state, |_| Ok(()));
+    let result = shared::join(&state, |_| Command::new("true"));
     let _ = std::fs::remove_dir_all(&state);
     let e = result.expect_err("a world-writable state directory");
     assert!(e.to_string().contains("only we can write to"), "{e}");

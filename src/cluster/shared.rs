@@ -4,18 +4,22 @@
 //!
 //! Why this design: nothing runs after the last test binary (cargo has no teardown hook and
 //! a test binary none at exit), and starting a cluster per binary costs seconds each. So the
-//! first process that needs the cluster starts it and a small detached *reaper* process
-//! ([`reap`], `postpub cluster-reaper`) stops it once nobody uses it: right away when the
-//! process it watches (cargo, the test binaries' parent) has exited, after a grace period
-//! otherwise, so that the gaps between binaries (or binaries that need no database) do not
-//! restart it. Users hold a shared `flock` for as long as they live, so a process that
-//! crashes or is killed lets go too; the kernel does the bookkeeping.
+//! first process that needs the cluster starts a small detached *reaper* process ([`reap`],
+//! `postpub cluster-reaper`), which starts the cluster and stops it once nobody uses it:
+//! right away when the process it watches (cargo, the test binaries' parent) has exited,
+//! after a grace period otherwise, so that the gaps between binaries (or binaries that need
+//! no database) do not restart it. The postmaster is the reaper's child, so the reaper also
+//! reaps it: no stopped server waits as a zombie for init. Users hold a shared `flock` for
+//! as long as they live, so a process that crashes or is killed lets go too; the kernel
+//! does the bookkeeping.
 //!
 //! The state directory (`<temp>/postpub-shared-<key>`, one per key, e.g. per target dir):
 //! - `users`: shared lock held by each process using the cluster; the reaper takes it
 //!   exclusively to see that nobody does.
-//! - `setup`: exclusive lock while a process starts the cluster or the reaper stops it.
-//! - `reaper`: exclusive lock held by the one reaper watching the directory.
+//! - `setup`: exclusive lock while a process starts the cluster (or waits for the reaper
+//!   to) or the reaper stops it.
+//! - `reaper`: exclusive lock held by the one reaper watching the directory;
+//!   `reaper.log` its errors.
 //! - `cluster.json`: the running cluster's [`Info`], written once it takes connections.
 //! - `postpub-pg-…`: the cluster's own directory.
 //!
@@ -25,13 +29,18 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Binaries, Cluster, Error, Info};
 
 /// How often the reaper looks whether anyone still uses the cluster.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long a user waits for the reaper to start the cluster.
+const START_WAIT: Duration = Duration::from_secs(120);
 
 /// A process's use of the shared cluster; the cluster stays up at least as long as this.
 #[derive(Debug)]
@@ -58,13 +67,11 @@ impl Lease {
     }
 }
 
-/// Uses the cluster of `state`, starting it (and `spawn_reaper(state)`, which must start a
-/// detached process running [`reap`]) when none runs. Blocks while another process starts
-/// or stops it. On failure nothing is left behind that nobody else uses.
-pub fn join(
-    state: &Path,
-    spawn_reaper: impl Fn(&Path) -> std::io::Result<()>,
-) -> Result<Lease, Error> {
+/// Uses the cluster of `state`, starting it when none runs. Blocks while another process
+/// starts or stops it. `reaper(state)` is the command of the reaper ([`reap`], `postpub
+/// cluster-reaper`); this runs it detached when none watches `state`. On failure nothing is
+/// left behind that nobody else uses.
+pub fn join(state: &Path, reaper: impl Fn(&Path) -> Command) -> Result<Lease, Error> {
     loop {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -77,7 +84,7 @@ pub fn join(
             continue;
         };
         // While we hold `users`, the reaper removes nothing.
-        return match start_or_find(state, &spawn_reaper) {
+        return match start_or_find(state, &reaper) {
             Ok(info) => Ok(Lease {
                 _users: users,
                 info,
@@ -85,52 +92,106 @@ pub fn join(
             Err(e) => {
                 drop(users);
                 // Unless someone else came meanwhile: no cluster, no state directory.
-                let _ = tear_down_if_unused(state);
+                let _ = tear_down_if_unused(state, &mut None);
                 Err(e)
             }
         };
     }
 }
 
-/// The running cluster of `state`, started (with its reaper) if need be, under `setup`.
-fn start_or_find(
-    state: &Path,
-    spawn_reaper: &impl Fn(&Path) -> std::io::Result<()>,
-) -> Result<Info, Error> {
+/// The running cluster of `state`, started if need be, under `setup`.
+fn start_or_find(state: &Path, reaper: &impl Fn(&Path) -> Command) -> Result<Info, Error> {
     let _setup = lock(&state.join("setup"), Lock::Exclusive)?;
     let file = state.join("cluster.json");
-    let running = match read_info(&file)? {
-        // A leftover that does not answer (the machine restarted, someone killed it) is
-        // removed when `cluster` drops.
-        Some(info) => Some(Cluster::from_info(info)).filter(Cluster::answers),
-        None => None,
-    };
-    let info = match running {
-        Some(cluster) => cluster.into_info(),
-        None => {
-            let cluster = Cluster::start_in(state, &Binaries::find()?)?;
-            let tmp = state.join("cluster.json.tmp");
-            let json = serde_json::to_vec(cluster.info()).map_err(|e| Error::State {
-                path: file.clone(),
-                message: e.to_string(),
-            })?;
-            std::fs::write(&tmp, json).map_err(Error::io("writing", &tmp))?;
-            std::fs::rename(&tmp, &file).map_err(Error::io("writing", &file))?;
-            // Written: from here on the reaper (or the next user's error path) removes it.
-            cluster.into_info()
+    if let Some(info) = read_info(&file)? {
+        let cluster = Cluster::from_info(info);
+        if cluster.answers() {
+            // Its reaper normally runs; should it have died, a new one watches the cluster.
+            if reaper_missing(state)? {
+                spawn_reaper(state, reaper)?;
+            }
+            return Ok(cluster.into_info());
         }
-    };
-    // A reaper holds `reaper` for its whole life; when nobody does, start one.
-    if let Some(free) = try_lock(&state.join("reaper"), Lock::Exclusive)? {
-        drop(free);
-        spawn_reaper(state).map_err(Error::io("starting the reaper for", state))?;
+        // A leftover that does not answer (the machine restarted, someone killed it):
+        // dropping `cluster` removes it.
+        drop(cluster);
+        std::fs::remove_file(&file).map_err(Error::io("removing", &file))?;
     }
-    Ok(info)
+    if !reaper_missing(state)? {
+        // A reaper that outlived its cluster: start one here; that reaper removes it.
+        return start_cluster(state).map(Cluster::into_info);
+    }
+    // The reaper starts the cluster: the postmaster is then its child, which it reaps when
+    // it stops it, rather than leaving a zombie to init.
+    let mut child = spawn_reaper(state, reaper)?;
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        if let Some(info) = read_info(&file)? {
+            return Ok(info);
+        }
+        let exited = child
+            .try_wait()
+            .map_err(Error::io("waiting for the reaper of", state))?;
+        if let Some(status) = exited {
+            let log = std::fs::read_to_string(state.join("reaper.log")).unwrap_or_default();
+            return Err(Error::State {
+                path: state.to_owned(),
+                message: format!(
+                    "the reaper could not start the cluster ({status}): {}",
+                    log.lines().last().unwrap_or("")
+                ),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::State {
+                path: state.to_owned(),
+                message: format!("no cluster within {}s", START_WAIT.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
-/// The reaper: waits until nobody has used the cluster of `state` for `grace` (or nobody
-/// uses it and `watch`, a pid, has exited), then stops it and removes `state` entirely.
-/// Returns at once when another reaper already watches `state`.
+/// Starts a cluster in `state` and records it in `cluster.json`.
+fn start_cluster(state: &Path) -> Result<Cluster, Error> {
+    let cluster = Cluster::start_in(state, &Binaries::find()?)?;
+    let file = state.join("cluster.json");
+    let tmp = state.join("cluster.json.tmp");
+    let json = serde_json::to_vec(cluster.info()).map_err(|e| Error::State {
+        path: file.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&tmp, json).map_err(Error::io("writing", &tmp))?;
+    // Renamed into place, so that a reader never sees half of it.
+    std::fs::rename(&tmp, &file).map_err(Error::io("writing", &file))?;
+    Ok(cluster)
+}
+
+/// Whether no reaper watches `state` (a reaper holds `reaper` for its whole life).
+fn reaper_missing(state: &Path) -> Result<bool, Error> {
+    Ok(try_lock(&state.join("reaper"), Lock::Exclusive)?.is_some())
+}
+
+/// Runs the reaper detached: its own process group (a Ctrl-C at the terminal stops the
+/// users, and it cleans up after them), no inherited output (it would keep a pipe reading
+/// the users' output open), its errors in `state/reaper.log`.
+fn spawn_reaper(state: &Path, reaper: &impl Fn(&Path) -> Command) -> Result<Child, Error> {
+    let log_path = state.join("reaper.log");
+    let log = File::create(&log_path).map_err(Error::io("creating", &log_path))?;
+    let mut cmd = reaper(state);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    cmd.spawn().map_err(|source| Error::Spawn {
+        tool: PathBuf::from(cmd.get_program()),
+        source,
+    })
+}
+
+/// The reaper: starts the cluster of `state` if none runs, waits until nobody has used it
+/// for `grace` (or nobody uses it and `watch`, a pid, has exited), then stops it and
+/// removes `state` entirely. Returns at once when another reaper already watches `state`.
 pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Error> {
     check_ours(state)?;
     let Some(_reaper) = try_lock(&state.join("reaper"), Lock::Exclusive)? else {
@@ -139,6 +200,17 @@ pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Err
     // A watched process that is gone already (it may exit before we get here) counts as
     // gone, not as none.
     let watched = watch.map(Process::find);
+    // A user waits for the cluster under `setup` (so no other starts one meanwhile).
+    let mut own = match read_info(&state.join("cluster.json"))? {
+        Some(_) => None,
+        None => {
+            let cluster = start_cluster(state)?;
+            // Should we fail later, the cluster stays for its users; the next reaper
+            // removes it.
+            cluster.keep();
+            Some(cluster)
+        }
+    };
     let mut idle_since: Option<Instant> = None;
     loop {
         std::thread::sleep(POLL);
@@ -159,24 +231,28 @@ pub fn reap(state: &Path, watch: Option<u32>, grace: Duration) -> Result<(), Err
         if !watched_gone && idle.elapsed() < grace {
             continue;
         }
-        if tear_down_if_unused(state)? {
+        if tear_down_if_unused(state, &mut own)? {
             return Ok(());
         }
         idle_since = None;
     }
 }
 
-/// Stops the cluster of `state` and removes `state` entirely, unless someone uses it or is
-/// starting it; says whether it did.
-fn tear_down_if_unused(state: &Path) -> Result<bool, Error> {
+/// Stops the cluster of `state` (`own`, when the caller started it, to reap its
+/// postmaster) and removes `state` entirely, unless someone uses it or is starting it;
+/// says whether it did.
+fn tear_down_if_unused(state: &Path, own: &mut Option<Cluster>) -> Result<bool, Error> {
     // Keep starters out, then make sure nobody uses it.
     let _setup = lock(&state.join("setup"), Lock::Exclusive)?;
     let Some(_users) = try_lock(&state.join("users"), Lock::Exclusive)? else {
         return Ok(false);
     };
-    let stopped = match read_info(&state.join("cluster.json"))? {
-        Some(info) => Cluster::from_info(info).remove(),
-        None => Ok(()),
+    let stopped = match own.take() {
+        Some(cluster) => cluster.remove(),
+        None => match read_info(&state.join("cluster.json"))? {
+            Some(info) => Cluster::from_info(info).remove(),
+            None => Ok(()),
+        },
     };
     // The locks we hold stay valid on the unlinked files until we return; whoever waits for
     // them then finds the files gone and starts over.

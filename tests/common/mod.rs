@@ -57,9 +57,10 @@ pub fn server_url() -> String {
 }
 
 /// URL of the throwaway cluster shared by the test binaries of this target dir
-/// (`postpub::cluster::shared`): the first binary that needs it starts it, each holds it
-/// until it exits, and a detached `postpub cluster-reaper` stops and removes it once none
-/// does and cargo (the binaries' parent) has exited, or after 30 s without users.
+/// (`postpub::cluster::shared`): the first binary that needs it has a detached `postpub
+/// cluster-reaper` start it, each holds it until it exits, and the reaper stops and removes
+/// it once none does and cargo (the binaries' parent) has exited, or after 30 s without
+/// users. One start per `cargo test`, not one per binary; nothing left afterwards.
 fn throwaway_server(why: &str) -> String {
     static LEASE: OnceLock<postpub::cluster::shared::Lease> = OnceLock::new();
     let lease = LEASE.get_or_init(|| {
@@ -68,7 +69,7 @@ fn throwaway_server(why: &str) -> String {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         let state = postpub::cluster::shared::state_dir(&target);
-        postpub::cluster::shared::join(&state, spawn_reaper).unwrap_or_else(|e| {
+        postpub::cluster::shared::join(&state, reaper).unwrap_or_else(|e| {
             panic!("no PostgreSQL at {DEFAULT_SERVER} ({why}), and no throwaway one: {e}")
         })
     });
@@ -80,24 +81,16 @@ fn throwaway_server(why: &str) -> String {
     lease.url("postgres")
 }
 
-/// Starts the reaper of a shared cluster, detached: its own process group (a Ctrl-C at the
-/// terminal stops the tests, and it cleans up after them), no inherited output (it would
-/// keep a pipe reading `cargo test` open).
-fn spawn_reaper(state: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    std::process::Command::new(bin())
-        .arg("cluster-reaper")
+/// The reaper of the shared cluster: `postpub cluster-reaper`, watching cargo (our parent).
+fn reaper(state: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("cluster-reaper")
         .arg("--state-dir")
         .arg(state)
         .arg("--watch-pid")
         .arg(std::os::unix::process::parent_id().to_string())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map(drop)
+        .env_remove("RUST_LOG");
+    cmd
 }
 
 /// The template database of this migration set. Named after the fingerprint so that
