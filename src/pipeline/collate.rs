@@ -121,6 +121,7 @@ mod tests {
         Collate::new(CollateConfig {
             compat: false,
             timeout: Duration::from_secs(10),
+            ..CollateConfig::default()
         })
     }
 
