@@ -177,6 +177,7 @@ async fn connect(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {
 async fn migrate_cmd(cfg: &Config) -> anyhow::Result<()> {
     let mut client = connect(cfg).await?;
     let report = migrate::migrate(&mut client).await?;
+    migrate::set_max_body_bytes(&client, cfg.pipeline.max_body_bytes).await?;
     if report.from == report.to {
         println!("schema postpub is up to date (version {})", report.to);
     } else {

@@ -625,16 +625,31 @@ impl Config {
         let zero = Duration::ZERO;
         let ms = Duration::from_millis;
         for (key, value, min, max) in [
-            ("database.connect_timeout", self.database.connect_timeout, ms(1), HOUR),
+            (
+                "database.connect_timeout",
+                self.database.connect_timeout,
+                ms(1),
+                HOUR,
+            ),
             ("worker.lease", w.lease, SECOND, DAY),
             ("worker.poll_interval", w.poll_interval, ms(10), DAY),
-            ("worker.backoff.initial", w.backoff.initial, zero, MAX_BACKOFF),
+            (
+                "worker.backoff.initial",
+                w.backoff.initial,
+                zero,
+                MAX_BACKOFF,
+            ),
             ("worker.backoff.max", w.backoff.max, zero, MAX_BACKOFF),
             ("worker.shutdown_timeout", w.shutdown_timeout, zero, DAY),
             ("pipeline.command.timeout", p.command.timeout, ms(1), DAY),
             ("pipeline.collate.timeout", p.collate.timeout, ms(1), DAY),
             ("outbox.retention", o.retention, SECOND, MAX_RETENTION),
-            ("outbox.backoff.initial", o.backoff.initial, ms(1), MAX_BACKOFF),
+            (
+                "outbox.backoff.initial",
+                o.backoff.initial,
+                ms(1),
+                MAX_BACKOFF,
+            ),
             ("outbox.backoff.max", o.backoff.max, ms(1), MAX_BACKOFF),
         ] {
             if let Some(problem) = out_of_bounds(value, min, max) {
@@ -833,7 +848,11 @@ pub const MIN_BAKE_MEMORY_BYTES: u64 = 64 << 20;
 fn out_of_bounds(value: Duration, min: Duration, max: Duration) -> Option<String> {
     let show = |d: Duration| humantime::format_duration(d).to_string();
     if value > max {
-        Some(format!("must be at most {}, not {}", show(max), show(value)))
+        Some(format!(
+            "must be at most {}, not {}",
+            show(max),
+            show(value)
+        ))
     } else if value < min {
         Some(if min == Duration::from_millis(1) {
             "must be more than 0s".to_owned()
@@ -1018,14 +1037,22 @@ mod tests {
 
     #[test]
     fn a_malformed_database_url_is_a_configuration_error_without_the_password() {
-        for url in ["garbage", "postgres://u:secret@h:notaport/db", "postgres://h/db?sslmode=bogus"] {
+        for url in [
+            "garbage",
+            "postgres://u:secret@h:notaport/db",
+            "postgres://h/db?sslmode=bogus",
+        ] {
             let err = Config::load(None, env(&[]), Some(url)).expect_err(url);
             let msg = err.to_string();
             assert!(msg.contains("database.url"), "{url}: {msg}");
             assert!(!msg.contains("secret"), "{url}: {msg}");
         }
-        let err = Config::load(None, env(&[("POSTPUB__DATABASE__LISTEN_URL", "nonsense")]), None)
-            .expect_err("listen_url");
+        let err = Config::load(
+            None,
+            env(&[("POSTPUB__DATABASE__LISTEN_URL", "nonsense")]),
+            None,
+        )
+        .expect_err("listen_url");
         assert!(err.to_string().contains("database.listen_url"), "{err}");
         Config::load(None, env(&[]), Some("host=/tmp dbname=x")).expect("key=value form");
     }

@@ -105,6 +105,11 @@ pub async fn run_with_reload(
     {
         let client = db::get(&pool, &target).await?;
         migrate::check(&client).await?;
+        // Not fatal: a database that refuses writes now (read-only for a while) is retried
+        // like any other; publish() keeps the previous limit meanwhile.
+        if let Err(e) = migrate::set_max_body_bytes(&**client, cfg.pipeline.max_body_bytes).await {
+            tracing::warn!(error = %e, "could not store pipeline.max_body_bytes for postpub.publish");
+        }
     }
     let http_listener = match cfg.http.listen.trim() {
         "" => None,
@@ -147,10 +152,12 @@ pub async fn run_with_reload(
             ..cfg.database.clone()
         };
         let (http_pool, _) = db::pool(&http_db)?;
+        let (stream_pool, _) = db::pool_with(&cfg.database, http::STREAMS, None)?;
         edge.spawn(
             HttpServer::new(
                 listener,
                 http_pool,
+                stream_pool,
                 target.clone(),
                 ready.subscribe(),
                 metrics,

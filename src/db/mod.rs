@@ -75,6 +75,14 @@ impl Error {
         }
     }
 
+    /// The SQLSTATE of a statement the server refused.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Query { error, .. } => error.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same thing later can succeed.
     pub fn class(&self) -> Class {
         match self {

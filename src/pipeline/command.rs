@@ -357,7 +357,11 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!(w.body, "in");
-        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

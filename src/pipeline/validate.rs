@@ -232,7 +232,10 @@ mod tests {
         let err = check("<?xml version=\"1.0\"\n?>\n<div><p>x</div>").expect_err("malformed");
         assert!(err.contains("line 3"), "{err}");
         let err = check("<?xml version=\"1.0\"\n<html></html>").expect_err("unterminated");
-        assert!(err.contains("line 1") && err.contains("never closed"), "{err}");
+        assert!(
+            err.contains("line 1") && err.contains("never closed"),
+            "{err}"
+        );
     }
 
     #[test]
