@@ -124,6 +124,7 @@ pub async fn run_with_reload(
     let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
     let wakeups = Wakeups::default();
     let (listening_tx, mut listening) = watch::channel(false);
+    let (claiming_tx, mut claiming) = watch::channel(true);
     let relay = Relay::from_config(
         &cfg,
         pool.clone(),
@@ -187,6 +188,7 @@ pub async fn run_with_reload(
             config: config_rx.clone(),
             wake: wakeups.versions.clone(),
             events: events.clone(),
+            claiming: claiming_tx,
         }
         .run(shutdown.soft.clone(), shutdown.hard.clone()),
     );
@@ -202,20 +204,18 @@ pub async fn run_with_reload(
         "postpub started"
     );
 
-    // Ready follows the LISTEN connection (the listener checks the database with it).
+    // Ready while the LISTEN connection is up (the listener checks the database with it)
+    // and claims succeed (a read-only database answers LISTEN and `select 1`, not claims).
+    let mut open = (true, true);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.soft.cancelled() => break,
-            r = listening.changed() => {
-                if r.is_err() {
-                    shutdown.soft.cancelled().await;
-                    break;
-                }
-                let up = *listening.borrow_and_update();
-                ready.send_replace(up);
-            }
+            r = listening.changed(), if open.0 => if r.is_err() { open.0 = false },
+            r = claiming.changed(), if open.1 => if r.is_err() { open.1 = false },
         }
+        let up = *listening.borrow_and_update() && *claiming.borrow_and_update();
+        ready.send_replace(up);
     }
     ready.send_replace(false);
     tracker.close();
