@@ -57,6 +57,17 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure drain throughput, latency, memory and trigger cost in a database of its own.
     Bench(bench::BenchArgs),
+    /// Internal: a bake process of the daemon (requests on stdin, results on stdout).
+    #[command(hide = true)]
+    BakeServer(BakeServerArgs),
+}
+
+/// `bake-server` options (set by the daemon that starts it).
+#[derive(Debug, Args)]
+pub struct BakeServerArgs {
+    /// Address-space limit of this process (pipeline.collate.max_memory_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory_bytes: u64,
 }
 
 /// `status` options.
@@ -157,6 +168,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         log.level = "warn".to_owned();
     }
     logging::init(&log);
+    // The collate step runs its bakes in processes of this very binary.
+    match std::env::current_exe() {
+        Ok(me) => crate::pipeline::collate::set_bake_program(me),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program's path; bakes will run in the daemon process")
+        }
+    }
     match cli.command {
         Command::Migrate => migrate_cmd(&cfg).await,
         Command::Run => run_cmd(cfg, cli.config.clone(), cli.database_url.clone()).await,
@@ -167,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&cfg, &args.database).await,
         Command::Bake(args) => bake_cmd(&args),
         Command::Bench(args) => bench::run(&cfg, &args).await,
+        Command::BakeServer(args) => Ok(bake_server(&args)?),
     }
 }
 
@@ -286,6 +305,12 @@ async fn publish_cmd(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
     };
     println!("{id}");
     Ok(())
+}
+
+/// `postpub bake-server`: serves bakes on stdin/stdout until stdin closes. `main` calls it
+/// before starting the async runtime, whose threads would take from the memory limit.
+pub fn bake_server(args: &BakeServerArgs) -> anyhow::Result<()> {
+    crate::pipeline::collate::serve(args.max_memory_bytes).context("bake server")
 }
 
 fn bake_cmd(args: &BakeArgs) -> anyhow::Result<()> {

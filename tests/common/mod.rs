@@ -324,6 +324,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(cfg: Config) -> Daemon {
+        // Bakes run in bake processes of the binary under test, as in `postpub run`.
+        postpub::pipeline::collate::set_bake_program(bin().into());
         let tx = event::channel();
         let events = tx.subscribe();
         let shutdown = Shutdown::new();
