@@ -86,17 +86,31 @@ impl Collate {
     /// A step with its own bake processes (or, without a bake program, its own recipe
     /// cache); processes start with the first bake.
     pub fn new(cfg: CollateConfig) -> Self {
-        let oven = match BAKE_PROGRAM.get() {
-            Some(program) => {
-                Oven::Isolated(pool::BakePool::new(program.clone(), cfg.max_memory_bytes))
-            }
-            None => Oven::InProcess(Mutex::new(HashMap::new())),
-        };
-        Self { cfg, oven }
+        match BAKE_PROGRAM.get() {
+            Some(program) => Self::isolated(cfg, program.clone()),
+            None => Self::in_process(cfg),
+        }
+    }
+
+    /// A step whose bakes run in processes of `program` (`postpub`), whatever
+    /// [`set_bake_program`] said (benchmarks compare both ways).
+    pub fn isolated(cfg: CollateConfig, program: PathBuf) -> Self {
+        Self {
+            oven: Oven::Isolated(pool::BakePool::new(program, cfg.max_memory_bytes)),
+            cfg,
+        }
+    }
+
+    /// A step whose bakes run in this process.
+    pub fn in_process(cfg: CollateConfig) -> Self {
+        Self {
+            cfg,
+            oven: Oven::InProcess(Mutex::new(HashMap::new())),
+        }
     }
 
     /// Whether bakes run in bake processes.
-    pub fn isolated(&self) -> bool {
+    pub fn is_isolated(&self) -> bool {
         matches!(self.oven, Oven::Isolated(_))
     }
 
