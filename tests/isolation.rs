@@ -179,6 +179,57 @@ async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_of_the_bomb_each_error_once_and_the_rest_flows() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let mut d = daemon(&db, "compat = true");
+    let body = format!(
+        "<html><body>{}</body></html>",
+        "<div id=\"d\" class=\"c\">a</div>".repeat(40)
+    );
+    // Strings doubled per element through attr(), content() and a counter.
+    let mut bombs = Vec::new();
+    for (i, css) in [
+        "div { string-set: s string(s) string(s) attr(id); } body::after { content: string(s); }",
+        "div { string-set: s content() string(s) string(s); } body::after { content: string(s); }",
+        "div { counter-increment: n; string-set: s string(s) string(s) counter(n); } body::after { content: string(s); }",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        bombs.push(db.publish(&c, &format!("bomb-{i}"), &body, Some(css)).await);
+    }
+    let good = db.publish(&c, "good", NOTE_BODY, Some(NOTE_CSS)).await;
+    let mut all = bombs.clone();
+    all.push(good);
+    wait_until(Duration::from_secs(60), "every version settled", || {
+        settled(&c, &all)
+    })
+    .await;
+    for id in bombs {
+        let (state, attempts, error) = row(&c, id).await;
+        assert_eq!((state.as_str(), attempts), ("errored", 1), "{error}");
+        // Stopped by the bake process's limit, or by the baker's own budgets first.
+        assert!(
+            error.contains("max_memory_bytes") || error.contains("limit"),
+            "{error}"
+        );
+        assert!(!error.contains("stack backtrace"), "one line: {error}");
+    }
+    assert_eq!(row(&c, good).await.0, "current");
+    assert!(
+        d.child.try_wait().expect("try_wait").is_none(),
+        "the daemon is up"
+    );
+    d.signal("-TERM");
+    assert!(
+        d.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        d.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replaced() {
     let db = TestDb::new().await;
     let c = db.client().await;

@@ -131,6 +131,9 @@ impl BakePool {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its last words go into a version's error: one line, not a backtrace.
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("RUST_LIB_BACKTRACE")
             .kill_on_drop(true)
             // Its own process group: a Ctrl-C meant for the daemon's terminal must not
             // kill the bakes the daemon is still draining.
