@@ -31,6 +31,33 @@ async fn daemon(db: &TestDb, steps: &[&str], program: Option<&Script>) -> (Daemo
     (d, port)
 }
 
+/// Whether a backend of the test database running a statement like `pattern` waits for
+/// a lock.
+async fn waits_on_lock(c: &Client, pattern: &str) -> bool {
+    c.query_one(
+        "select count(*) from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'
+            and query ilike $1",
+        &[&pattern],
+    )
+    .await
+    .expect("lock waiters")
+    .get::<_, i64>(0)
+        > 0
+}
+
+/// Terminates the backends of the test database that wait for a lock; returns how many.
+async fn terminate_lock_waiters(c: &Client) -> i64 {
+    c.query_one(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'",
+        &[],
+    )
+    .await
+    .expect("terminate lock waiters")
+    .get(0)
+}
+
 /// Terminates every backend of the test database but `c`'s own; returns how many.
 async fn terminate_others(c: &Client) -> i64 {
     c.query_one(
@@ -184,33 +211,13 @@ async fn an_administrator_shutting_down_a_claim_in_progress_is_recovered_from() 
     tx.batch_execute("lock table postpub.transitions in exclusive mode")
         .await
         .expect("lock");
-    let waiting = || async {
-        c.query_one(
-            "select count(*) from pg_stat_activity
-              where datname = current_database() and wait_event_type = 'Lock'
-                and query ilike '%_claim%'",
-            &[],
-        )
-        .await
-        .expect("waiters")
-        .get::<_, i64>(0)
-            > 0
-    };
     wait_until(
         Duration::from_secs(10),
         "the claim waiting on the lock",
-        waiting,
+        || waits_on_lock(&c, "%_claim%"),
     )
     .await;
-    let killed: i64 = c
-        .query_one(
-            "select count(pg_terminate_backend(pid)) from pg_stat_activity
-              where datname = current_database() and wait_event_type = 'Lock'",
-            &[],
-        )
-        .await
-        .expect("terminate the waiting claim")
-        .get(0);
+    let killed = terminate_lock_waiters(&c).await;
     assert!(killed > 0);
     tx.rollback().await.expect("release the lock");
     wait_until(Duration::from_secs(15), "the versions current", || {
@@ -248,27 +255,10 @@ async fn an_administrator_shutting_down_a_finish_in_progress_is_recovered_from()
     wait_until(
         Duration::from_secs(10),
         "the finish waiting on the lock",
-        || async {
-            c.query_one(
-                "select count(*) from pg_stat_activity
-              where datname = current_database() and wait_event_type = 'Lock'
-                and query ilike '%_finish%'",
-                &[],
-            )
-            .await
-            .expect("waiters")
-            .get::<_, i64>(0)
-                > 0
-        },
+        || waits_on_lock(&c, "%_finish%"),
     )
     .await;
-    c.execute(
-        "select pg_terminate_backend(pid) from pg_stat_activity
-          where datname = current_database() and wait_event_type = 'Lock'",
-        &[],
-    )
-    .await
-    .expect("terminate the waiting finish");
+    assert!(terminate_lock_waiters(&c).await > 0);
     tx.rollback().await.expect("release the lock");
     wait_until(Duration::from_secs(15), "the versions current", || {
         all_current(&c, &ids)

@@ -89,6 +89,36 @@ fn bake_processes(daemon: &Proc) -> Vec<u32> {
     pids
 }
 
+/// Publishes a normal version and waits until it is current.
+async fn publish_current(db: &TestDb, c: &Client, document: &str) -> i64 {
+    let id = db.publish(c, document, NOTE_BODY, Some(NOTE_CSS)).await;
+    wait_until(
+        Duration::from_secs(20),
+        "a normal version current",
+        || async {
+            let (state, _, error) = row(c, id).await;
+            assert_ne!(state, "errored", "{document}: {error}");
+            state == "current"
+        },
+    )
+    .await;
+    id
+}
+
+/// Stops the daemon with SIGTERM; it must exit 0.
+fn stop(mut d: Proc) {
+    assert!(
+        d.child.try_wait().expect("try_wait").is_none(),
+        "the daemon is up"
+    );
+    d.signal("-TERM");
+    assert!(
+        d.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        d.logs()
+    );
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -103,13 +133,7 @@ async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions
     let c = db.client().await;
     let mut d = daemon(&db, "");
     // Warm up: a bake process started, the daemon at its working size.
-    let warm = db.publish(&c, "warm", NOTE_BODY, Some(NOTE_CSS)).await;
-    wait_until(
-        Duration::from_secs(20),
-        "the warm-up version current",
-        || async { row(&c, warm).await.0 == "current" },
-    )
-    .await;
+    publish_current(&db, &c, "warm").await;
     let baseline = d.rss();
     let started = Instant::now();
     let bomb = db.publish(&c, "bomb", &bomb_body(), Some(BOMB_CSS)).await;
@@ -162,19 +186,8 @@ async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions
         "peak {peak} over baseline {baseline}"
     );
     // Work goes on with a fresh bake process.
-    let after = db.publish(&c, "after", NOTE_BODY, Some(NOTE_CSS)).await;
-    wait_until(
-        Duration::from_secs(20),
-        "a version after the bomb current",
-        || async { row(&c, after).await.0 == "current" },
-    )
-    .await;
-    d.signal("-TERM");
-    assert!(
-        d.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        d.logs()
-    );
+    publish_current(&db, &c, "after").await;
+    stop(d);
     assert_settled(&c).await;
 }
 
@@ -221,26 +234,15 @@ async fn variants_of_the_bomb_each_error_once_and_the_rest_flows() {
         d.child.try_wait().expect("try_wait").is_none(),
         "the daemon is up"
     );
-    d.signal("-TERM");
-    assert!(
-        d.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        d.logs()
-    );
+    stop(d);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replaced() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let mut d = daemon(&db, "timeout = \"2s\"");
-    let warm = db.publish(&c, "warm", NOTE_BODY, Some(NOTE_CSS)).await;
-    wait_until(
-        Duration::from_secs(20),
-        "the warm-up version current",
-        || async { row(&c, warm).await.0 == "current" },
-    )
-    .await;
+    let d = daemon(&db, "timeout = \"2s\"");
+    publish_current(&db, &c, "warm").await;
     let idle = bake_processes(&d);
     assert_eq!(idle.len(), 1, "one bake process, idle: {idle:?}");
 
@@ -267,39 +269,14 @@ async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replace
     .await;
 
     // Killed while idle: not blamed on the next version, which gets a new process.
-    let next = db.publish(&c, "next", NOTE_BODY, Some(NOTE_CSS)).await;
-    wait_until(
-        Duration::from_secs(20),
-        "the next version current",
-        || async { row(&c, next).await.0 == "current" },
-    )
-    .await;
+    publish_current(&db, &c, "next").await;
     let fresh = bake_processes(&d);
     assert_eq!(fresh.len(), 1, "{fresh:?}");
     signal(fresh[0], "-KILL");
-    let after = db
-        .publish(&c, "after-kill", NOTE_BODY, Some(NOTE_CSS))
-        .await;
-    wait_until(
-        Duration::from_secs(20),
-        "the version after the kill settled",
-        || async { settled(&c, &[after]).await },
-    )
-    .await;
-    let (state, _, error) = row(&c, after).await;
-    assert_eq!(state, "current", "{error}");
+    publish_current(&db, &c, "after-kill").await;
 
     let pids = bake_processes(&d);
-    assert!(
-        d.child.try_wait().expect("try_wait").is_none(),
-        "the daemon is up"
-    );
-    d.signal("-TERM");
-    assert!(
-        d.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        d.logs()
-    );
+    stop(d);
     // The daemon's bake processes end with it.
     wait_until(
         Duration::from_secs(5),
@@ -353,10 +330,5 @@ async fn a_bake_process_killed_mid_bake_errors_that_version_naming_the_signal() 
         d.child.try_wait().expect("try_wait").is_none(),
         "the daemon is up"
     );
-    d.signal("-TERM");
-    assert!(
-        d.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        d.logs()
-    );
+    stop(d);
 }
