@@ -14,8 +14,8 @@
 //! (not UTF-8, a NUL, longer than `postpub.publish` accepts) is simply not found: 404,
 //! without asking the database.
 //!
-//! Content up to [`INLINE_BYTES`] comes with the first query; larger content is streamed
-//! from the database in chunks ([`CHUNK_BYTES`], `sql/queries/document_chunks.sql`), so a
+//! Content up to `INLINE_BYTES` comes with the first query; larger content is streamed
+//! from the database in chunks (`CHUNK_BYTES`, `sql/queries/document_chunks.sql`), so a
 //! read holds a chunk in memory, not the document.
 
 use std::pin::Pin;

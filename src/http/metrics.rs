@@ -4,7 +4,7 @@
 //! * what is in the database, read at scrape time with one cheap query
 //!   (`sql/queries/metrics_backlog.sql`: backlog per state, oldest pending age, outbox
 //!   pending/parked), so several daemons on one database all report the same backlog.
-//!   One reading serves every scrape for [`BACKLOG_TTL`], and only one scrape at a time
+//!   One reading serves every scrape for `BACKLOG_TTL` (1 s), and only one scrape at a time
 //!   reads: hundreds of scrapers at once cost one query, not hundreds of waits for the
 //!   pool. A reading that cannot get a connection because the pool is busy says nothing
 //!   about the database: the previous figures (and `postpub_database_up`) stay.

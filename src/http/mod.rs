@@ -5,7 +5,7 @@
 //! It only reads. Binding happens before the daemon starts its services ([`bind`]), so an
 //! address in use stops `postpub run` at once (exit 1, the address in the message) rather
 //! than leaving a daemon nobody can watch. Every error body is JSON: `{"error": "…"}`.
-//! Idle, half-sent and unread connections are closed ([`conn`]).
+//! Idle, half-sent and unread connections are closed (`conn`).
 
 mod conn;
 pub mod documents;

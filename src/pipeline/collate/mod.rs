@@ -1,7 +1,7 @@
 //! `collate`: bakes the body with the recipe the version was published with (the
 //! easybake dialect, [`crate::collate`]). A version without a recipe passes unchanged.
 //!
-//! Where a bake runs: in a bake process of the daemon's own ([`pool`]: `postpub
+//! Where a bake runs: in a bake process of the daemon's own (`pool`: `postpub
 //! bake-server`, reused from bake to bake, its address space limited to
 //! `pipeline.collate.max_memory_bytes`), so that a recipe that exhausts memory, or a crash
 //! of the baker, errors that version alone and never takes the daemon down. `postpub`
@@ -13,7 +13,7 @@
 //! every version that uses it, at once, with the same message). Every failure of a bake
 //! is permanent: the same recipe and body fail the same way on every try.
 //!
-//! The baker is reached through two functions only, [`parse_recipe`] and [`bake_body`],
+//! The baker is reached through two functions only, `parse_recipe` and `bake_body`,
 //! which both ways of baking share.
 
 mod pool;
