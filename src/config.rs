@@ -96,6 +96,42 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Checks the section: a URL the driver cannot read is a usage error (exit 2), not an
+    /// unreachable database (exit 1); the message never shows a password.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, problem: String| Err(ConfigError::Value { key, problem });
+        if self.pool_size < 2 {
+            return bad(
+                "database.pool_size",
+                "must be at least 2 (claiming and finishing run side by side)".to_owned(),
+            );
+        }
+        if self.url.trim().is_empty() {
+            return bad("database.url", "must not be empty".to_owned());
+        }
+        for (key, url) in [
+            ("database.url", self.url.as_str()),
+            ("database.listen_url", self.listen_url.as_str()),
+        ] {
+            if key == "database.listen_url" && url.trim().is_empty() {
+                continue;
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                let cause = std::error::Error::source(&e)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                return bad(
+                    key,
+                    format!(
+                        "is not a PostgreSQL connection URL ({e}{cause}): {}",
+                        redact(url)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The URL the LISTEN connection uses.
     pub fn listen_url(&self) -> &str {
         if self.listen_url.trim().is_empty() {
@@ -545,35 +581,7 @@ impl Config {
                 "must not exceed worker.backoff.max",
             );
         }
-        if self.database.pool_size < 2 {
-            return bad(
-                "database.pool_size",
-                "must be at least 2 (claiming and finishing run side by side)",
-            );
-        }
-        if self.database.url.trim().is_empty() {
-            return bad("database.url", "must not be empty");
-        }
-        for (key, url) in [
-            ("database.url", self.database.url.as_str()),
-            ("database.listen_url", self.database.listen_url.as_str()),
-        ] {
-            if key == "database.listen_url" && url.trim().is_empty() {
-                continue;
-            }
-            // A URL the driver cannot read is a usage error (exit 2), not an unreachable
-            // database (exit 1); the message never shows a password.
-            if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                return bad(
-                    key,
-                    format!(
-                        "is not a PostgreSQL connection URL ({}): {}",
-                        crate::db::describe(&e),
-                        crate::db::redact(url)
-                    ),
-                );
-            }
-        }
+        self.database.validate()?;
         for step in &self.pipeline.steps {
             if !STEP_NAMES.contains(&step.as_str()) {
                 return bad(
@@ -864,6 +872,33 @@ fn out_of_bounds(value: Duration, min: Duration, max: Duration) -> Option<String
     }
 }
 
+/// A database URL (or `key=value` connection string) with any password replaced, for
+/// messages and logs.
+pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        // key=value form: hide the value of `password` (quoted or not) and what follows.
+        return match url.find("password") {
+            Some(at) => format!("{}password=***", &url[..at]),
+            None => url.to_owned(),
+        };
+    }
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// `ip:port`, `[ipv6]:port` or `name:port`.
 fn is_host_port(s: &str) -> bool {
     if s.parse::<std::net::SocketAddr>().is_ok() {
@@ -1041,6 +1076,8 @@ mod tests {
             "garbage",
             "postgres://u:secret@h:notaport/db",
             "postgres://h/db?sslmode=bogus",
+            "host=h password=secret port=notaport",
+            "host=h password='se cret' bogus",
         ] {
             let err = Config::load(None, env(&[]), Some(url)).expect_err(url);
             let msg = err.to_string();

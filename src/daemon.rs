@@ -123,8 +123,8 @@ pub async fn run_with_reload(
     let actor = actor_id();
     let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
     let wakeups = Wakeups::default();
-    let (listening_tx, mut listening) = watch::channel(false);
-    let (claiming_tx, mut claiming) = watch::channel(true);
+    let (listening_tx, listening) = watch::channel(false);
+    let (claiming_tx, claiming) = watch::channel(true);
     let relay = Relay::from_config(
         &cfg,
         pool.clone(),
@@ -204,19 +204,7 @@ pub async fn run_with_reload(
         "postpub started"
     );
 
-    // Ready while the LISTEN connection is up (the listener checks the database with it)
-    // and claims succeed (a read-only database answers LISTEN and `select 1`, not claims).
-    let mut open = (true, true);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.soft.cancelled() => break,
-            r = listening.changed(), if open.0 => if r.is_err() { open.0 = false },
-            r = claiming.changed(), if open.1 => if r.is_err() { open.1 = false },
-        }
-        let up = *listening.borrow_and_update() && *claiming.borrow_and_update();
-        ready.send_replace(up);
-    }
+    follow_readiness(listening, claiming, &ready, &shutdown.soft).await;
     ready.send_replace(false);
     tracker.close();
     tracker.wait().await;
@@ -232,6 +220,28 @@ pub async fn run_with_reload(
     claim_pool.close();
     tracing::info!("postpub stopped");
     Ok(())
+}
+
+/// Ready while the LISTEN connection is up (the listener checks the database with it)
+/// and claims succeed (a read-only database answers LISTEN and `select 1`, not claims),
+/// until `stop`.
+async fn follow_readiness(
+    mut listening: watch::Receiver<bool>,
+    mut claiming: watch::Receiver<bool>,
+    ready: &watch::Sender<bool>,
+    stop: &CancellationToken,
+) {
+    let mut open = (true, true);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = listening.changed(), if open.0 => if r.is_err() { open.0 = false },
+            r = claiming.changed(), if open.1 => if r.is_err() { open.1 = false },
+        }
+        let up = *listening.borrow_and_update() && *claiming.borrow_and_update();
+        ready.send_replace(up);
+    }
 }
 
 /// Applies configuration reloads: `log.level`, `[worker]`, `[pipeline]` (and what other

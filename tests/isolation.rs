@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::outcome as row;
 use common::process::{self, Proc};
 use common::{assert_settled, wait_until, TestDb};
 use tokio_postgres::Client;
@@ -35,18 +36,6 @@ fn daemon(db: &TestDb, collate: &str) -> Proc {
         ),
         256 << 20
     ))
-}
-
-/// (state, attempts, last_error) of a version.
-async fn row(c: &Client, id: i64) -> (String, i32, String) {
-    let r = c
-        .query_one(
-            "select state::text, attempts, coalesce(last_error, '') from postpub.versions where id = $1",
-            &[&id],
-        )
-        .await
-        .expect("version");
-    (r.get(0), r.get(1), r.get(2))
 }
 
 async fn settled(c: &Client, ids: &[i64]) -> bool {

@@ -204,24 +204,7 @@ pub fn target(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// The URL with any password replaced, for error messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact;
 
 /// The same server and credentials with another database name, as a key=value
 /// connection string (the demo, the bench and tests create their own databases).

@@ -192,35 +192,10 @@ pub(crate) async fn handler(
         }
         Err(_) => return unavailable(&state),
     };
-    let not_found = || {
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("document {doc:?} has no published version"),
-        )
+    let cur = match servable(doc, found, target.version) {
+        Ok(cur) => cur,
+        Err((status, why)) => return error(status, &why),
     };
-    let Some(cur) = found else {
-        return not_found();
-    };
-    if cur.is_tombstone {
-        if !cur.was_live {
-            return not_found();
-        }
-        return error(
-            StatusCode::GONE,
-            &format!("document {doc:?} was deleted (version {})", cur.version),
-        );
-    }
-    if let Some(n) = target.version {
-        if i64::from(cur.version) != n {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "version {n} of document {doc:?} is not current (version {} is)",
-                    cur.version
-                ),
-            );
-        }
-    }
     let etag = format!("\"{}\"", cur.id);
     let mut headers = HeaderMap::new();
     // Built from digits and quotes only.
@@ -254,6 +229,44 @@ pub(crate) async fn handler(
         (None, None) => Body::empty(),
     };
     (StatusCode::OK, headers, body).into_response()
+}
+
+/// The current version when it may be served (for `version`, when given), else the
+/// answer: 404 never published (a deletion of a never-published document included) or
+/// another version asked for, 410 deleted.
+fn servable(
+    doc: &str,
+    found: Option<Current>,
+    version: Option<i64>,
+) -> Result<Current, (StatusCode, String)> {
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            format!("document {doc:?} has no published version"),
+        )
+    };
+    let Some(cur) = found else {
+        return Err(not_found());
+    };
+    if cur.is_tombstone {
+        if !cur.was_live {
+            return Err(not_found());
+        }
+        return Err((
+            StatusCode::GONE,
+            format!("document {doc:?} was deleted (version {})", cur.version),
+        ));
+    }
+    match version {
+        Some(n) if i64::from(cur.version) != n => Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "version {n} of document {doc:?} is not current (version {} is)",
+                cur.version
+            ),
+        )),
+        _ => Ok(cur),
+    }
 }
 
 /// 503 naming the database, never a statement's error text.

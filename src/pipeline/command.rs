@@ -134,36 +134,42 @@ impl Command {
         };
         let status = status
             .map_err(|e| StepError::Transient(format!("waiting for {}: {e}", cfg.program)))?;
-        let stderr_note = if err_tail.trim().is_empty() {
-            String::new()
-        } else {
-            format!(": {}", err_tail.trim())
-        };
-        match status.code() {
-            Some(0) => {
-                work.body = String::from_utf8(out).map_err(|e| {
-                    StepError::Permanent(format!(
-                        "{} wrote invalid UTF-8 at byte {}",
-                        cfg.program,
-                        e.utf8_error().valid_up_to()
-                    ))
-                })?;
-                work.transformed = true;
-                Ok(())
-            }
-            Some(EXIT_TEMPFAIL) => Err(StepError::Transient(format!(
-                "{} exited {EXIT_TEMPFAIL} (temporary failure){stderr_note}",
-                cfg.program
-            ))),
-            Some(code) => Err(StepError::Permanent(format!(
-                "{} exited {code}{stderr_note}",
-                cfg.program
-            ))),
-            None => Err(StepError::Transient(format!(
-                "{} was killed by a signal{stderr_note}",
-                cfg.program
-            ))),
-        }
+        let body = judge(&cfg.program, status, out, &err_tail)?;
+        work.body = body;
+        work.transformed = true;
+        Ok(())
+    }
+}
+
+/// What the program's exit means: its output as the new body (exit 0), or the failure,
+/// with the tail of its stderr.
+fn judge(
+    program: &str,
+    status: std::process::ExitStatus,
+    out: Vec<u8>,
+    err_tail: &str,
+) -> Result<String, StepError> {
+    let stderr_note = if err_tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", err_tail.trim())
+    };
+    match status.code() {
+        Some(0) => String::from_utf8(out).map_err(|e| {
+            StepError::Permanent(format!(
+                "{program} wrote invalid UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            ))
+        }),
+        Some(EXIT_TEMPFAIL) => Err(StepError::Transient(format!(
+            "{program} exited {EXIT_TEMPFAIL} (temporary failure){stderr_note}"
+        ))),
+        Some(code) => Err(StepError::Permanent(format!(
+            "{program} exited {code}{stderr_note}"
+        ))),
+        None => Err(StepError::Transient(format!(
+            "{program} was killed by a signal{stderr_note}"
+        ))),
     }
 }
 

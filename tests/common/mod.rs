@@ -696,3 +696,15 @@ impl EventLog {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+/// (state, attempts, last_error or "") of a version.
+pub async fn outcome(c: &Client, id: i64) -> (String, i32, String) {
+    let r = c
+        .query_one(
+            "select state::text, attempts, coalesce(last_error, '') from postpub.versions where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("version {id}: {e}"));
+    (r.get(0), r.get(1), r.get(2))
+}
