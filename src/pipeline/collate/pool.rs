@@ -8,9 +8,13 @@
 //! recipe and body would do the same again. A process that cannot be started is a
 //! transient failure (the binary being replaced, no free memory for a new process).
 //!
-//! The pool holds no lock while a bake runs; idle processes wait in a list. There are at
-//! most as many processes as bakes at once (`worker.concurrency`). Dropping the pool, or a
-//! bake's future (lease lost, shutdown), kills the processes involved.
+//! The pool holds no lock while a bake runs; idle processes wait in a list. Bakes are
+//! CPU-bound, so at most as many run at once as the machine has CPUs (more would not
+//! finish sooner): the memory all bakes may take is bounded by CPUs ×
+//! `pipeline.collate.max_memory_bytes`, whatever `worker.concurrency` is; other versions
+//! wait for a turn (their leases are renewed meanwhile, and the timeout starts with the
+//! bake). Dropping the pool, or a bake's future (lease lost, shutdown), kills the
+//! processes involved.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -41,15 +45,19 @@ pub(super) struct BakePool {
     program: PathBuf,
     max_memory_bytes: u64,
     idle: Mutex<Vec<BakeProcess>>,
+    /// One permit per bake that may run at once.
+    turns: tokio::sync::Semaphore,
 }
 
 impl BakePool {
     /// A pool of `program bake-server` processes; none is started before the first bake.
     pub(super) fn new(program: PathBuf, max_memory_bytes: u64) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             program,
             max_memory_bytes,
             idle: Mutex::new(Vec::new()),
+            turns: tokio::sync::Semaphore::new(cpus),
         }
     }
 
@@ -61,6 +69,12 @@ impl BakePool {
         body: &str,
         cfg: &CollateConfig,
     ) -> Result<Baked, StepError> {
+        // Never closed, so acquiring cannot fail.
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| StepError::Transient("the bake pool is closed".to_owned()))?;
         let mut process = match self.take_idle() {
             Some(p) => p,
             None => self.start().await?,
