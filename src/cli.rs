@@ -61,6 +61,9 @@ pub enum Command {
     /// harness; see `cluster::shared`).
     #[command(hide = true)]
     ClusterReaper(ReaperArgs),
+    /// Internal: a bake process of the daemon (requests on stdin, results on stdout).
+    #[command(hide = true)]
+    BakeServer(BakeServerArgs),
 }
 
 /// `cluster-reaper` options.
@@ -75,6 +78,14 @@ pub struct ReaperArgs {
     /// Otherwise stop after nobody has used it for this long.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
+}
+
+/// `bake-server` options (set by the daemon that starts it).
+#[derive(Debug, Args)]
+pub struct BakeServerArgs {
+    /// Address-space limit of this process (pipeline.collate.max_memory_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory_bytes: u64,
 }
 
 /// `status` options.
@@ -184,6 +195,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         log.level = "warn".to_owned();
     }
     logging::init(&log);
+    // The collate step runs its bakes in processes of this very binary.
+    match std::env::current_exe() {
+        Ok(me) => crate::pipeline::collate::set_bake_program(me),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program's path; bakes will run in the daemon process")
+        }
+    }
     match cli.command {
         Command::Migrate => migrate_cmd(&cfg).await,
         Command::Run => run_cmd(cfg, cli.config.clone(), cli.database_url.clone()).await,
@@ -198,6 +216,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bake(args) => bake_cmd(&args),
         Command::Bench(args) => bench::run(&cfg, &args).await,
         Command::ClusterReaper(args) => reaper_cmd(&args).await,
+        Command::BakeServer(args) => Ok(bake_server(&args)?),
     }
 }
 
@@ -217,6 +236,7 @@ async fn connect(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {
 async fn migrate_cmd(cfg: &Config) -> anyhow::Result<()> {
     let mut client = connect(cfg).await?;
     let report = migrate::migrate(&mut client).await?;
+    migrate::set_max_body_bytes(&client, cfg.pipeline.max_body_bytes).await?;
     if report.from == report.to {
         println!("schema postpub is up to date (version {})", report.to);
     } else {
@@ -325,6 +345,12 @@ async fn publish_cmd(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
     };
     println!("{id}");
     Ok(())
+}
+
+/// `postpub bake-server`: serves bakes on stdin/stdout until stdin closes. `main` calls it
+/// before starting the async runtime, whose threads would take from the memory limit.
+pub fn bake_server(args: &BakeServerArgs) -> anyhow::Result<()> {
+    crate::pipeline::collate::serve(args.max_memory_bytes).context("bake server")
 }
 
 fn bake_cmd(args: &BakeArgs) -> anyhow::Result<()> {

@@ -96,6 +96,42 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Checks the section: a URL the driver cannot read is a usage error (exit 2), not an
+    /// unreachable database (exit 1); the message never shows a password.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, problem: String| Err(ConfigError::Value { key, problem });
+        if self.pool_size < 2 {
+            return bad(
+                "database.pool_size",
+                "must be at least 2 (claiming and finishing run side by side)".to_owned(),
+            );
+        }
+        if self.url.trim().is_empty() {
+            return bad("database.url", "must not be empty".to_owned());
+        }
+        for (key, url) in [
+            ("database.url", self.url.as_str()),
+            ("database.listen_url", self.listen_url.as_str()),
+        ] {
+            if key == "database.listen_url" && url.trim().is_empty() {
+                continue;
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                let cause = std::error::Error::source(&e)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                return bad(
+                    key,
+                    format!(
+                        "is not a PostgreSQL connection URL ({e}{cause}): {}",
+                        redact(url)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The URL the LISTEN connection uses.
     pub fn listen_url(&self) -> &str {
         if self.listen_url.trim().is_empty() {
@@ -235,9 +271,13 @@ pub struct CollateConfig {
     /// Accept what cnx-easybake tolerates (unknown properties become warnings) instead
     /// of refusing the recipe. For existing easybake recipes.
     pub compat: bool,
-    /// A bake taking longer than this fails (permanently: it would again).
+    /// A bake taking longer than this fails (permanently: it would again); the bake
+    /// process running it is killed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Address space of each bake process (`RLIMIT_AS`). A bake that needs more fails
+    /// alone, with a message naming this key; the daemon and other bakes go on.
+    pub max_memory_bytes: u64,
 }
 
 impl Default for CollateConfig {
@@ -245,6 +285,7 @@ impl Default for CollateConfig {
         Self {
             compat: false,
             timeout: Duration::from_secs(120),
+            max_memory_bytes: 1 << 30,
         }
     }
 }
@@ -523,18 +564,13 @@ impl Config {
                 problem: problem.into(),
             })
         }
+        self.validate_durations()?;
         let w = &self.worker;
         if w.concurrency == 0 {
             return bad("worker.concurrency", "must be at least 1");
         }
         if !(1..=1000).contains(&w.batch_size) {
             return bad("worker.batch_size", "must be between 1 and 1000");
-        }
-        if w.lease < Duration::from_secs(1) {
-            return bad("worker.lease", "must be at least 1s");
-        }
-        if w.poll_interval < Duration::from_millis(10) {
-            return bad("worker.poll_interval", "must be at least 10ms");
         }
         if w.max_attempts == 0 {
             return bad("worker.max_attempts", "must be at least 1");
@@ -545,15 +581,7 @@ impl Config {
                 "must not exceed worker.backoff.max",
             );
         }
-        if self.database.pool_size < 2 {
-            return bad(
-                "database.pool_size",
-                "must be at least 2 (claiming and finishing run side by side)",
-            );
-        }
-        if self.database.url.trim().is_empty() {
-            return bad("database.url", "must not be empty");
-        }
+        self.database.validate()?;
         for step in &self.pipeline.steps {
             if !STEP_NAMES.contains(&step.as_str()) {
                 return bad(
@@ -572,11 +600,11 @@ impl Config {
                 "must be set when the `command` step is listed in pipeline.steps",
             );
         }
-        if self.pipeline.collate.timeout.is_zero() {
-            return bad("pipeline.collate.timeout", "must be more than 0s");
-        }
-        if self.pipeline.command.timeout.is_zero() {
-            return bad("pipeline.command.timeout", "must be more than 0s");
+        if self.pipeline.collate.max_memory_bytes < MIN_BAKE_MEMORY_BYTES {
+            return bad(
+                "pipeline.collate.max_memory_bytes",
+                format!("must be at least {MIN_BAKE_MEMORY_BYTES} (64 MiB: the bake process itself needs some)"),
+            );
         }
         if let Err(e) = crate::logging::check_level(&self.log.level) {
             return bad("log.level", format!("is not a valid filter: {e}"));
@@ -596,6 +624,66 @@ impl Config {
         self.validate_outbox()
     }
 
+    /// Bounds every duration key. A duration must fit what it is used for: PostgreSQL
+    /// intervals (leases, retry delays, retention) and tokio timers take far less than a
+    /// `u64` of seconds, and `lease = "200000000years"` would start and then fail every
+    /// claim. The maxima are generous for what each key does, and far inside both.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let (w, p, o) = (&self.worker, &self.pipeline, &self.outbox);
+        let zero = Duration::ZERO;
+        let ms = Duration::from_millis;
+        for (key, value, min, max) in [
+            (
+                "database.connect_timeout",
+                self.database.connect_timeout,
+                ms(1),
+                HOUR,
+            ),
+            ("worker.lease", w.lease, SECOND, DAY),
+            ("worker.poll_interval", w.poll_interval, ms(10), DAY),
+            (
+                "worker.backoff.initial",
+                w.backoff.initial,
+                zero,
+                MAX_BACKOFF,
+            ),
+            ("worker.backoff.max", w.backoff.max, zero, MAX_BACKOFF),
+            ("worker.shutdown_timeout", w.shutdown_timeout, zero, DAY),
+            ("pipeline.command.timeout", p.command.timeout, ms(1), DAY),
+            ("pipeline.collate.timeout", p.collate.timeout, ms(1), DAY),
+            ("outbox.retention", o.retention, SECOND, MAX_RETENTION),
+            (
+                "outbox.backoff.initial",
+                o.backoff.initial,
+                ms(1),
+                MAX_BACKOFF,
+            ),
+            ("outbox.backoff.max", o.backoff.max, ms(1), MAX_BACKOFF),
+        ] {
+            if let Some(problem) = out_of_bounds(value, min, max) {
+                return Err(ConfigError::Value { key, problem });
+            }
+        }
+        for (i, sink) in o.sinks.iter().enumerate() {
+            let keys: &[(&str, Duration, Duration, Duration)] = match sink {
+                SinkConfig::Nats(n) => &[
+                    ("duplicate_window", n.duplicate_window, zero, MAX_BACKOFF),
+                    ("ack_timeout", n.ack_timeout, ms(1), HOUR),
+                ],
+                SinkConfig::Webhook(h) => &[("timeout", h.timeout, ms(1), HOUR)],
+            };
+            for &(key, value, min, max) in keys {
+                if let Some(problem) = out_of_bounds(value, min, max) {
+                    return Err(ConfigError::Sink {
+                        key: format!("outbox.sinks[{i}].{key}"),
+                        problem,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks `[outbox]` and every `[[outbox.sinks]]` table; messages name the sink by index.
     fn validate_outbox(&self) -> Result<(), ConfigError> {
         fn bad(key: String, problem: impl Into<String>) -> Result<(), ConfigError> {
@@ -613,9 +701,6 @@ impl Config {
                 "outbox.backoff.initial".into(),
                 "must be more than 0s and not exceed outbox.backoff.max",
             );
-        }
-        if o.retention.is_zero() {
-            return bad("outbox.retention".into(), "must be more than 0s");
         }
         let names = o.sink_names();
         for (i, (sink, name)) in o.sinks.iter().zip(&names).enumerate() {
@@ -671,9 +756,6 @@ impl Config {
                             key("subject"),
                             "must start with a literal token (like \"postpub.\") when create_stream is true, so the stream's subjects can be derived from it",
                         );
-                    }
-                    if n.ack_timeout.is_zero() {
-                        return bad(key("ack_timeout"), "must be more than 0s");
                     }
                     if n.credentials_file.is_some() && n.nkey_seed_file.is_some() {
                         return bad(
@@ -749,9 +831,6 @@ impl Config {
                             "must not be empty (leave it out to send unsigned requests)",
                         );
                     }
-                    if w.timeout.is_zero() {
-                        return bad(key("timeout"), "must be more than 0s");
-                    }
                     if !(1..=1000).contains(&w.concurrency) {
                         return bad(key("concurrency"), "must be between 1 and 1000");
                     }
@@ -759,6 +838,64 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Longest retry delay or duplicate window: 30 days.
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest outbox retention: 10 years of 365 days.
+const MAX_RETENTION: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// Smallest `pipeline.collate.max_memory_bytes`: the bake process maps its own binary and
+/// libraries before it bakes anything.
+pub const MIN_BAKE_MEMORY_BYTES: u64 = 64 << 20;
+
+/// Why `value` is outside `min..=max`, as the end of a message naming its key.
+fn out_of_bounds(value: Duration, min: Duration, max: Duration) -> Option<String> {
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if value > max {
+        Some(format!(
+            "must be at most {}, not {}",
+            show(max),
+            show(value)
+        ))
+    } else if value < min {
+        Some(if min == Duration::from_millis(1) {
+            "must be more than 0s".to_owned()
+        } else {
+            format!("must be at least {}, not {}", show(min), show(value))
+        })
+    } else {
+        None
+    }
+}
+
+/// A database URL (or `key=value` connection string) with any password replaced, for
+/// messages and logs.
+pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        // key=value form: hide the value of `password` (quoted or not) and what follows.
+        return match url.find("password") {
+            Some(at) => format!("{}password=***", &url[..at]),
+            None => url.to_owned(),
+        };
+    }
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -887,6 +1024,74 @@ mod tests {
             let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn durations_beyond_reason_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("[worker]\nlease = \"200000000years\"\n", "worker.lease must be at most 1day"),
+            ("[worker]\npoll_interval = \"400days\"\n", "worker.poll_interval"),
+            ("[worker]\nshutdown_timeout = \"2days\"\n", "worker.shutdown_timeout"),
+            (
+                "[worker]\nbackoff = { initial = \"1s\", max = \"5000years\" }\n",
+                "worker.backoff.max",
+            ),
+            (
+                "[worker]\nbackoff = { initial = \"100years\", max = \"200years\" }\n",
+                "worker.backoff.initial",
+            ),
+            ("[database]\nconnect_timeout = \"1year\"\n", "database.connect_timeout"),
+            ("[pipeline.collate]\ntimeout = \"0s\"\n", "pipeline.collate.timeout must be more than 0s"),
+            ("[pipeline.command]\ntimeout = \"90days\"\n", "pipeline.command.timeout"),
+            ("[outbox]\nretention = \"20000days\"\n", "outbox.retention"),
+            (
+                "[outbox]\nbackoff = { initial = \"1s\", max = \"1000years\" }\n",
+                "outbox.backoff.max",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\ntimeout = \"3days\"\n",
+                "outbox.sinks[0].timeout",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nduplicate_window = \"1000years\"\n",
+                "outbox.sinks[0].duplicate_window",
+            ),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
+            let msg = err.to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+        // The bounds themselves are accepted.
+        let f = write(
+            "[worker]\nlease = \"1day\"\nbackoff = { initial = \"30days\", max = \"30days\" }\n[outbox]\nretention = \"3650days\"\n",
+        );
+        Config::load(Some(&f.0), env(&[]), None).expect("bounds are inclusive");
+    }
+
+    #[test]
+    fn a_malformed_database_url_is_a_configuration_error_without_the_password() {
+        for url in [
+            "garbage",
+            "postgres://u:secret@h:notaport/db",
+            "postgres://h/db?sslmode=bogus",
+            "host=h password=secret port=notaport",
+            "host=h password='se cret' bogus",
+        ] {
+            let err = Config::load(None, env(&[]), Some(url)).expect_err(url);
+            let msg = err.to_string();
+            assert!(msg.contains("database.url"), "{url}: {msg}");
+            assert!(!msg.contains("secret"), "{url}: {msg}");
+        }
+        let err = Config::load(
+            None,
+            env(&[("POSTPUB__DATABASE__LISTEN_URL", "nonsense")]),
+            None,
+        )
+        .expect_err("listen_url");
+        assert!(err.to_string().contains("database.listen_url"), "{err}");
+        Config::load(None, env(&[]), Some("host=/tmp dbname=x")).expect("key=value form");
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub async fn run_with_reload(
     {
         let client = db::get(&pool, &target).await?;
         migrate::check(&client).await?;
+        // Not fatal: a database that refuses writes now (read-only for a while) is retried
+        // like any other; publish() keeps the previous limit meanwhile.
+        if let Err(e) = migrate::set_max_body_bytes(&**client, cfg.pipeline.max_body_bytes).await {
+            tracing::warn!(error = %e, "could not store pipeline.max_body_bytes for postpub.publish");
+        }
     }
     let http_listener = match cfg.http.listen.trim() {
         "" => None,
@@ -118,7 +123,8 @@ pub async fn run_with_reload(
     let actor = actor_id();
     let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
     let wakeups = Wakeups::default();
-    let (listening_tx, mut listening) = watch::channel(false);
+    let (listening_tx, listening) = watch::channel(false);
+    let (claiming_tx, claiming) = watch::channel(true);
     let relay = Relay::from_config(
         &cfg,
         pool.clone(),
@@ -147,10 +153,12 @@ pub async fn run_with_reload(
             ..cfg.database.clone()
         };
         let (http_pool, _) = db::pool(&http_db)?;
+        let (stream_pool, _) = db::pool_with(&cfg.database, http::STREAMS, None)?;
         edge.spawn(
             HttpServer::new(
                 listener,
                 http_pool,
+                stream_pool,
                 target.clone(),
                 ready.subscribe(),
                 metrics,
@@ -180,6 +188,7 @@ pub async fn run_with_reload(
             config: config_rx.clone(),
             wake: wakeups.versions.clone(),
             events: events.clone(),
+            claiming: claiming_tx,
         }
         .run(shutdown.soft.clone(), shutdown.hard.clone()),
     );
@@ -195,21 +204,7 @@ pub async fn run_with_reload(
         "postpub started"
     );
 
-    // Ready follows the LISTEN connection (the listener checks the database with it).
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.soft.cancelled() => break,
-            r = listening.changed() => {
-                if r.is_err() {
-                    shutdown.soft.cancelled().await;
-                    break;
-                }
-                let up = *listening.borrow_and_update();
-                ready.send_replace(up);
-            }
-        }
-    }
+    follow_readiness(listening, claiming, &ready, &shutdown.soft).await;
     ready.send_replace(false);
     tracker.close();
     tracker.wait().await;
@@ -225,6 +220,28 @@ pub async fn run_with_reload(
     claim_pool.close();
     tracing::info!("postpub stopped");
     Ok(())
+}
+
+/// Ready while the LISTEN connection is up (the listener checks the database with it)
+/// and claims succeed (a read-only database answers LISTEN and `select 1`, not claims),
+/// until `stop`.
+async fn follow_readiness(
+    mut listening: watch::Receiver<bool>,
+    mut claiming: watch::Receiver<bool>,
+    ready: &watch::Sender<bool>,
+    stop: &CancellationToken,
+) {
+    let mut open = (true, true);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = listening.changed(), if open.0 => if r.is_err() { open.0 = false },
+            r = claiming.changed(), if open.1 => if r.is_err() { open.1 = false },
+        }
+        let up = *listening.borrow_and_update() && *claiming.borrow_and_update();
+        ready.send_replace(up);
+    }
 }
 
 /// Applies configuration reloads: `log.level`, `[worker]`, `[pipeline]` (and what other

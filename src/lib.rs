@@ -12,7 +12,8 @@
 //! - [`listener`] — the dedicated LISTEN connection: reconnect, re-LISTEN, wake-ups.
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
-//! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
+//! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `collate`,
+//!   `command`); [`pipeline::collate`] bakes in bake processes (`postpub bake-server`).
 //! - [`outbox`]   — the relay: delivers outbox events in per-document order to the
 //!   configured sinks ([`outbox::nats`] JetStream, [`outbox::webhook`] HTTP), retries,
 //!   parks, deletes delivered events after retention.

@@ -4,12 +4,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use postpub::cli::{self, Cli};
+use postpub::cli::{self, Cli, Command};
 use postpub::config::ConfigError;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
     let cli = Cli::parse();
+    if let Command::BakeServer(args) = &cli.command {
+        // A bake process of the daemon: single-threaded, no runtime.
+        return match cli::bake_server(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e));
+                ExitCode::from(1)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

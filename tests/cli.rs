@@ -42,8 +42,11 @@ fn an_unreachable_database_is_exit_1_naming_the_address() {
 
 #[test]
 fn a_malformed_database_url_is_named() {
-    let o = run(&["status", "--database-url", "postgres://u@h:port/x"]);
-    assert_clear_failure(&o, 1, "invalid database URL");
+    // A URL the driver cannot read is a usage error (2), not an unreachable database (1).
+    for url in ["postgres://u@h:port/x", "garbage"] {
+        let o = run(&["status", "--database-url", url]);
+        assert_clear_failure(&o, 2, "database.url is not a PostgreSQL connection URL");
+    }
 }
 
 #[tokio::test]

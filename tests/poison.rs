@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::outcome as row;
 use common::process::{self, Proc};
 use common::{assert_settled, wait_until, Script, TestDb};
 use tokio_postgres::Client;
@@ -23,17 +24,6 @@ printf '%s' "$body""#;
 
 const MAX_OUTPUT_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
-
-async fn row(c: &Client, id: i64) -> (String, i32, String) {
-    let r = c
-        .query_one(
-            "select state::text, attempts, coalesce(last_error, '') from postpub.versions where id = $1",
-            &[&id],
-        )
-        .await
-        .expect("row");
-    (r.get(0), r.get(1), r.get(2))
-}
 
 async fn versions_and_documents(c: &Client) -> (i64, i64) {
     let r = c

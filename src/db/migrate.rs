@@ -5,7 +5,7 @@
 //! so two `migrate` processes started at the same moment serialise: the second finds the
 //! work done. Each migration's row goes into `postpub.migrations` before its SQL runs.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::Error;
 
@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "outbox",
         sql: include_str!("../../sql/0005_outbox.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "input_limits",
+        sql: include_str!("../../sql/0006_input_limits.sql"),
     },
 ];
 
@@ -141,6 +146,18 @@ pub async fn migrate(client: &mut Client) -> Result<Report, Error> {
         from,
         to: latest().max(from),
     })
+}
+
+/// Stores `pipeline.max_body_bytes` in the database, where `postpub.publish` checks the
+/// versions published without a recipe (they never reach a daemon). `migrate` and `run`
+/// call it; with several daemons, the last one started sets the limit.
+pub async fn set_max_body_bytes(client: &impl GenericClient, bytes: u64) -> Result<(), Error> {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    client
+        .execute(super::sql::SET_MAX_BODY_BYTES, &[&bytes])
+        .await
+        .map_err(Error::query("storing pipeline.max_body_bytes"))?;
+    Ok(())
 }
 
 /// The schema version of the database (0 when postpub was never migrated there).

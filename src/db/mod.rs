@@ -10,7 +10,9 @@ pub mod sql;
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
@@ -72,6 +74,35 @@ impl Error {
         move |error| Error::Query {
             what: Cow::Borrowed(what),
             error,
+        }
+    }
+
+    /// The SQLSTATE of a statement the server refused.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Query { error, .. } => error.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure is the session's rather than the statement's: the connection
+    /// was lost or shut down by an administrator, or the session cannot write (read-only:
+    /// `default_transaction_read_only`, a standby after a failover). Retrying on the same
+    /// session cannot help; a new one picks up the server's current settings.
+    pub fn is_session_state(&self) -> bool {
+        let Error::Query { error, .. } = self else {
+            return false;
+        };
+        match error.code() {
+            // No SQLSTATE: I/O, a closed connection, a timeout.
+            None => true,
+            Some(code) => {
+                let c = code.code();
+                c.starts_with("08") // connection exception
+                    || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                    || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                    || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+            }
         }
     }
 
@@ -173,24 +204,7 @@ pub fn target(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// The URL with any password replaced, for error messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact;
 
 /// The same server and credentials with another database name, as a key=value
 /// connection string (the demo, the bench and tests create their own databases).
@@ -227,6 +241,39 @@ pub fn url_with_database(url: &str, dbname: &str) -> Result<String, Error> {
     Ok(parts.join(" "))
 }
 
+/// Pooled sessions opened up to this moment (nanoseconds after [`clock_base`]) are
+/// closed instead of reused; 0 = none. Process-wide: a session-state failure on one
+/// connection says the server changed under all of them (a failover, a database made
+/// read-only), and a needless reconnect costs milliseconds.
+static RETIRED_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
+
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn nanos_since_base(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(clock_base()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// After a session-state failure ([`Error::is_session_state`]): every pooled connection
+/// opened until now is closed when it would next be handed out, so new sessions pick up
+/// the server's current settings (`alter database … set default_transaction_read_only`
+/// only reaches sessions opened after it). Returns whether it retired anything.
+pub fn retire_sessions_after(e: &Error) -> bool {
+    if !e.is_session_state() {
+        return false;
+    }
+    RETIRED_UNTIL_NS.fetch_max(nanos_since_base(Instant::now()).max(1), Ordering::SeqCst);
+    true
+}
+
+/// Whether a pooled connection with these metrics was opened before the last retirement.
+fn retired(metrics: &deadpool_postgres::Metrics) -> bool {
+    let until = RETIRED_UNTIL_NS.load(Ordering::SeqCst);
+    until > 0 && nanos_since_base(metrics.created) <= until
+}
+
 /// The work pool. Connections are opened lazily; a dead one is replaced on next use.
 pub fn pool(cfg: &DatabaseConfig) -> Result<(Pool, String), Error> {
     pool_with(cfg, cfg.pool_size, None)
@@ -253,11 +300,21 @@ pub fn pool_with(
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    clock_base();
     let mut builder = Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .create_timeout(Some(cfg.connect_timeout))
-        .wait_timeout(Some(cfg.connect_timeout * 6));
+        .wait_timeout(Some(cfg.connect_timeout * 6))
+        .pre_recycle(deadpool_postgres::Hook::sync_fn(|_, metrics| {
+            if retired(metrics) {
+                Err(deadpool_postgres::HookError::message(
+                    "opened before a session-state failure",
+                ))
+            } else {
+                Ok(())
+            }
+        }));
     if let Some(sql) = session_sql {
         builder = builder.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
             Box::pin(async move {

@@ -42,3 +42,7 @@ pub const CLAIM_EVENTS: &str = include_str!("../../sql/queries/claim_events.sql"
 pub const RECORD_DELIVERIES: &str = include_str!("../../sql/queries/record_deliveries.sql");
 /// See `sql/queries/purge_delivered.sql`.
 pub const PURGE_DELIVERED: &str = include_str!("../../sql/queries/purge_delivered.sql");
+/// See `sql/queries/set_max_body_bytes.sql`.
+pub const SET_MAX_BODY_BYTES: &str = include_str!("../../sql/queries/set_max_body_bytes.sql");
+/// See `sql/queries/document_chunks.sql`.
+pub const DOCUMENT_CHUNKS: &str = include_str!("../../sql/queries/document_chunks.sql");

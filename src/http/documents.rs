@@ -10,20 +10,40 @@
 //! Document names may contain `/` (`physics/chapter-1`), written as is or
 //! percent-encoded. The path is split on the raw (still encoded) text: a trailing
 //! `/versions/{digits}` selects a version, so a document whose own name ends like that
-//! is reached by encoding its slashes (`a%2Fversions%2F3`).
+//! is reached by encoding its slashes (`a%2Fversions%2F3`). A name no document can have
+//! (not UTF-8, a NUL, longer than `postpub.publish` accepts) is simply not found: 404,
+//! without asking the database.
+//!
+//! Content up to `INLINE_BYTES` comes with the first query; larger content is streamed
+//! from the database in chunks (`CHUNK_BYTES`, `sql/queries/document_chunks.sql`), so a
+//! read holds a chunk in memory, not the document.
 
+use std::pin::Pin;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use percent_encoding::percent_decode_str;
+use tokio_postgres::types::ToSql;
 
 use super::{error, AppState};
 use crate::db::{self, sql};
 
-/// How long a request waits for the database before answering 503.
+/// How long a request waits for the database before answering 503 (and a stream for its
+/// next chunk before it is cut off).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest content sent from the first query; larger content is streamed.
+pub(crate) const INLINE_BYTES: i64 = 1 << 20;
+
+/// Bytes per streamed chunk.
+pub(crate) const CHUNK_BYTES: i32 = 256 << 10;
+
+/// Longest document name `postpub.publish` accepts (`sql/0006_input_limits.sql`).
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 1024;
 
 /// Where the API lives.
 pub(crate) const PREFIX: &str = "/documents/";
@@ -35,8 +55,17 @@ struct Target {
     version: Option<i64>,
 }
 
+/// Why a path names no document.
+#[derive(Debug, PartialEq, Eq)]
+enum BadPath {
+    /// Nothing after the prefix (400).
+    Empty,
+    /// A name no document can have (404).
+    NoSuchName(&'static str),
+}
+
 /// Splits a raw request path into the document and the optional version number.
-fn parse(path: &str) -> Result<Target, String> {
+fn parse(path: &str) -> Result<Target, BadPath> {
     let raw = path.strip_prefix(PREFIX).unwrap_or("");
     let (doc, version) = match raw.rsplit_once("/versions/") {
         Some((doc, n))
@@ -49,10 +78,16 @@ fn parse(path: &str) -> Result<Target, String> {
     };
     let document = percent_decode_str(doc)
         .decode_utf8()
-        .map_err(|_| "the document name is not UTF-8 once percent-decoded".to_owned())?
+        .map_err(|_| BadPath::NoSuchName("is not UTF-8 once percent-decoded"))?
         .into_owned();
     if document.is_empty() {
-        return Err("no document name after /documents/".to_owned());
+        return Err(BadPath::Empty);
+    }
+    if document.contains('\0') {
+        return Err(BadPath::NoSuchName("contains a NUL character"));
+    }
+    if document.len() > MAX_DOCUMENT_BYTES {
+        return Err(BadPath::NoSuchName("is longer than 1024 bytes"));
     }
     Ok(Target { document, version })
 }
@@ -86,7 +121,12 @@ struct Current {
     id: i64,
     version: i32,
     is_tombstone: bool,
+    /// The content, when it is to be sent and small enough to come inline.
     content: Option<String>,
+    /// Its size, when it is to be sent.
+    bytes: Option<i64>,
+    /// A tombstone that deleted a published document (410; else 404).
+    was_live: bool,
 }
 
 async fn current(
@@ -101,7 +141,7 @@ async fn current(
         .await
         .map_err(db::Error::query("preparing the document query"))?;
     let row = client
-        .query_opt(&stmt, &[&document, &have, &version])
+        .query_opt(&stmt, &[&document, &have, &version, &INLINE_BYTES])
         .await
         .map_err(db::Error::query("reading the current version"))?;
     Ok(row.map(|r| Current {
@@ -109,6 +149,8 @@ async fn current(
         version: r.get(1),
         is_tombstone: r.get(2),
         content: r.get(3),
+        bytes: r.get(4),
+        was_live: r.get(5),
     }))
 }
 
@@ -120,7 +162,18 @@ pub(crate) async fn handler(
 ) -> Response {
     let target = match parse(uri.path()) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(BadPath::Empty) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "no document name after /documents/",
+            )
+        }
+        Err(BadPath::NoSuchName(why)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no document has such a name: it {why}"),
+            )
+        }
     };
     let (have, any) = if_none_match(&headers);
     let doc = &target.document;
@@ -131,44 +184,18 @@ pub(crate) async fn handler(
     .await
     {
         Ok(Ok(found)) => found,
+        // A name the database cannot compare (an encoding it refuses): no such document.
+        Ok(Err(e)) if e.sqlstate().is_some_and(|c| c.starts_with("22")) => None,
         Ok(Err(e)) => {
             tracing::warn!(document = %doc, error = %e, "runtime API: database error");
-            return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            return unavailable(&state);
         }
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "the database at {} did not answer within {}",
-                    state.target,
-                    humantime::format_duration(QUERY_TIMEOUT)
-                ),
-            )
-        }
+        Err(_) => return unavailable(&state),
     };
-    let Some(cur) = found else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("document {doc:?} has no published version"),
-        );
+    let cur = match servable(doc, found, target.version) {
+        Ok(cur) => cur,
+        Err((status, why)) => return error(status, &why),
     };
-    if cur.is_tombstone {
-        return error(
-            StatusCode::GONE,
-            &format!("document {doc:?} was deleted (version {})", cur.version),
-        );
-    }
-    if let Some(n) = target.version {
-        if i64::from(cur.version) != n {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "version {n} of document {doc:?} is not current (version {} is)",
-                    cur.version
-                ),
-            );
-        }
-    }
     let etag = format!("\"{}\"", cur.id);
     let mut headers = HeaderMap::new();
     // Built from digits and quotes only.
@@ -184,7 +211,158 @@ pub(crate) async fn handler(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    (StatusCode::OK, headers, cur.content.unwrap_or_default()).into_response()
+    let body = match (cur.content, cur.bytes) {
+        (Some(content), _) => Body::from(content),
+        (None, Some(bytes)) => {
+            match tokio::time::timeout(QUERY_TIMEOUT, stream(&state, cur.id, bytes)).await {
+                Ok(Ok(body)) => {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes));
+                    body
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(document = %doc, error = %e, "runtime API: database error");
+                    return unavailable(&state);
+                }
+                Err(_) => return unavailable(&state),
+            }
+        }
+        (None, None) => Body::empty(),
+    };
+    (StatusCode::OK, headers, body).into_response()
+}
+
+/// The current version when it may be served (for `version`, when given), else the
+/// answer: 404 never published (a deletion of a never-published document included) or
+/// another version asked for, 410 deleted.
+fn servable(
+    doc: &str,
+    found: Option<Current>,
+    version: Option<i64>,
+) -> Result<Current, (StatusCode, String)> {
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            format!("document {doc:?} has no published version"),
+        )
+    };
+    let Some(cur) = found else {
+        return Err(not_found());
+    };
+    if cur.is_tombstone {
+        if !cur.was_live {
+            return Err(not_found());
+        }
+        return Err((
+            StatusCode::GONE,
+            format!("document {doc:?} was deleted (version {})", cur.version),
+        ));
+    }
+    match version {
+        Some(n) if i64::from(cur.version) != n => Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "version {n} of document {doc:?} is not current (version {} is)",
+                cur.version
+            ),
+        )),
+        _ => Ok(cur),
+    }
+}
+
+/// 503 naming the database, never a statement's error text.
+fn unavailable(state: &AppState) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "the database at {} did not answer in time or failed; try again",
+            state.target
+        ),
+    )
+}
+
+/// Starts streaming the content of version `id` (`bytes` long) on a connection of the
+/// stream pool, which the body holds until it is sent.
+async fn stream(state: &AppState, id: i64, bytes: i64) -> Result<Body, db::Error> {
+    let client = db::get(&state.streams, &state.target).await?;
+    let stmt = client
+        .prepare_cached(sql::DOCUMENT_CHUNKS)
+        .await
+        .map_err(db::Error::query("preparing the document stream"))?;
+    let params: [&(dyn ToSql + Sync); 2] = [&id, &CHUNK_BYTES];
+    let rows = client
+        .query_raw(&stmt, params)
+        .await
+        .map_err(db::Error::query("streaming the document"))?;
+    let chunks = Chunks {
+        client: Some(client),
+        rows: Box::pin(rows),
+        next: 1,
+        end: bytes,
+    };
+    Ok(Body::from_stream(futures_util::stream::unfold(
+        chunks,
+        |mut c| async move {
+            let item = c.next().await?;
+            Some((item, c))
+        },
+    )))
+}
+
+/// A document streaming out of the database, chunk by chunk.
+struct Chunks {
+    /// The connection the rows come over; `None` once the stream is done.
+    client: Option<deadpool_postgres::Object>,
+    rows: Pin<Box<tokio_postgres::RowStream>>,
+    /// 1-based offset of the next chunk.
+    next: i64,
+    /// Size of the content.
+    end: i64,
+}
+
+impl Chunks {
+    /// The next chunk; `None` after the last one or after an error.
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        self.client.as_ref()?;
+        let row = match tokio::time::timeout(QUERY_TIMEOUT, self.rows.next()).await {
+            Ok(Some(Ok(row))) => row,
+            Ok(None) if self.next > self.end => {
+                // Complete: the connection goes back to the pool.
+                self.client = None;
+                return None;
+            }
+            Ok(None) => return Some(Err(self.fail("the content ended early"))),
+            Ok(Some(Err(e))) => return Some(Err(self.fail(&db::describe(&e)))),
+            Err(_) => return Some(Err(self.fail("the database stopped sending it"))),
+        };
+        let offset: i64 = row.get(0);
+        let chunk: &[u8] = row.get(1);
+        if offset != self.next || chunk.is_empty() {
+            return Some(Err(self.fail("its chunks came out of order")));
+        }
+        self.next += chunk.len() as i64;
+        Some(Ok(Bytes::copy_from_slice(chunk)))
+    }
+
+    /// Ends the stream with an error (the client sees a cut-off body, never a wrong one).
+    fn fail(&mut self, why: &str) -> std::io::Error {
+        tracing::warn!(error = why, "runtime API: streaming a document failed");
+        self.drop_connection();
+        std::io::Error::other(format!("streaming the document failed: {why}"))
+    }
+
+    /// A connection in the middle of a result is not reusable: it leaves the pool.
+    fn drop_connection(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        // The client went away mid-stream.
+        self.drop_connection();
+    }
 }
 
 #[cfg(test)]
@@ -229,8 +407,22 @@ mod tests {
             parse("/documents/a/versions/99999999999999999999"),
             Ok(t("a", Some(i64::MAX)))
         );
-        assert!(parse("/documents/").is_err());
-        assert!(parse("/documents/%FF").is_err());
+        assert_eq!(parse("/documents/"), Err(BadPath::Empty));
+    }
+
+    #[test]
+    fn names_no_document_can_have_are_not_found() {
+        for path in [
+            "/documents/%FF",
+            "/documents/a%00b",
+            "/documents/a%00b/versions/1",
+        ] {
+            assert!(matches!(parse(path), Err(BadPath::NoSuchName(_))), "{path}");
+        }
+        let long = format!("/documents/{}", "a".repeat(MAX_DOCUMENT_BYTES + 1));
+        assert!(matches!(parse(&long), Err(BadPath::NoSuchName(_))));
+        let longest = format!("/documents/{}", "a".repeat(MAX_DOCUMENT_BYTES));
+        assert!(parse(&longest).is_ok());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Liveness is only "the process answers": restarting a daemon because its database is
 //! down would not bring the database back. Readiness is "the daemon can work right now":
-//! its LISTEN connection is up (the listener checks it every poll interval), a pooled
-//! connection answers `select 1`, and it is not shutting down.
+//! its LISTEN connection is up (the listener checks it every poll interval), its last
+//! claim succeeded (a read-only database answers LISTEN and `select 1`, not claims), a
+//! pooled connection answers `select 1`, and it is not shutting down.
 
 use std::time::Duration;
 
@@ -27,7 +28,9 @@ pub(crate) async fn healthz() -> Response {
 /// `GET /readyz`: 200 when the database and the listener are fine, 503 otherwise.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if !*state.ready.borrow() {
-        return not_ready("the LISTEN connection is down or the daemon is stopping");
+        return not_ready(
+            "the LISTEN connection is down, claims are failing (see the log), or the daemon is stopping",
+        );
     }
     let ping = async {
         let client = db::get(&state.pool, &state.target).await?;

@@ -4,12 +4,16 @@
 //! * what is in the database, read at scrape time with one cheap query
 //!   (`sql/queries/metrics_backlog.sql`: backlog per state, oldest pending age, outbox
 //!   pending/parked), so several daemons on one database all report the same backlog.
+//!   One reading serves every scrape for `BACKLOG_TTL` (1 s), and only one scrape at a time
+//!   reads: hundreds of scrapers at once cost one query, not hundreds of waits for the
+//!   pool. A reading that cannot get a connection because the pool is busy says nothing
+//!   about the database: the previous figures (and `postpub_database_up`) stay.
 //!
 //! Every name starts with `postpub_`. The registry belongs to one daemon (not a process
 //! global), so several daemons in one test process do not mix their counts.
 
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -30,6 +34,9 @@ use crate::event::Event;
 
 /// How long a scrape waits for the database before reporting `postpub_database_up 0`.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one backlog reading serves scrapes.
+pub(crate) const BACKLOG_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -75,6 +82,17 @@ pub struct Metrics {
     outbox_oldest: Gauge<f64, AtomicU64>,
     database_up: Gauge,
     ready: Gauge,
+    /// The last backlog reading; its lock makes scrapes read one at a time.
+    reading: tokio::sync::Mutex<Reading>,
+}
+
+/// What the last backlog reading found.
+#[derive(Default)]
+struct Reading {
+    /// When it was taken (`None`: never).
+    at: Option<Instant>,
+    /// The figures, while the database answers.
+    backlog: Option<Backlog>,
 }
 
 impl Default for Metrics {
@@ -188,6 +206,7 @@ impl Metrics {
             outbox_oldest,
             database_up,
             ready,
+            reading: tokio::sync::Mutex::new(Reading::default()),
         }
     }
 
@@ -235,34 +254,28 @@ impl Metrics {
         }
     }
 
-    /// Reads the database gauges, then renders everything.
+    /// Reads the database gauges (at most every [`BACKLOG_TTL`]), then renders everything.
     pub(crate) async fn render(&self, state: &AppState) -> String {
         self.ready.set(i64::from(*state.ready.borrow()));
-        match tokio::time::timeout(SCRAPE_TIMEOUT, backlog(state)).await {
-            Ok(Ok(b)) => {
-                self.database_up.set(1);
-                for (name, n) in [
-                    (VersionState::PostPublication, b.pending),
-                    (VersionState::Processing, b.processing),
-                    (VersionState::Errored, b.errored),
-                ] {
-                    self.backlog
-                        .get_or_create(&StateLabels {
-                            state: name.as_str(),
-                        })
-                        .set(n);
+        {
+            let mut reading = self.reading.lock().await;
+            let fresh = reading.at.is_some_and(|at| at.elapsed() < BACKLOG_TTL);
+            if !fresh {
+                match read_backlog(state).await {
+                    Read::Ok(b) => reading.backlog = Some(b),
+                    Read::Down(reason) => {
+                        tracing::warn!(error = %reason, "metrics: cannot read the backlog");
+                        reading.backlog = None;
+                    }
+                    Read::Busy => {
+                        tracing::debug!(
+                            "metrics: every connection busy; keeping the last backlog reading"
+                        );
+                    }
                 }
-                self.oldest_pending.set(b.oldest_pending_s);
-                self.outbox
-                    .get_or_create(&StateLabels { state: "pending" })
-                    .set(b.outbox_pending);
-                self.outbox
-                    .get_or_create(&StateLabels { state: "parked" })
-                    .set(b.outbox_parked);
-                self.outbox_oldest.set(b.outbox_oldest_s);
+                reading.at = Some(Instant::now());
             }
-            Ok(Err(e)) => self.database_down(&e.to_string()),
-            Err(_) => self.database_down("no answer within the scrape timeout"),
+            self.show(reading.backlog.as_ref());
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -270,15 +283,70 @@ impl Metrics {
         out
     }
 
-    /// Stale database numbers would look current: drop them until the next good scrape.
-    fn database_down(&self, reason: &str) {
-        tracing::warn!(error = reason, "metrics: cannot read the backlog");
-        self.database_up.set(0);
-        self.backlog.clear();
-        self.outbox.clear();
+    /// Sets the database gauges from a reading; stale numbers would look current, so
+    /// none are shown while the database is down.
+    fn show(&self, backlog: Option<&Backlog>) {
+        let Some(b) = backlog else {
+            self.database_up.set(0);
+            self.backlog.clear();
+            self.outbox.clear();
+            return;
+        };
+        self.database_up.set(1);
+        for (name, n) in [
+            (VersionState::PostPublication, b.pending),
+            (VersionState::Processing, b.processing),
+            (VersionState::Errored, b.errored),
+        ] {
+            self.backlog
+                .get_or_create(&StateLabels {
+                    state: name.as_str(),
+                })
+                .set(n);
+        }
+        self.oldest_pending.set(b.oldest_pending_s);
+        self.outbox
+            .get_or_create(&StateLabels { state: "pending" })
+            .set(b.outbox_pending);
+        self.outbox
+            .get_or_create(&StateLabels { state: "parked" })
+            .set(b.outbox_parked);
+        self.outbox_oldest.set(b.outbox_oldest_s);
     }
 }
 
+/// One attempt at reading the backlog.
+enum Read {
+    Ok(Backlog),
+    /// The database failed or did not answer.
+    Down(String),
+    /// No connection was free in time: the pool is busy with requests, which says
+    /// nothing about the database.
+    Busy,
+}
+
+async fn read_backlog(state: &AppState) -> Read {
+    let client =
+        match tokio::time::timeout(SCRAPE_TIMEOUT, db::get(&state.pool, &state.target)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Read::Down(e.to_string()),
+            Err(_) => {
+                let st = state.pool.status();
+                return if st.available == 0 && st.size >= st.max_size {
+                    Read::Busy
+                } else {
+                    Read::Down("no connection within the scrape timeout".to_owned())
+                };
+            }
+        };
+    match tokio::time::timeout(SCRAPE_TIMEOUT, backlog(&client)).await {
+        Ok(Ok(b)) => Read::Ok(b),
+        Ok(Err(e)) => Read::Down(e.to_string()),
+        Err(_) => Read::Down("no answer within the scrape timeout".to_owned()),
+    }
+}
+
+#[derive(Clone)]
 struct Backlog {
     pending: i64,
     processing: i64,
@@ -289,8 +357,7 @@ struct Backlog {
     outbox_oldest_s: f64,
 }
 
-async fn backlog(state: &AppState) -> Result<Backlog, db::Error> {
-    let client = db::get(&state.pool, &state.target).await?;
+async fn backlog(client: &deadpool_postgres::Object) -> Result<Backlog, db::Error> {
     let stmt = client
         .prepare_cached(sql::METRICS_BACKLOG)
         .await

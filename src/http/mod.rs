@@ -5,13 +5,16 @@
 //! It only reads. Binding happens before the daemon starts its services ([`bind`]), so an
 //! address in use stops `postpub run` at once (exit 1, the address in the message) rather
 //! than leaving a daemon nobody can watch. Every error body is JSON: `{"error": "…"}`.
+//! Idle, half-sent and unread connections are closed (`conn`).
 
+mod conn;
 pub mod documents;
 pub mod health;
 pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +27,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::{Metrics, Recorder};
+
+/// Large documents streamed at once; each holds a database connection of its own while
+/// it streams, so a slow download never blocks small reads, `/readyz` or `/metrics`.
+pub const STREAMS: usize = 8;
 
 /// `http.listen` could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,9 @@ pub async fn bind(addr: &str) -> Result<TcpListener, BindError> {
 pub(crate) struct AppState {
     /// The HTTP server's own small pool, so API traffic cannot starve the worker.
     pool: Pool,
+    /// Connections that stream large documents, apart from `pool` so that downloads
+    /// never keep `/readyz`, `/metrics` or small reads waiting.
+    streams: Pool,
     /// `host:port/db`, for messages.
     target: String,
     /// The daemon's readiness.
@@ -63,10 +73,12 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// A server on a bound listener, reading through `pool`.
+    /// A server on a bound listener, reading through `pool` (and `streams` for large
+    /// documents).
     pub fn new(
         listener: TcpListener,
         pool: Pool,
+        streams: Pool,
         target: String,
         ready: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
@@ -75,6 +87,7 @@ impl HttpServer {
             listener,
             state: AppState {
                 pool,
+                streams,
                 target,
                 ready,
                 metrics,
@@ -102,12 +115,45 @@ impl HttpServer {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(addr = %addr, "http server listening");
         let app = Self::router(self.state);
-        if let Err(e) = axum::serve(self.listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
-        {
-            tracing::error!(addr = %addr, error = %e, "http server failed");
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(conn::HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut accept_backoff = Duration::from_millis(10);
+        loop {
+            let stream = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok((stream, _peer)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors or similar: the listener itself is fine,
+                        // so wait a little rather than spin.
+                        tracing::warn!(addr = %addr, error = %e, "http accept failed");
+                        tokio::time::sleep(accept_backoff).await;
+                        accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            accept_backoff = Duration::from_millis(10);
+            let _ = stream.set_nodelay(true);
+            let io = hyper_util::rt::TokioIo::new(conn::StallGuard::new(
+                stream,
+                conn::WRITE_STALL_TIMEOUT,
+            ));
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let connection = graceful.watch(http.serve_connection(io, service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "http connection closed");
+                }
+            });
         }
+        // Requests in progress finish; idle connections are closed. The daemon bounds
+        // this wait.
+        graceful.shutdown().await;
         tracing::debug!("http server stopped");
     }
 }

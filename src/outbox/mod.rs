@@ -292,6 +292,7 @@ impl Relay {
                     }
                 }
                 Err(e) => {
+                    db::retire_sessions_after(&e);
                     tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "outbox round failed");
                     tokio::select! {
                         biased;

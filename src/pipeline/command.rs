@@ -5,6 +5,11 @@
 //! that runs past `timeout` is killed and retried; one that prints more than
 //! `max_output_bytes` is killed and refused, so a runaway step cannot exhaust the
 //! daemon's memory. Dropping the step's future (shutdown, lost lease) kills the program.
+//!
+//! The program runs in a process group of its own, and the whole group is killed when the
+//! step ends (timeout, refusal, drop, or normal exit): a shell script's children
+//! (`sleep`, a converter it started) never outlive the step, and never keep its output
+//! pipe open.
 
 use std::process::Stdio;
 
@@ -43,8 +48,12 @@ impl Command {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| StepError::Permanent(format!("cannot start {}: {e}", cfg.program)))?;
+        // Declared after `child`, so dropped before it: the group goes first, then
+        // `kill_on_drop` (a no-op by then) and the reaping of the program itself.
+        let group = child.id().map(ProcessGroup);
 
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -63,86 +72,104 @@ impl Command {
             body
         };
         let limit = cfg.max_output_bytes;
-        let run = async {
-            let (body, out, err) = tokio::join!(feed, read_limited(stdout, limit), tail(stderr));
-            (body, out, err)
+        let deadline = tokio::time::Instant::now() + cfg.timeout;
+        let timed_out = || {
+            StepError::Transient(format!(
+                "{} timed out after {}",
+                cfg.program,
+                humantime::format_duration(cfg.timeout)
+            ))
         };
-        let (body, out, err_tail) = match tokio::time::timeout(cfg.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(StepError::Transient(format!(
-                    "{} timed out after {}",
-                    cfg.program,
-                    humantime::format_duration(cfg.timeout)
-                )));
+        let io = async { tokio::join!(feed, read_limited(stdout, limit), tail(stderr)) };
+        tokio::pin!(io);
+        // Read the output while waiting for the program: once it exits, what it left
+        // running in its group is killed, so a background child holding the pipe cannot
+        // keep us reading until the timeout.
+        let mut status = None;
+        let io_done = tokio::time::timeout_at(deadline, async {
+            loop {
+                tokio::select! {
+                    r = &mut io => break r,
+                    s = child.wait(), if status.is_none() => {
+                        status = Some(s);
+                        if let Some(group) = &group {
+                            group.kill();
+                        }
+                    }
+                }
             }
+        })
+        .await;
+        let Ok((body, out, err_tail)) = io_done else {
+            return Err(timed_out());
         };
         work.body = body;
         let out = match out {
             Ok(out) => out,
             Err(ReadError::TooLong) => {
-                let _ = child.kill().await;
                 return Err(StepError::Permanent(format!(
                     "{} wrote more than {} bytes to stdout (pipeline.command.max_output_bytes)",
                     cfg.program, limit
                 )));
             }
             Err(ReadError::Io(e)) => {
-                let _ = child.kill().await;
                 return Err(StepError::Transient(format!(
                     "reading the output of {}: {e}",
                     cfg.program
                 )));
             }
         };
-        let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => {
-                return Err(StepError::Transient(format!(
-                    "waiting for {}: {e}",
-                    cfg.program
-                )))
-            }
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(StepError::Transient(format!(
-                    "{} closed its output but did not exit within {}",
-                    cfg.program,
-                    humantime::format_duration(cfg.timeout)
-                )));
-            }
-        };
-        let stderr_note = if err_tail.trim().is_empty() {
-            String::new()
-        } else {
-            format!(": {}", err_tail.trim())
-        };
-        match status.code() {
-            Some(0) => {
-                work.body = String::from_utf8(out).map_err(|e| {
-                    StepError::Permanent(format!(
-                        "{} wrote invalid UTF-8 at byte {}",
+        let status = match status {
+            Some(s) => s,
+            None => match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    return Err(StepError::Transient(format!(
+                        "{} closed its output but did not exit within {}",
                         cfg.program,
-                        e.utf8_error().valid_up_to()
-                    ))
-                })?;
-                work.transformed = true;
-                Ok(())
-            }
-            Some(EXIT_TEMPFAIL) => Err(StepError::Transient(format!(
-                "{} exited {EXIT_TEMPFAIL} (temporary failure){stderr_note}",
-                cfg.program
-            ))),
-            Some(code) => Err(StepError::Permanent(format!(
-                "{} exited {code}{stderr_note}",
-                cfg.program
-            ))),
-            None => Err(StepError::Transient(format!(
-                "{} was killed by a signal{stderr_note}",
-                cfg.program
-            ))),
-        }
+                        humantime::format_duration(cfg.timeout)
+                    )))
+                }
+            },
+        };
+        let status = status
+            .map_err(|e| StepError::Transient(format!("waiting for {}: {e}", cfg.program)))?;
+        let body = judge(&cfg.program, status, out, &err_tail)?;
+        work.body = body;
+        work.transformed = true;
+        Ok(())
+    }
+}
+
+/// What the program's exit means: its output as the new body (exit 0), or the failure,
+/// with the tail of its stderr.
+fn judge(
+    program: &str,
+    status: std::process::ExitStatus,
+    out: Vec<u8>,
+    err_tail: &str,
+) -> Result<String, StepError> {
+    let stderr_note = if err_tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", err_tail.trim())
+    };
+    match status.code() {
+        Some(0) => String::from_utf8(out).map_err(|e| {
+            StepError::Permanent(format!(
+                "{program} wrote invalid UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            ))
+        }),
+        Some(EXIT_TEMPFAIL) => Err(StepError::Transient(format!(
+            "{program} exited {EXIT_TEMPFAIL} (temporary failure){stderr_note}"
+        ))),
+        Some(code) => Err(StepError::Permanent(format!(
+            "{program} exited {code}{stderr_note}"
+        ))),
+        None => Err(StepError::Transient(format!(
+            "{program} was killed by a signal{stderr_note}"
+        ))),
     }
 }
 
@@ -153,6 +180,30 @@ impl Step for Command {
 
     fn run<'a>(&'a self, work: &'a mut Work) -> BoxFuture<'a, Result<(), StepError>> {
         Box::pin(self.exec(work))
+    }
+}
+
+/// The process group of a running program (its id is the program's pid); killed when
+/// dropped.
+struct ProcessGroup(u32);
+
+impl ProcessGroup {
+    /// SIGKILL to every process left in the group.
+    fn kill(&self) {
+        let Ok(pgid) = libc::pid_t::try_from(self.0) else {
+            return;
+        };
+        // SAFETY: kill(2) has no memory effects; a negative pid names the group the
+        // program leads (`process_group(0)`). ESRCH (the group is already gone) is fine.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -263,6 +314,60 @@ mod tests {
             "{e:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Whether `pid` is still a live process (a zombie waiting for its reaper is dead).
+    fn alive(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_program_takes_its_children_with_it() {
+        let dir = std::env::temp_dir().join(format!("postpub-pg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pidfile = dir.join("pid");
+        // The grandchild ignores the pipe (its own stdout is /dev/null) and would sleep on.
+        let script = format!(
+            "sleep 300 >/dev/null 2>&1 & echo $! > {}; wait",
+            pidfile.display()
+        );
+        let mut w = work("x");
+        let e = sh(&script, 500, 1024).run(&mut w).await;
+        assert!(
+            matches!(&e, Err(StepError::Transient(m)) if m.contains("timed out")),
+            "{e:?}"
+        );
+        let pid = std::fs::read_to_string(&pidfile).expect("grandchild pid");
+        let pid = pid.trim();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "the grandchild {pid} outlived the step");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_background_child_does_not_keep_a_finished_step_waiting() {
+        let mut w = work("in");
+        let started = std::time::Instant::now();
+        // The background sleep inherits stdout; without the group kill the step would
+        // wait for it (until the timeout).
+        sh("cat; (sleep 30 &) ; exit 0", 10_000, 1024)
+            .run(&mut w)
+            .await
+            .expect("ok");
+        assert_eq!(w.body, "in");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -57,6 +57,8 @@ pub fn check(html: &str) -> Result<(), String> {
         let line = html[..pos].matches('\n').count() + 1;
         return Err(format!("malformed HTML at line {line}: NUL character"));
     }
+    let html = without_xml_constructs(html)?;
+    let html = html.as_ref();
     let sink = Checker::default();
     let tokenizer = Tokenizer::new(
         sink,
@@ -80,6 +82,48 @@ pub fn check(html: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The body with its XML-only constructs blanked out: the XML declaration and other
+/// processing instructions (`<?xml version="1.0"?>`) and CDATA sections. XHTML may carry
+/// them, the baker reads them as XML does, but the HTML tokenizer calls each a parse error.
+/// They become spaces (newlines kept, so line numbers stay right); a CDATA section is text,
+/// so blanking it hides nothing the checks look at. An unterminated one is refused.
+fn without_xml_constructs(html: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    if !html.contains("<?") && !html.contains("<![CDATA[") {
+        return Ok(std::borrow::Cow::Borrowed(html));
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    loop {
+        let next = [("<?", "?>"), ("<![CDATA[", "]]>")]
+            .into_iter()
+            .filter_map(|(open, close)| rest.find(open).map(|at| (at, open, close)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, open, close)) = next else {
+            out.push_str(rest);
+            return Ok(std::borrow::Cow::Owned(out));
+        };
+        out.push_str(&rest[..at]);
+        let Some(len) = rest[at + open.len()..].find(close) else {
+            let line = html[..html.len() - rest.len() + at].matches('\n').count() + 1;
+            let what = if open == "<?" {
+                "processing instruction"
+            } else {
+                "CDATA section"
+            };
+            return Err(format!(
+                "malformed HTML at line {line}: {what} {open}… is never closed with {close}"
+            ));
+        };
+        let end = at + open.len() + len + close.len();
+        out.extend(
+            rest[at..end]
+                .chars()
+                .map(|c| if c == '\n' { '\n' } else { ' ' }),
+        );
+        rest = &rest[end..];
+    }
 }
 
 /// Token sink that tracks open elements and remembers the first problem.
@@ -172,6 +216,26 @@ mod tests {
         ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
+    }
+
+    #[test]
+    fn xhtml_with_an_xml_declaration_passes() {
+        for ok in [
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<html xmlns=\"http://www.w3.org/1999/xhtml\"><body><p>x</p></body></html>",
+            "\u{feff}<?xml version=\"1.0\"?><html><body/></html>",
+            "<?xml version=\"1.0\"?>\n<?xml-stylesheet href=\"a.css\"?>\n<!DOCTYPE html>\n<html><body><p>a</p></body></html>",
+            "<html><body><p><![CDATA[ a < b && <div> ]]></p></body></html>",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        // Blanking keeps line numbers: the error is still on line 3.
+        let err = check("<?xml version=\"1.0\"\n?>\n<div><p>x</div>").expect_err("malformed");
+        assert!(err.contains("line 3"), "{err}");
+        let err = check("<?xml version=\"1.0\"\n<html></html>").expect_err("unterminated");
+        assert!(
+            err.contains("line 1") && err.contains("never closed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// Reports claims and outcomes.
     pub events: Events,
+    /// Whether the last claim succeeded: the daemon is not ready while claims fail
+    /// (a read-only or unreachable database), however healthy LISTEN looks.
+    pub claiming: watch::Sender<bool>,
 }
 
 /// One claimed version this daemon is working on.
@@ -251,6 +254,9 @@ impl Worker {
                             poll = interval(new.worker.poll_interval);
                         }
                         slots.resize(new.worker.concurrency);
+                        if new.ctx.max_body_bytes != settings.ctx.max_body_bytes {
+                            self.store_max_body_bytes(new.ctx.max_body_bytes);
+                        }
                         tracing::info!(
                             concurrency = new.worker.concurrency,
                             batch_size = new.worker.batch_size,
@@ -312,11 +318,17 @@ impl Worker {
             let claimed = match claim {
                 Ok(c) => {
                     db_backoff = Duration::from_millis(100);
+                    self.claiming
+                        .send_if_modified(|ok| !std::mem::replace(ok, true));
                     c
                 }
                 Err(e) => {
                     drop(permits);
-                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "claim failed");
+                    self.claiming
+                        .send_if_modified(|ok| std::mem::replace(ok, false));
+                    // A read-only or lost session stays so: the next claim gets a new one.
+                    let retired = db::retire_sessions_after(&e);
+                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, new_sessions = retired, "claim failed");
                     tokio::select! {
                         biased;
                         _ = soft.cancelled() => break 'claiming,
@@ -393,6 +405,21 @@ impl Worker {
         renew_stop.cancel();
         let _ = renewer.await;
         tracing::debug!("worker stopped");
+    }
+
+    /// Writes a reloaded `pipeline.max_body_bytes` where `postpub.publish` reads it, in
+    /// the background (a failure is only logged: the previous limit stays).
+    fn store_max_body_bytes(&self, bytes: u64) {
+        let (pool, target) = (self.pool.clone(), self.target.clone());
+        tokio::spawn(async move {
+            let stored = async {
+                let client = db::get(&pool, &target).await?;
+                db::migrate::set_max_body_bytes(&**client, bytes).await
+            };
+            if let Err(e) = stored.await {
+                tracing::warn!(error = %e, "could not store the reloaded pipeline.max_body_bytes");
+            }
+        });
     }
 
     async fn claim(&self, n: usize, lease: Duration) -> Result<Vec<Claimed>, db::Error> {
@@ -664,7 +691,8 @@ impl Finisher {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, count = batch.len(), retry_in_ms = backoff.as_millis() as u64, "recording outcomes failed; will retry");
+                    let retired = db::retire_sessions_after(&e);
+                    tracing::warn!(error = %e, count = batch.len(), retry_in_ms = backoff.as_millis() as u64, new_sessions = retired, "recording outcomes failed; will retry");
                     queue.splice(0..0, batch);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -789,7 +817,10 @@ impl Renewer {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, held = held.len(), "renewing leases failed"),
+                Err(e) => {
+                    db::retire_sessions_after(&e);
+                    tracing::warn!(error = %e, held = held.len(), "renewing leases failed");
+                }
             }
         }
     }

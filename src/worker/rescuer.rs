@@ -67,7 +67,10 @@ impl Rescuer {
                         });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+                Err(e) => {
+                    db::retire_sessions_after(&e);
+                    tracing::warn!(error = %e, "rescuing expired leases failed");
+                }
             }
         }
         tracing::debug!("rescuer stopped");

@@ -388,6 +388,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(cfg: Config) -> Daemon {
+        // Bakes run in bake processes of the binary under test, as in `postpub run`.
+        postpub::pipeline::collate::set_bake_program(bin().into());
         let tx = event::channel();
         let events = tx.subscribe();
         let shutdown = Shutdown::new();
@@ -757,4 +759,16 @@ impl EventLog {
     pub fn tally(&self) -> EventTally {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// (state, attempts, last_error or "") of a version.
+pub async fn outcome(c: &Client, id: i64) -> (String, i32, String) {
+    let r = c
+        .query_one(
+            "select state::text, attempts, coalesce(last_error, '') from postpub.versions where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("version {id}: {e}"));
+    (r.get(0), r.get(1), r.get(2))
 }

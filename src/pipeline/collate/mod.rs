@@ -1,0 +1,259 @@
+//! `collate`: bakes the body with the recipe the version was published with (the
+//! easybake dialect, [`crate::collate`]). A version without a recipe passes unchanged.
+//!
+//! Where a bake runs: in a bake process of the daemon's own (`pool`: `postpub
+//! bake-server`, reused from bake to bake, its address space limited to
+//! `pipeline.collate.max_memory_bytes`), so that a recipe that exhausts memory, or a crash
+//! of the baker, errors that version alone and never takes the daemon down. `postpub`
+//! names its own binary for that at start ([`set_bake_program`]); a program embedding
+//! the library without doing so bakes in-process, on the blocking pool.
+//!
+//! Recipes are immutable and content-addressed, so each is parsed once per bake process
+//! (or per daemon, in-process) and kept, parse errors included (a broken recipe fails
+//! every version that uses it, at once, with the same message). Every failure of a bake
+//! is permanent: the same recipe and body fail the same way on every try.
+//!
+//! The baker is reached through two functions only, `parse_recipe` and `bake_body`,
+//! which both ways of baking share.
+
+mod pool;
+mod server;
+mod wire;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures_util::future::BoxFuture;
+
+pub use server::serve;
+
+use super::{Step, StepError, Work};
+use crate::collate::{Baked, Limits, Recipe};
+use crate::config::CollateConfig;
+
+/// Parsed recipes kept per daemon when baking in-process (a new one evicts all when
+/// full: recipes are few).
+const CACHE_SIZE: usize = 128;
+
+/// The program that serves `bake-server` (this binary), once known.
+static BAKE_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Names the `postpub` binary that bake processes run (`postpub` calls this with its own
+/// path; tests with the binary they test). The first call wins.
+pub fn set_bake_program(path: PathBuf) {
+    let _ = BAKE_PROGRAM.set(path);
+}
+
+/// Parses a recipe as `[pipeline.collate]` says (strict, or compat).
+pub(crate) fn parse_recipe(css: &str, cfg: &CollateConfig) -> Result<Recipe, String> {
+    let parsed = if cfg.compat {
+        Recipe::parse_compat(css)
+    } else {
+        Recipe::parse(css)
+    };
+    parsed.map_err(|e| e.to_string())
+}
+
+/// Bakes one body with a parsed recipe, within the limits `[pipeline.collate]` sets.
+pub(crate) fn bake_body(recipe: &Recipe, body: &str, cfg: &CollateConfig) -> Result<Baked, String> {
+    let limits = Limits {
+        max_duration: Some(cfg.timeout),
+        ..Limits::default()
+    };
+    recipe
+        .bake_with_limits(body, &limits)
+        .map_err(|e| e.to_string())
+}
+
+type Parsed = Arc<Result<Arc<Recipe>, String>>;
+
+/// Where bakes run.
+enum Oven {
+    /// In bake processes.
+    Isolated(pool::BakePool),
+    /// In the daemon, with its parsed recipes by id.
+    InProcess(Mutex<HashMap<i64, Parsed>>),
+}
+
+/// The `collate` step.
+pub struct Collate {
+    cfg: CollateConfig,
+    oven: Oven,
+}
+
+impl Collate {
+    /// A step with its own bake processes (or, without a bake program, its own recipe
+    /// cache); processes start with the first bake.
+    pub fn new(cfg: CollateConfig) -> Self {
+        match BAKE_PROGRAM.get() {
+            Some(program) => Self::isolated(cfg, program.clone()),
+            None => Self::in_process(cfg),
+        }
+    }
+
+    /// A step whose bakes run in processes of `program` (`postpub`), whatever
+    /// [`set_bake_program`] said (benchmarks compare both ways).
+    pub fn isolated(cfg: CollateConfig, program: PathBuf) -> Self {
+        Self {
+            oven: Oven::Isolated(pool::BakePool::new(program, cfg.max_memory_bytes)),
+            cfg,
+        }
+    }
+
+    /// A step whose bakes run in this process.
+    pub fn in_process(cfg: CollateConfig) -> Self {
+        Self {
+            cfg,
+            oven: Oven::InProcess(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Whether bakes run in bake processes.
+    pub fn is_isolated(&self) -> bool {
+        matches!(self.oven, Oven::Isolated(_))
+    }
+
+    fn recipe(&self, cache: &Mutex<HashMap<i64, Parsed>>, id: i64, css: &str) -> Parsed {
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&id) {
+            return p.clone();
+        }
+        let entry: Parsed = Arc::new(
+            parse_recipe(css, &self.cfg)
+                .map(Arc::new)
+                .map_err(|e| format!("recipe {id}: {e}")),
+        );
+        if cache.len() >= CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(id, entry.clone());
+        entry
+    }
+
+    async fn bake_in_process(
+        &self,
+        cache: &Mutex<HashMap<i64, Parsed>>,
+        work: &mut Work,
+        id: i64,
+        css: &str,
+    ) -> Result<Baked, StepError> {
+        let recipe = match &*self.recipe(cache, id, css) {
+            Ok(r) => r.clone(),
+            Err(e) => return Err(StepError::Permanent(e.clone())),
+        };
+        let body = std::mem::take(&mut work.body);
+        let cfg = self.cfg.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let result = bake_body(&recipe, &body, &cfg);
+            (body, result)
+        });
+        match task.await {
+            Ok((body, result)) => {
+                work.body = body;
+                result.map_err(StepError::Permanent)
+            }
+            // A panic in the engine is a bug; the version is errored, not the daemon.
+            Err(e) => Err(StepError::Permanent(format!("collation failed: {e}"))),
+        }
+    }
+
+    async fn bake(&self, work: &mut Work) -> Result<(), StepError> {
+        let Some(source) = work.recipe.clone() else {
+            return Ok(());
+        };
+        let baked = match &self.oven {
+            Oven::Isolated(pool) => {
+                pool.bake(source.id, &source.css, &work.body, &self.cfg)
+                    .await?
+            }
+            Oven::InProcess(cache) => {
+                self.bake_in_process(cache, work, source.id, &source.css)
+                    .await?
+            }
+        };
+        work.body = baked.html;
+        work.transformed = true;
+        work.warnings.extend(baked.warnings);
+        Ok(())
+    }
+}
+
+impl Step for Collate {
+    fn name(&self) -> &'static str {
+        "collate"
+    }
+
+    fn run<'a>(&'a self, work: &'a mut Work) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(self.bake(work))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{work, RecipeSource};
+    use std::time::Duration;
+
+    fn with_recipe(body: &str, id: i64, css: &str) -> Work {
+        let mut w = work(body);
+        w.recipe = Some(Arc::new(RecipeSource {
+            id,
+            css: css.to_owned(),
+        }));
+        w
+    }
+
+    fn step() -> Collate {
+        Collate::new(CollateConfig {
+            compat: false,
+            timeout: Duration::from_secs(10),
+            ..CollateConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_recipe_bakes_the_body() {
+        let mut w = with_recipe(
+            "<div><p class=\"note\">n</p><p>text</p></div>",
+            1,
+            "div::after { content: pending(notes); class: notes; }\np.note { move-to: notes; }",
+        );
+        step().run(&mut w).await.expect("bakes");
+        assert!(w.transformed);
+        assert_eq!(
+            w.body,
+            "<div><p>text</p><div class=\"notes\"><p class=\"note\">n</p></div></div>\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_recipe_means_no_change() {
+        let mut w = work("<p>x</p>");
+        step().run(&mut w).await.expect("ok");
+        assert!(!w.transformed);
+        assert_eq!(w.body, "<p>x</p>");
+    }
+
+    #[tokio::test]
+    async fn a_broken_recipe_is_a_permanent_error_naming_the_rule() {
+        let mut w = with_recipe("<p>x</p>", 2, "p::insde { content: \"x\"; }");
+        let e = step().run(&mut w).await.expect_err("refused");
+        assert!(
+            matches!(&e, StepError::Permanent(m) if m.contains("recipe 2") && m.contains("line 1") && m.contains("::insde")),
+            "{e:?}"
+        );
+        assert_eq!(w.body, "<p>x</p>");
+    }
+
+    #[tokio::test]
+    async fn a_node_moved_into_itself_is_refused() {
+        let mut w = with_recipe(
+            "<div><section><p>x</p></section></div>",
+            3,
+            "section { move-to: here; }\nsection > p::after { content: pending(here); }",
+        );
+        let e = step().run(&mut w).await.expect_err("refused");
+        assert!(matches!(e, StepError::Permanent(_)), "{e:?}");
+    }
+}
