@@ -232,8 +232,14 @@ impl Default for CommandConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollateConfig {
-    /// Accept what cnx-easybake tolerates (unknown properties become warnings) instead
-    /// of refusing the recipe. For existing easybake recipes.
+    /// Refuse a recipe where cnx-easybake would only warn (unknown property,
+    /// pseudo-element, …), naming the line and rule. Off by default: recipes are read
+    /// as cnx-easybake reads them, and what it tolerates is a warning kept with the
+    /// version.
+    pub strict: bool,
+    /// No longer used: the cnx-easybake-compatible reading it asked for is the default.
+    /// Still accepted so that existing configuration files keep loading.
+    #[serde(skip_serializing)]
     pub compat: bool,
     /// A bake taking longer than this fails (permanently: it would again).
     #[serde(with = "humantime_serde")]
@@ -243,6 +249,7 @@ pub struct CollateConfig {
 impl Default for CollateConfig {
     fn default() -> Self {
         Self {
+            strict: false,
             compat: false,
             timeout: Duration::from_secs(120),
         }

@@ -243,7 +243,23 @@ fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
         "p.note { move-to: notes; }\np::insde { content: \"x\"; }\n",
     )
     .expect("write");
+    // by default as cnx-easybake: a rule for an unknown pseudo-element never runs (the
+    // reference says nothing; --verbose shows it)
     let o = run(&["bake", &s(&recipe), &s(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let o = run(&["bake", "-v", &s(&recipe), &s(&input)]);
+    assert!(
+        stderr(&o).contains("info: ")
+            && stderr(&o).contains("recipe line 2: Rules for ::insde never run"),
+        "{}",
+        stderr(&o)
+    );
+    // the flag of the former opt-in mode is still accepted
+    let o = run(&["bake", "--compat", &s(&recipe), &s(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // --strict refuses the recipe, naming the file, line and rule
+    let o = run(&["bake", "--strict", &s(&recipe), &s(&input)]);
     assert_clear_failure(&o, 1, "line 2");
     assert!(
         stderr(&o).contains("r.css") && stderr(&o).contains("::insde"),

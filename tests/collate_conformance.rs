@@ -6,9 +6,9 @@
 //! (a clone of the repo alone) the test prints why and passes.
 //!
 //! Each fixture is baked twice:
-//! - with [`Recipe::parse_compat`] (the reference's leniency), whose output
+//! - with [`Recipe::parse`] (the default: the reference's leniency), whose output
 //!   and warnings must match the fixture;
-//! - with [`Recipe::parse`] (strict), which must give the same output — or,
+//! - with [`Recipe::parse_strict`] (strict), which must give the same output — or,
 //!   for the few fixtures whose recipes are deliberately broken, an error
 //!   naming the expected line (listed in `STRICT_REJECTS` with the reason).
 //!
@@ -25,7 +25,8 @@
 //! ## How warnings are compared
 //! The `.log` files hold the reference's debug output; its `WARNING` and
 //! `INFO` lines are the warnings. They must equal ours as a multiset of
-//! messages, except that for `Invalid selector:` lines only the text up to
+//! (level, message) pairs (a repeated warning counts as often as it
+//! occurred), except that for `Invalid selector:` lines only the text up to
 //! the selector is compared (the reason is worded differently).
 
 mod xml_canon;
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use xml_canon::{canonical, diff_excerpt};
 
-use postpub::collate::{BakeOptions, CollateError, Recipe};
+use postpub::collate::{BakeOptions, CollateError, Level, Recipe, Warning};
 
 /// Fixtures whose recipe contains a deliberate mistake that strict parsing
 /// must reject: (name, line of the first mistake, why).
@@ -123,16 +124,16 @@ fn check_fixture(dir: &Path, name: &str) -> Result<(), String> {
     let want = canonical(&expected).map_err(|e| format!("expected output does not parse: {e}"))?;
     let opts = BakeOptions::default();
 
-    // compatibility mode: output and warnings like the reference
-    let recipe = Recipe::parse_compat(&css).map_err(|e| format!("compat parse failed: {e}"))?;
+    // default mode: output and warnings like the reference
+    let recipe = Recipe::parse(&css).map_err(|e| format!("default-mode parse failed: {e}"))?;
     let baked = recipe
         .bake_with(&raw, &opts)
-        .map_err(|e| format!("compat bake failed: {e}"))?;
+        .map_err(|e| format!("default-mode bake failed: {e}"))?;
     let got = canonical(&baked.html)
         .map_err(|e| format!("our output does not parse: {e}\n{}", baked.html))?;
     if got != want {
         return Err(format!(
-            "output differs (compat):\n{}",
+            "output differs (default mode):\n{}",
             diff_excerpt(&want, &got)
         ));
     }
@@ -140,7 +141,7 @@ fn check_fixture(dir: &Path, name: &str) -> Result<(), String> {
 
     // strict mode: same output, or the documented rejection
     match (
-        Recipe::parse(&css),
+        Recipe::parse_strict(&css),
         STRICT_REJECTS.iter().find(|(n, _, _)| *n == name),
     ) {
         (Ok(strict), None) => {
@@ -172,14 +173,17 @@ fn check_fixture(dir: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// WARNING/INFO messages of a reference log.
-fn expected_warnings(log: &str) -> Vec<String> {
+/// WARNING/INFO messages of a reference log, with their level.
+fn expected_warnings(log: &str) -> Vec<(Level, String)> {
     log.lines()
         .filter_map(|l| {
             l.strip_prefix("cnx-easybake WARNING ")
-                .or_else(|| l.strip_prefix("cnx-easybake INFO "))
+                .map(|m| (Level::Warning, m.to_string()))
+                .or_else(|| {
+                    l.strip_prefix("cnx-easybake INFO ")
+                        .map(|m| (Level::Info, m.to_string()))
+                })
         })
-        .map(String::from)
         .collect()
 }
 
@@ -193,16 +197,20 @@ fn warning_key(w: &str) -> String {
     }
 }
 
-fn compare_warnings(log: &str, ours: &[String]) -> Result<(), String> {
-    let count = |list: &mut dyn Iterator<Item = String>| {
-        let mut m: BTreeMap<String, usize> = BTreeMap::new();
-        for w in list {
-            *m.entry(warning_key(&w)).or_default() += 1;
+/// Same messages at the same levels, as many times each.
+fn compare_warnings(log: &str, ours: &[Warning]) -> Result<(), String> {
+    let count = |list: &mut dyn Iterator<Item = (Level, String)>| {
+        let mut m: BTreeMap<(Level, String), u64> = BTreeMap::new();
+        for (level, w) in list {
+            *m.entry((level, warning_key(&w))).or_default() += 1;
         }
         m
     };
     let want = count(&mut expected_warnings(log).into_iter());
-    let got = count(&mut ours.iter().cloned());
+    let mut got: BTreeMap<(Level, String), u64> = BTreeMap::new();
+    for w in ours {
+        *got.entry((w.level, warning_key(&w.message))).or_default() += w.count;
+    }
     if want != got {
         return Err(format!(
             "warnings differ:\n  expected {want:?}\n  got      {got:?}"

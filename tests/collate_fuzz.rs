@@ -7,7 +7,7 @@
 //!   moves into oneself, outside wrappers of moved nodes, group merges…);
 //! - byte-level mutations (deletions, duplications, inserted dialect
 //!   tokens) of the project's fixture recipes and documents;
-//! - both, with the strict and the compatibility parser.
+//! - both, with the strict and the default (reference-compatible) parser.
 //!
 //! A case fails if it panics (caught and reported with its input) or takes
 //! longer than `CASE_LIMIT`.
@@ -371,9 +371,9 @@ fn random_recipes_and_documents_never_panic_or_hang() {
         let t = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let recipe = if strict {
-                Recipe::parse(&css)
+                Recipe::parse_strict(&css)
             } else {
-                Recipe::parse_compat(&css)
+                Recipe::parse(&css)
             };
             recipe.and_then(|r| r.bake_with(&html, &opts))
         }));
@@ -412,7 +412,7 @@ fn hostile_inputs_hit_limits_instead_of_exhausting_the_daemon() {
     for p in 1..=40 {
         css.push_str(&format!(":pass({p}) body {{ copy-to: all{p}; }}\n:pass({p}) body::after {{ content: pending(all{p}); }}\n"));
     }
-    let recipe = Recipe::parse(&css).expect("recipe parses");
+    let recipe = Recipe::parse_strict(&css).expect("recipe parses");
     let t = Instant::now();
     let err = recipe.bake(doc).expect_err("output must be bounded");
     assert!(err.to_string().contains("limit"), "{err}");
@@ -420,7 +420,7 @@ fn hostile_inputs_hit_limits_instead_of_exhausting_the_daemon() {
 
     // deep documents and deeply nested recipe values
     let deep = format!("<a>{}{}</a>", "<b>".repeat(5000), "</b>".repeat(5000));
-    let err = Recipe::parse("b { content: 'x'; }")
+    let err = Recipe::parse_strict("b { content: 'x'; }")
         .and_then(|r| r.bake(&deep))
         .expect_err("too deep");
     assert!(err.to_string().contains("nesting depth"), "{err}");
@@ -438,14 +438,14 @@ fn hostile_inputs_hit_limits_instead_of_exhausting_the_daemon() {
         format!("a {{ content: 'x'; }} {}", "{".repeat(20_000)),
     ] {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            Recipe::parse_compat(&css).and_then(|r| r.bake("<a><b/></a>"))
+            Recipe::parse(&css).and_then(|r| r.bake("<a><b/></a>"))
         }));
         assert!(outcome.is_ok(), "panicked on a deeply nested recipe");
     }
 
     // a time limit stops a bake that would take long
     let big = postpub::collate::bench::generate_book(300_000);
-    let recipe = Recipe::parse(postpub::collate::bench::BOOK_RECIPE).expect("recipe parses");
+    let recipe = Recipe::parse_strict(postpub::collate::bench::BOOK_RECIPE).expect("recipe parses");
     let opts = BakeOptions {
         limits: Limits {
             max_duration: Some(Duration::from_millis(1)),

@@ -24,6 +24,8 @@ impl Oven<'_> {
         for act in actions {
             self.tick()?;
             let rule = act.rule;
+            // warnings raised while applying name the rule that recorded the action
+            self.rule = rule;
             self.apply_one(act, &mut state)
                 .map_err(|e| self.locate(e, rule))?;
         }

@@ -409,7 +409,7 @@ fn reset_hwm() -> bool {
 
 /// Generates a book of `size_mb` megabytes and bakes it in this process.
 pub fn measure(size_mb: f64) -> Result<CollateBenchResult, CollateError> {
-    let recipe = Recipe::parse(BOOK_RECIPE)?;
+    let recipe = Recipe::parse_strict(BOOK_RECIPE)?;
     let book = generate_book((size_mb * 1e6) as usize);
     reset_hwm();
     let t = Instant::now();

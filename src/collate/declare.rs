@@ -14,6 +14,7 @@ use super::error::CollateError;
 use super::oven::{Action, Oven, PendKind, Target};
 use super::recipe::{Decl, DeclKind, Pseudo};
 use super::value::Piece;
+use super::warning::Level;
 
 impl<'r> Oven<'r> {
     pub(crate) fn run_decl(
@@ -314,7 +315,7 @@ impl<'r> Oven<'r> {
                     "pending" | "nodes" | "clear" => {
                         let bucket = css::serialize(args);
                         let Some(owner) = self.lookup_pending(&bucket) else {
-                            self.warning(format!("{bucket} empty bucket"));
+                            self.note(Level::Info, format!("{bucket} empty bucket"));
                             continue;
                         };
                         let items = if name == "nodes" {

@@ -11,11 +11,12 @@
 //!
 //! A [`Recipe`] is parsed once and can then bake any number of documents,
 //! from any number of threads (it is `Send + Sync` and never mutated).
-//! [`Recipe::parse`] is strict: what the reference would only warn about
-//! while baking is a parse error naming the line and rule.
-//! [`Recipe::parse_compat`] accepts what the reference accepts and reports
-//! the same warnings. Every error is permanent: it names the recipe line
-//! and rule, or the document line, and retrying cannot help.
+//! [`Recipe::parse`] accepts what the reference accepts and reports the
+//! same problems as [`Warning`]s (at the reference's log level, repeats
+//! counted). [`Recipe::parse_strict`] is for recipe authors: what the
+//! reference would only warn about is a parse error naming the line and
+//! rule. Every error is permanent: it names the recipe line and rule, or
+//! the document line, and retrying cannot help.
 //!
 //! Input is well-formed XML (XHTML), as for the reference (lxml's XML
 //! parser); output is XML, with empty non-void elements written
@@ -55,11 +56,13 @@ mod sortkey;
 mod validate;
 mod value;
 mod walk;
+mod warning;
 mod xml;
 
 use std::time::Duration;
 
 pub use error::CollateError;
+pub use warning::{Level, Warning};
 
 /// A parsed, validated recipe, ready to bake many documents.
 pub struct Recipe {
@@ -71,10 +74,11 @@ pub struct Recipe {
 pub struct Baked {
     /// The baked document, serialised as XML (UTF-8).
     pub html: String,
-    /// Problems that did not stop the bake, in the order they occurred
-    /// (easybake's warnings, e.g. `"nope empty bucket"`); capped by
+    /// Problems that did not stop the bake, in the order they first
+    /// occurred, each with its level, rule line and count (easybake's log
+    /// messages, e.g. `"nope empty bucket"`); distinct entries are capped by
     /// [`Limits::max_warnings`].
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Bounds on the work one bake may do, so a hostile or broken recipe or
@@ -95,7 +99,7 @@ pub struct Limits {
     pub max_output_extra: usize,
     /// Deepest element nesting accepted in the input.
     pub max_depth: usize,
-    /// Warnings kept (the rest are counted in a final message).
+    /// Distinct warnings kept (the rest are counted in a final entry).
     pub max_warnings: usize,
     /// Wall-clock bound for one bake (`None`: unbounded).
     pub max_duration: Option<Duration>,
@@ -129,23 +133,24 @@ pub struct BakeOptions {
 }
 
 impl Recipe {
-    /// Parses a recipe strictly: anything cnx-easybake would only warn
-    /// about at bake time (unknown property, function, pseudo-class or
-    /// pseudo-element, malformed `string-set`, undefined namespace prefix,
-    /// unsupported at-rule) is an error naming the line and the rule.
+    /// Parses a recipe the way cnx-easybake 1.2.8 does: what it tolerates
+    /// (an unknown property, function, pseudo-class or pseudo-element, a bad
+    /// selector or declaration) is skipped and reported as a [`Warning`]
+    /// with every bake. Only CSS that does not parse at all is an error.
     pub fn parse(css: &str) -> Result<Recipe, CollateError> {
         Ok(Recipe {
-            compiled: recipe::compile(css, true)?,
+            compiled: recipe::compile(css, false)?,
         })
     }
 
-    /// Parses a recipe the way cnx-easybake 1.2.8 does: problems it
-    /// tolerates become warnings in every [`Baked`] (and bad selectors or
-    /// declarations are skipped). Only CSS that does not parse at all is
-    /// an error. Meant for existing recipes written against the reference.
-    pub fn parse_compat(css: &str) -> Result<Recipe, CollateError> {
+    /// Parses a recipe strictly, for recipe authors: anything
+    /// cnx-easybake would only warn about (unknown property, function,
+    /// pseudo-class or pseudo-element, malformed `string-set`, undefined
+    /// namespace prefix, unsupported at-rule, a bad key selector) is an
+    /// error naming the line and the rule.
+    pub fn parse_strict(css: &str) -> Result<Recipe, CollateError> {
         Ok(Recipe {
-            compiled: recipe::compile(css, false)?,
+            compiled: recipe::compile(css, true)?,
         })
     }
 
@@ -158,8 +163,9 @@ impl Recipe {
             .collect()
     }
 
-    /// Warnings found while parsing (compatibility mode only).
-    pub fn warnings(&self) -> &[String] {
+    /// Problems found while parsing (never any for a strict recipe); they
+    /// are also part of every bake's warnings.
+    pub fn warnings(&self) -> &[Warning] {
         &self.compiled.warnings
     }
 
@@ -208,7 +214,7 @@ impl Recipe {
         let html = serialize::serialize(&oven.doc, max_out)?;
         Ok(Baked {
             html,
-            warnings: std::mem::take(&mut oven.warn.list),
+            warnings: std::mem::take(&mut oven.warn).finish(),
         })
     }
 }
@@ -233,7 +239,7 @@ mod tests {
     }
 
     fn bake(css: &str, html: &str) -> Baked {
-        let r = Recipe::parse(css).unwrap();
+        let r = Recipe::parse_strict(css).unwrap();
         r.bake_with(
             html,
             &BakeOptions {

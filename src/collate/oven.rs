@@ -23,6 +23,7 @@ use super::ordered::Runs;
 use super::recipe::{Compiled, Pseudo};
 use super::sortkey::Collation;
 use super::value::Piece;
+use super::warning::{Level, Warnings};
 use super::BakeOptions;
 
 pub(crate) type Counters = FxHashMap<String, i64>;
@@ -102,24 +103,6 @@ pub(crate) struct Act<'r> {
     prev_move: u32,
 }
 
-/// Bounded list of warnings for the caller.
-#[derive(Default)]
-pub(crate) struct Warnings {
-    pub(crate) list: Vec<String>,
-    pub(crate) max: usize,
-    pub(crate) dropped: usize,
-}
-
-impl Warnings {
-    pub(crate) fn push(&mut self, msg: String) {
-        if self.list.len() < self.max {
-            self.list.push(msg);
-        } else {
-            self.dropped += 1;
-        }
-    }
-}
-
 pub(crate) struct Oven<'r> {
     pub(crate) recipe: &'r Compiled,
     pub(crate) doc: Document,
@@ -155,10 +138,12 @@ impl<'r> Oven<'r> {
         Oven {
             recipe,
             doc,
-            warn: Warnings {
-                list: recipe.warnings.clone(),
-                max: opts.limits.max_warnings.max(recipe.warnings.len()),
-                dropped: 0,
+            warn: {
+                let mut w = Warnings::new(opts.limits.max_warnings);
+                for p in &recipe.warnings {
+                    w.push(p.level, p.line, p.message.clone());
+                }
+                w
             },
             steps: (0..recipe.passes.len())
                 .map(|_| StepState::default())
@@ -195,10 +180,6 @@ impl<'r> Oven<'r> {
             self.walk(pass)?;
             self.apply()?;
         }
-        if self.warn.dropped > 0 {
-            let n = self.warn.dropped;
-            self.warn.list.push(format!("... and {n} more warnings"));
-        }
         Ok(())
     }
 
@@ -218,8 +199,20 @@ impl<'r> Oven<'r> {
         Ok(())
     }
 
+    /// A WARNING-level message from the rule running now.
     pub(crate) fn warning(&mut self, msg: impl Into<String>) {
-        self.warn.push(msg.into());
+        self.note(Level::Warning, msg.into());
+    }
+
+    /// A message at `level` from the rule running now.
+    pub(crate) fn note(&mut self, level: Level, msg: String) {
+        let line = self
+            .recipe
+            .rules
+            .get(self.rule as usize)
+            .map(|r| r.line)
+            .unwrap_or(0);
+        self.warn.push(level, line, msg);
     }
 
     pub(crate) fn current_pass(&self) -> usize {

@@ -24,6 +24,7 @@ use super::index::{IndexKey, RuleIndex};
 use super::select::{self, Impl, PseudoClass, PseudoElement, SelMode};
 use super::sortkey::KeyFn;
 use super::validate;
+use super::warning::{Level, Warning};
 
 /// Which group of a matched element's rules a selector belongs to.
 #[derive(Copy, Clone, PartialEq, Eq, Debug, Hash)]
@@ -115,8 +116,8 @@ pub(crate) struct Compiled {
     pub(crate) entries: Vec<Entry>,
     pub(crate) passes: Vec<PassDef>,
     pub(crate) keys: Vec<KeyFn>,
-    /// Problems found while parsing (compatibility mode), reported with every bake.
-    pub(crate) warnings: Vec<String>,
+    /// Problems found while parsing (default mode), reported with every bake.
+    pub(crate) warnings: Vec<Warning>,
     /// Whether any value uses `target-counter()`/`target-string()`; only
     /// then are variables recorded at every element with an id.
     pub(crate) uses_targets: bool,
@@ -131,7 +132,7 @@ struct Compiler {
     pass_index: HashMap<String, RuleIndex>,
     order: u32,
     keys: Vec<KeyFn>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 }
 
 /// Compiles `css`; `strict` turns the reference's warnings into errors.
@@ -158,10 +159,12 @@ pub(crate) fn compile(css_text: &str, strict: bool) -> Result<Compiled, CollateE
         }
     }
     for (line, text) in &dropped {
-        c.warnings.push(format!(
-            "Invalid declaration ignored at line {line}: {}",
-            css_short(text)
-        ));
+        // the reference drops these silently
+        c.warn(
+            Level::Info,
+            *line,
+            format!("Invalid declaration ignored: {}", css_short(text)),
+        );
     }
     for item in items {
         match item {
@@ -218,6 +221,15 @@ fn css_short(s: &str) -> String {
 }
 
 impl Compiler {
+    fn warn(&mut self, level: Level, line: u32, message: String) {
+        self.warnings.push(Warning {
+            level,
+            line,
+            message,
+            count: 1,
+        });
+    }
+
     fn at_rule(
         &mut self,
         line: u32,
@@ -233,8 +245,8 @@ impl Compiler {
                     "unsupported at-rule",
                 ));
             }
-            self.warnings
-                .push(format!("Ignored at-rule @{name} at {line}:{column}"));
+            // the reference skips other at-rules silently
+            self.warn(Level::Info, line, format!("Ignored at-rule @{name}"));
             return Ok(());
         }
         match prelude {
@@ -248,7 +260,11 @@ impl Compiler {
                 "unsupported @namespace form; write @namespace prefix \"uri\"; (default namespaces are not supported)",
             )),
             _ => {
-                self.warnings.push(format!("Unknown @namespace format at {line}:{column}"));
+                self.warn(
+                    Level::Warning,
+                    line,
+                    format!("Unknown @namespace format at {line}:{column}"),
+                );
                 Ok(())
             }
         }
@@ -283,8 +299,11 @@ impl Compiler {
                 Ok(s) => s,
                 Err(msg) if self.strict => return Err(CollateError::recipe(sel_line, text, msg)),
                 Err(msg) => {
-                    self.warnings
-                        .push(format!("Invalid selector: {prelude} ({msg})"));
+                    self.warn(
+                        Level::Warning,
+                        sel_line,
+                        format!("Invalid selector: {prelude} ({msg})"),
+                    );
                     continue;
                 }
             };
@@ -297,6 +316,18 @@ impl Compiler {
                 passes.push("default".to_string());
             }
             let label = label_of(selector.pseudo_element(), deferred);
+            if label == Label::Ignored {
+                // the reference accepts such a rule and silently never runs it
+                let pe = selector
+                    .pseudo_element()
+                    .map(|p| p.label())
+                    .unwrap_or_default();
+                self.warn(
+                    Level::Info,
+                    sel_line,
+                    format!("Rules for ::{pe} never run: {text}"),
+                );
+            }
             let entry = self.entries.len() as u32;
             let specificity = selector.specificity();
             let key = IndexKey::of(&selector);
@@ -460,11 +491,18 @@ impl Compiler {
             Ok(k) => Ok(k),
             Err(msg) if self.strict => Err(msg),
             Err(msg) => {
-                self.warnings.push(format!(
-                    "Bad {}: {} ({msg})",
-                    d.name,
-                    css::serialize(&d.value).trim()
-                ));
+                // The reference logs nothing here (it would only fail once a node
+                // is inserted into such a target; upstream's recipes carry one such
+                // key on purpose), so this is information, not a warning.
+                self.warn(
+                    Level::Info,
+                    d.line,
+                    format!(
+                        "{} ignored: {} ({msg})",
+                        d.name,
+                        css::serialize(&d.value).trim()
+                    ),
+                );
                 Ok(DeclKind::BrokenSort)
             }
         }

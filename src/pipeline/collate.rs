@@ -41,8 +41,8 @@ impl Collate {
         if let Some(p) = cache.get(&id) {
             return p.clone();
         }
-        let parsed = if self.cfg.compat {
-            Recipe::parse_compat(css)
+        let parsed = if self.cfg.strict {
+            Recipe::parse_strict(css)
         } else {
             Recipe::parse(css)
         };
@@ -79,7 +79,12 @@ impl Collate {
             Ok((_, Ok(baked))) => {
                 work.body = baked.html;
                 work.transformed = true;
-                work.warnings.extend(baked.warnings);
+                work.warnings.extend(
+                    baked
+                        .warnings
+                        .iter()
+                        .map(|w| format!("{}: {w}", w.level.as_str())),
+                );
                 Ok(())
             }
             Ok((body, Err(e))) => {
@@ -119,8 +124,16 @@ mod tests {
 
     fn step() -> Collate {
         Collate::new(CollateConfig {
-            compat: false,
             timeout: Duration::from_secs(10),
+            ..CollateConfig::default()
+        })
+    }
+
+    fn strict_step() -> Collate {
+        Collate::new(CollateConfig {
+            strict: true,
+            timeout: Duration::from_secs(10),
+            ..CollateConfig::default()
         })
     }
 
@@ -148,9 +161,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn by_default_what_the_reference_tolerates_is_a_warning_kept_with_the_version() {
+        let mut w = with_recipe(
+            "<div><p>x</p></div>",
+            5,
+            "p::insde { content: \"x\"; }\ndiv::after { content: pending(none); }\np { colour: red; }",
+        );
+        step().run(&mut w).await.expect("bakes");
+        assert_eq!(w.body, "<div><p>x</p></div>\n");
+        assert!(
+            w.warnings
+                .iter()
+                .any(|m| m.starts_with("warning: recipe line 3: Missing method colour")),
+            "{:?}",
+            w.warnings
+        );
+        assert!(
+            w.warnings
+                .iter()
+                .any(|m| m == "info: recipe line 2: none empty bucket"),
+            "{:?}",
+            w.warnings
+        );
+    }
+
+    #[tokio::test]
     async fn a_broken_recipe_is_a_permanent_error_naming_the_rule() {
         let mut w = with_recipe("<p>x</p>", 2, "p::insde { content: \"x\"; }");
-        let e = step().run(&mut w).await.expect_err("refused");
+        let e = strict_step().run(&mut w).await.expect_err("refused");
         assert!(
             matches!(&e, StepError::Permanent(m) if m.contains("recipe 2") && m.contains("line 1") && m.contains("::insde")),
             "{e:?}"

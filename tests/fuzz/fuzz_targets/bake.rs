@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         max_output_extra: 1 << 20,
         ..Limits::default()
     };
-    if let Ok(recipe) = Recipe::parse_compat(css) {
+    if let Ok(recipe) = Recipe::parse(css) {
         let _ = recipe.bake_with_limits(html, &limits);
     }
 });

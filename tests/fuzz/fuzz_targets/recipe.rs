@@ -7,7 +7,7 @@ use postpub::collate::Recipe;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(css) = std::str::from_utf8(data) {
+        let _ = Recipe::parse_strict(css);
         let _ = Recipe::parse(css);
-        let _ = Recipe::parse_compat(css);
     }
 });
