@@ -12,7 +12,9 @@
 //! - [`listener`] — the dedicated LISTEN connection: reconnect, re-LISTEN, wake-ups.
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
-//! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `command`).
+//! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `collate`,
+//!   `command`); `collate` calls the baker, the `postpub-baker` crate in `crates/baker`
+//!   (re-exported as [`collate`]).
 //! - [`outbox`]   — the relay: delivers outbox events in per-document order to the
 //!   configured sinks ([`outbox::nats`] JetStream, [`outbox::webhook`] HTTP), retries,
 //!   parks, deletes delivered events after retention.
@@ -31,7 +33,9 @@
 pub mod admin;
 pub mod bench;
 pub mod cli;
-pub mod collate;
+/// The recipe baker: the `postpub-baker` crate (`crates/baker`), which the `collate` step
+/// and `postpub bake` call.
+pub use postpub_baker as collate;
 pub mod config;
 pub mod daemon;
 pub mod db;

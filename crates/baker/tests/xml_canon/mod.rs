@@ -2,7 +2,7 @@
 //! collation tests: one node per line, elements as `{namespace}local` with
 //! sorted attributes, text with whitespace runs collapsed (whitespace-only
 //! text dropped), comments trimmed, UUIDs masked. See the doc comment of
-//! `collate_conformance.rs` for why.
+//! `conformance.rs` for why.
 
 use std::fmt::Write as _;
 

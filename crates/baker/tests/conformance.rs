@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use xml_canon::{canonical, diff_excerpt};
 
-use postpub::collate::{BakeOptions, CollateError, Level, Recipe, Warning};
+use postpub_baker::{BakeOptions, CollateError, Level, Recipe, Warning};
 
 /// Fixtures whose recipe contains a deliberate mistake that strict parsing
 /// must reject: (name, line of the first mistake, why).
@@ -65,7 +65,7 @@ const STRICT_REJECTS: &[(&str, u32, &str)] = &[
 ];
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/easybake")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/easybake")
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! inside itself — lxml raises there too, and going on would create a cycle.
 
 use super::{Atom, Attr, Document, Kind, Node, NodeId, ATOM_ID, EMPTY, NIL};
-use crate::collate::error::CollateError;
+use crate::error::CollateError;
 
 impl Document {
     pub(crate) fn set_attr(&mut self, id: NodeId, ns: &str, local: &str, value: String) {

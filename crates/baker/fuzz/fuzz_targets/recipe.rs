@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postpub::collate::Recipe;
+use postpub_baker::Recipe;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(css) = std::str::from_utf8(data) {

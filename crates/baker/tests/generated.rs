@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use postpub::collate::{BakeOptions, Limits, Recipe};
+use postpub_baker::{BakeOptions, Limits, Recipe};
 
 /// Override with `COLLATE_FUZZ_CASES` / `COLLATE_FUZZ_SEED` for longer hunts.
 const CASES: usize = 3000;
@@ -331,11 +331,11 @@ fn seeds(dir: &Path, suffix: &str) -> Vec<String> {
 
 #[test]
 fn random_recipes_and_documents_never_panic_or_hang() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collate");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut css_seeds = seeds(&fixtures, ".css");
-    css_seeds.push(postpub::collate::bench::BOOK_RECIPE.to_string());
+    css_seeds.push(postpub_baker::bench::BOOK_RECIPE.to_string());
     let mut html_seeds = seeds(&fixtures, "_raw.html");
-    html_seeds.push(postpub::collate::bench::generate_book(20_000));
+    html_seeds.push(postpub_baker::bench::generate_book(20_000));
     assert!(!css_seeds.is_empty() && !html_seeds.is_empty());
 
     let opts = BakeOptions {
@@ -444,8 +444,8 @@ fn hostile_inputs_hit_limits_instead_of_exhausting_the_daemon() {
     }
 
     // a time limit stops a bake that would take long
-    let big = postpub::collate::bench::generate_book(300_000);
-    let recipe = Recipe::parse_strict(postpub::collate::bench::BOOK_RECIPE).expect("recipe parses");
+    let big = postpub_baker::bench::generate_book(300_000);
+    let recipe = Recipe::parse_strict(postpub_baker::bench::BOOK_RECIPE).expect("recipe parses");
     let opts = BakeOptions {
         limits: Limits {
             max_duration: Some(Duration::from_millis(1)),

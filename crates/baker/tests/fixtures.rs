@@ -1,4 +1,4 @@
-//! The project's own collation fixtures, in `tests/collate/`, one or more
+//! The project's own collation fixtures, in `tests/fixtures/`, one or more
 //! per feature of the dialect beyond what the upstream suite covers.
 //!
 //! - `NAME.css` + `NAME_raw.html` → `NAME_baked.html`, compared like the
@@ -16,11 +16,11 @@ mod xml_canon;
 
 use std::path::{Path, PathBuf};
 
-use postpub::collate::{BakeOptions, Recipe, Warning};
+use postpub_baker::{BakeOptions, Recipe, Warning};
 use xml_canon::{canonical, diff_excerpt};
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collate")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 fn read(p: &Path) -> String {
@@ -90,7 +90,7 @@ fn messages(warnings: &[Warning]) -> Vec<String> {
 #[test]
 fn own_fixtures_bake_as_expected() {
     let mut names: Vec<String> = std::fs::read_dir(dir())
-        .expect("tests/collate exists")
+        .expect("tests/fixtures exists")
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             e.file_name()
