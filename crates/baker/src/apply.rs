@@ -58,7 +58,7 @@ impl Oven<'_> {
                 let text = self.doc.take_text(tree);
                 let kids: Vec<NodeId> = self.doc.children(tree).collect();
                 for &k in &kids {
-                    self.doc.detach(k);
+                    self.doc.remove(k);
                 }
                 st.old = Some((text, kids));
             }
@@ -80,7 +80,7 @@ impl Oven<'_> {
             }
             Action::Attrib(name, pieces) => {
                 let value = self.resolve(&pieces);
-                self.doc.set_attr(tree, "", name, value);
+                self.doc.set_attr(tree, name, value);
             }
             Action::Text(s) => {
                 if self.targets[t as usize].loc == Some(Pseudo::Before) {
@@ -271,9 +271,9 @@ impl Oven<'_> {
         let div = self.doc.atoms.intern("div");
         let span = self.doc.atoms.intern("span");
         let group = self.doc.new_element(EMPTY, div)?;
-        self.doc.set_attr(group, "", "class", "group-by".into());
+        self.doc.set_attr(group, "class", "group-by".into());
         let l = self.doc.new_element(EMPTY, span)?;
-        self.doc.set_attr(l, "", "class", "group-label".into());
+        self.doc.set_attr(l, "class", "group-label".into());
         self.doc.set_text(l, label.unwrap_or_default());
         self.doc.append(group, l)?;
         Ok(group)

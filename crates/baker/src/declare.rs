@@ -358,7 +358,7 @@ impl<'r> Oven<'r> {
             // what is cleared (or an empty wrapper) goes into a detached bin
             let div = self.doc.atoms.intern("div");
             let bin = self.doc.new_element(EMPTY, div)?;
-            self.doc.set_attr(bin, "", "class", "delete-me".into());
+            self.doc.set_attr(bin, "class", "delete-me".into());
             if matches!(self.last(), Some(Action::Target(_))) {
                 self.pop();
             }

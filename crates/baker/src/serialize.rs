@@ -10,7 +10,7 @@
 //! only when a moved node's namespace is not in scope at its new place.
 //! Output is UTF-8 (no XML declaration, which UTF-8 does not need).
 
-use super::dom::{Atom, Document, Kind, NodeId, EMPTY, XHTML_NS, XML_NS};
+use super::dom::{Atom, Document, Kind, NodeId, EMPTY, NS_NONE, NS_XML, XHTML_NS};
 use super::error::CollateError;
 
 const VOID: &[&str] = &[
@@ -20,14 +20,14 @@ const VOID: &[&str] = &[
 
 /// Serialises the whole document, failing once the output passes `max_bytes`.
 pub(crate) fn serialize(doc: &Document, max_bytes: usize) -> Result<String, CollateError> {
+    let xml = doc.ns_decl(NS_XML);
     let mut w = Writer {
         doc,
         out: String::with_capacity(doc.len() * 48),
-        scope: Vec::new(),
+        scope: vec![(xml.prefix, xml.href)],
         marks: Vec::new(),
         generated: Vec::new(),
-        xml_prefix: doc.atoms.lookup("xml"),
-        xml_ns: doc.atoms.lookup(XML_NS),
+        attr_prefixes: Vec::new(),
         max_bytes,
     };
     if let Some(dt) = &doc.doctype {
@@ -58,13 +58,14 @@ const UNPREFIXED: Pfx = u32::MAX;
 struct Writer<'a> {
     doc: &'a Document,
     out: String,
-    /// In-scope bindings (prefix, uri atom); the empty atom is the default namespace.
+    /// Bindings in scope in the output (prefix, uri atom); the empty atom
+    /// is the default namespace.
     scope: Vec<(Pfx, Atom)>,
     marks: Vec<usize>,
     /// Names of generated prefixes (`ns0`, `ns1`, …).
     generated: Vec<String>,
-    xml_prefix: Option<Atom>,
-    xml_ns: Option<Atom>,
+    /// Prefixes chosen for the attributes of the element being written.
+    attr_prefixes: Vec<Pfx>,
     max_bytes: usize,
 }
 
@@ -91,9 +92,6 @@ impl Writer<'_> {
     }
 
     fn lookup(&self, prefix: Pfx) -> Option<Atom> {
-        if Some(prefix) == self.xml_prefix {
-            return self.xml_ns;
-        }
         self.scope
             .iter()
             .rev()
@@ -103,11 +101,6 @@ impl Writer<'_> {
 
     /// A prefix currently bound to `uri` (not shadowed), if any.
     fn prefix_for(&self, uri: Atom, allow_default: bool) -> Option<Pfx> {
-        if Some(uri) == self.xml_ns {
-            if let Some(x) = self.xml_prefix {
-                return Some(x);
-            }
-        }
         self.scope
             .iter()
             .rev()
@@ -133,9 +126,29 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes ` xmlns[:p]="uri"` and brings the binding into scope.
-    fn declare(&mut self, prefix: Pfx, uri: Atom) {
-        let doc = self.doc;
+    /// The prefix to write a name in `uri` with: the one its declaration
+    /// has, when that is bound to `uri` here (always, for the trees `ns.rs`
+    /// maintains). Otherwise a binding is added to the element being
+    /// written (`mark` is where its own start), so that the output is
+    /// namespace-well-formed whatever happened to the tree.
+    fn usable(&mut self, want: Pfx, uri: Atom, is_attr: bool, mark: usize) -> Pfx {
+        if !(is_attr && want == EMPTY) && self.lookup(want) == Some(uri) {
+            return want;
+        }
+        if let Some(p) = self.prefix_for(uri, !is_attr) {
+            return p;
+        }
+        let declared_here = self.scope[mark..].iter().any(|&(p, _)| p == want);
+        let p = if want != EMPTY && !declared_here {
+            want
+        } else {
+            self.fresh_prefix()
+        };
+        self.scope.push((p, uri));
+        p
+    }
+
+    fn write_decl(&mut self, prefix: Pfx, uri: Atom) {
         if prefix == EMPTY {
             self.out.push_str(" xmlns=\"");
         } else {
@@ -144,84 +157,63 @@ impl Writer<'_> {
             self.out.push_str(&p);
             self.out.push_str("=\"");
         }
-        escape_attr(&mut self.out, doc.atoms.get(uri));
+        escape_attr(&mut self.out, self.doc.atoms.get(uri));
         self.out.push('"');
-        self.scope.push((prefix, uri));
     }
 
-    /// The prefix to write `uri` with, or `None` when a declaration is
-    /// needed first (returned as the prefix to declare). Attributes cannot
-    /// use the default namespace.
-    fn choose(&mut self, uri: Atom, want: Atom, is_attr: bool) -> (Pfx, bool) {
-        let usable = !(is_attr && want == EMPTY);
-        if usable && self.lookup(want) == Some(uri) {
-            return (want, false);
-        }
-        if let Some(p) = self.prefix_for(uri, !is_attr) {
-            return (p, false);
-        }
-        let p = if want == EMPTY || self.lookup(want).is_some() {
-            self.fresh_prefix()
-        } else {
-            want
-        };
-        (p, true)
-    }
-
-    /// Writes the start tag (without its closing `>`) and returns the
-    /// prefix and local name for the end tag.
-    fn start_tag(&mut self, id: NodeId) -> (Pfx, Atom) {
-        let doc = self.doc;
-        let node = doc.node(id);
-        self.marks.push(self.scope.len());
-        let decls = doc.ns_decls(id);
-        for &(p, u) in decls {
-            self.scope.push((p, u));
-        }
-        let (prefix, declare) = if node.ns == EMPTY {
-            (UNPREFIXED, false)
-        } else {
-            self.choose(node.ns, node.prefix, false)
-        };
-        self.out.push('<');
+    fn write_prefixed(&mut self, prefix: Pfx, local: Atom) {
         if prefix != UNPREFIXED && prefix != EMPTY {
             let p = self.pfx_str(prefix).to_string();
             self.out.push_str(&p);
             self.out.push(':');
         }
-        self.out.push_str(doc.atoms.get(node.local));
-        for &(p, u) in decls {
-            if p == EMPTY {
-                self.out.push_str(" xmlns=\"");
-            } else {
-                self.out.push_str(" xmlns:");
-                self.out.push_str(doc.atoms.get(p));
-                self.out.push_str("=\"");
-            }
-            escape_attr(&mut self.out, doc.atoms.get(u));
-            self.out.push('"');
+        self.out.push_str(self.doc.atoms.get(local));
+    }
+
+    /// Writes the start tag (without its closing `>`): the name, the
+    /// element's own declarations (as libxml2 writes them), any binding
+    /// the names still need, the attributes. Returns the prefix and local
+    /// name for the end tag.
+    fn start_tag(&mut self, id: NodeId) -> (Pfx, Atom) {
+        let doc = self.doc;
+        let node = doc.node(id);
+        let mark = self.scope.len();
+        self.marks.push(mark);
+        for &d in doc.nsdef(id) {
+            let decl = doc.ns_decl(d);
+            self.scope.push((decl.prefix, decl.href));
         }
-        if declare {
-            self.declare(prefix, node.ns);
-        }
+        let prefix = if node.ns_ref == NS_NONE {
+            UNPREFIXED
+        } else {
+            let want = doc.ns_decl(node.ns_ref).prefix;
+            self.usable(want, node.ns, false, mark)
+        };
+        let mut attr_prefixes = std::mem::take(&mut self.attr_prefixes);
+        attr_prefixes.clear();
         for a in &node.attrs {
-            if a.ns != EMPTY {
-                let (p, declare) = self.choose(a.ns, a.prefix, true);
-                if declare {
-                    self.declare(p, a.ns);
-                }
-                self.out.push(' ');
-                let ps = self.pfx_str(p).to_string();
-                self.out.push_str(&ps);
-                self.out.push(':');
+            let p = if a.ns_ref == NS_NONE {
+                UNPREFIXED
             } else {
-                self.out.push(' ');
-            }
-            self.out.push_str(doc.atoms.get(a.local));
+                let want = doc.ns_decl(a.ns_ref).prefix;
+                self.usable(want, a.ns, true, mark)
+            };
+            attr_prefixes.push(p);
+        }
+        self.out.push('<');
+        self.write_prefixed(prefix, node.local);
+        for i in mark..self.scope.len() {
+            let (p, u) = self.scope[i];
+            self.write_decl(p, u);
+        }
+        for (a, &p) in node.attrs.iter().zip(&attr_prefixes) {
+            self.out.push(' ');
+            self.write_prefixed(p, a.local);
             self.out.push_str("=\"");
             escape_attr(&mut self.out, &a.value);
             self.out.push('"');
         }
+        self.attr_prefixes = attr_prefixes;
         (prefix, node.local)
     }
 
@@ -314,12 +306,7 @@ impl Writer<'_> {
 
     fn close(&mut self, (prefix, local): (Pfx, Atom)) {
         self.out.push_str("</");
-        if prefix != UNPREFIXED && prefix != EMPTY {
-            let p = self.pfx_str(prefix).to_string();
-            self.out.push_str(&p);
-            self.out.push(':');
-        }
-        self.out.push_str(self.doc.atoms.get(local));
+        self.write_prefixed(prefix, local);
         self.out.push('>');
         self.pop_scope();
     }

@@ -12,7 +12,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use quick_xml::XmlVersion;
 
-use super::dom::{Atom, Attr, Document, Kind, NodeId, EMPTY, XML_NS};
+use super::dom::{Atom, Attr, Document, Kind, NodeId, EMPTY, NS_NONE, NS_XML};
 use super::error::CollateError;
 
 /// Parses `input` into a new document that may grow to `max_nodes` nodes and
@@ -32,9 +32,8 @@ pub(crate) fn parse(
         saw_root: false,
         max_depth,
     };
-    let xml_prefix = p.doc.atoms.intern("xml");
-    let xml_ns = p.doc.atoms.intern(XML_NS);
-    p.bindings.push((xml_prefix, xml_ns));
+    let xml_prefix = p.doc.ns_decl(NS_XML).prefix;
+    p.bindings.push((xml_prefix, NS_XML));
     p.run()?;
     Ok(p.doc)
 }
@@ -44,8 +43,9 @@ struct XmlBuilder<'a> {
     doc: Document,
     /// Elements not closed yet.
     open: Vec<NodeId>,
-    /// In-scope namespace bindings (prefix, uri); "" prefix is the default.
-    bindings: Vec<(Atom, Atom)>,
+    /// In-scope namespace bindings (prefix, declaration); the empty prefix
+    /// is the default namespace.
+    bindings: Vec<(Atom, u32)>,
     /// `bindings.len()` before each open element declared its own.
     marks: Vec<usize>,
     saw_root: bool,
@@ -144,15 +144,19 @@ impl XmlBuilder<'_> {
         Ok(())
     }
 
-    fn resolve(&mut self, prefix: &str, pos: u64) -> Result<Atom, CollateError> {
+    /// The declaration `prefix` is bound to here ([`NS_NONE`] for no
+    /// namespace) and its URI.
+    fn resolve(&mut self, prefix: &str, pos: u64) -> Result<(u32, Atom), CollateError> {
         let p = if prefix.is_empty() {
             EMPTY
         } else {
             self.doc.atoms.intern(prefix)
         };
         match self.bindings.iter().rev().find(|(bp, _)| *bp == p) {
-            Some(&(_, uri)) => Ok(uri),
-            None if prefix.is_empty() => Ok(EMPTY),
+            // `xmlns=""` undeclares the default namespace
+            Some(&(_, d)) if self.doc.ns_decl(d).href == EMPTY => Ok((NS_NONE, EMPTY)),
+            Some(&(_, d)) => Ok((d, self.doc.ns_decl(d).href)),
+            None if prefix.is_empty() => Ok((NS_NONE, EMPTY)),
             None => Err(self.err(pos, format!("undefined namespace prefix {prefix}:"))),
         }
     }
@@ -185,8 +189,9 @@ impl XmlBuilder<'_> {
                     .trim_start_matches(':');
                 let pa = self.doc.atoms.intern(prefix);
                 let ua = self.doc.atoms.intern(&value);
-                self.bindings.push((pa, ua));
-                decls.push((pa, ua));
+                let d = self.doc.new_ns(pa, ua);
+                self.bindings.push((pa, d));
+                decls.push(d);
             } else {
                 raw_attrs.push((key, value));
             }
@@ -194,26 +199,23 @@ impl XmlBuilder<'_> {
         let qname = e.name();
         let (local, prefix) = qname.decompose();
         let prefix_str = prefix.map(|p| p.as_ref().to_string()).unwrap_or_default();
-        let ns = self.resolve(&prefix_str, pos)?;
+        let (ns_ref, ns) = self.resolve(&prefix_str, pos)?;
         let mut attrs = Vec::with_capacity(raw_attrs.len());
         for (key, value) in raw_attrs {
             let (aprefix, alocal) = match key.split_once(':') {
                 Some((p, l)) => (p, l),
                 None => ("", key),
             };
-            let ans = if aprefix.is_empty() {
-                EMPTY
+            // unprefixed attributes are in no namespace, whatever the default
+            let (aref, ans) = if aprefix.is_empty() {
+                (NS_NONE, EMPTY)
             } else {
                 self.resolve(aprefix, pos)?
             };
             let a = Attr {
                 ns: ans,
                 local: self.doc.atoms.intern(alocal),
-                prefix: if aprefix.is_empty() {
-                    EMPTY
-                } else {
-                    self.doc.atoms.intern(aprefix)
-                },
+                ns_ref: aref,
                 value: value.into_owned(),
             };
             if attrs
@@ -225,15 +227,10 @@ impl XmlBuilder<'_> {
             attrs.push(a);
         }
         let local_a = self.doc.atoms.intern(local.as_ref());
-        let prefix_a = if prefix_str.is_empty() {
-            EMPTY
-        } else {
-            self.doc.atoms.intern(&prefix_str)
-        };
         let parent = self.open.last().copied();
         let id = self
             .doc
-            .build_element(parent, ns, local_a, prefix_a, attrs, decls)?;
+            .build_element(parent, ns, local_a, ns_ref, attrs, decls)?;
         self.saw_root = true;
         if parent.is_none() {
             self.doc.root = id;

@@ -5,12 +5,14 @@
 //! sort keys know when to recompute), and every move refuses to put a node
 //! inside itself — lxml raises there too, and going on would create a cycle.
 
-use super::{Atom, Attr, Document, Kind, Node, NodeId, ATOM_ID, EMPTY, NIL};
+use super::{Atom, Attr, Document, Kind, Node, NodeId, ATOM_ID, EMPTY, NIL, NS_NONE};
 use crate::error::CollateError;
 
 impl Document {
-    pub(crate) fn set_attr(&mut self, id: NodeId, ns: &str, local: &str, value: String) {
-        let ns_a = self.atoms.intern(ns);
+    /// Sets an attribute without namespace (what recipes set: `class`,
+    /// `attr-*`, `data-*`).
+    pub(crate) fn set_attr(&mut self, id: NodeId, local: &str, value: String) {
+        let ns_a = EMPTY;
         let local_a = self.atoms.intern(local);
         let n = self.node_mut(id);
         if let Some(a) = n
@@ -23,20 +25,22 @@ impl Document {
             n.attrs.push(Attr {
                 ns: ns_a,
                 local: local_a,
-                prefix: EMPTY,
+                ns_ref: NS_NONE,
                 value,
             });
         }
         self.touch(id);
     }
 
+    /// Renames an element (lxml's `tag` setter): into namespace `ns` ("" for
+    /// none), bound as lxml binds it.
     pub(crate) fn rename(&mut self, id: NodeId, ns: &str, local: &str) {
         let ns_a = self.atoms.intern(ns);
         let local_a = self.atoms.intern(local);
         let n = self.node_mut(id);
         n.ns = ns_a;
         n.local = local_a;
-        n.prefix = EMPTY;
+        self.bind_element_ns(id, ns_a);
         self.touch(id);
     }
 
@@ -118,9 +122,25 @@ impl Document {
         Ok(())
     }
 
-    /// Moves `child` to the end of `parent`'s children (lxml `append`).
+    /// Moves `child` to the end of `parent`'s children (lxml `append`,
+    /// namespaces rebound as lxml does).
     pub(crate) fn append(&mut self, parent: NodeId, child: NodeId) -> Result<(), CollateError> {
         self.check_cycle(child, parent)?;
+        self.link_last(parent, child);
+        self.reconcile(child);
+        Ok(())
+    }
+
+    /// Unlinks `node` from its parent (lxml `remove`): the names of its
+    /// subtree are rebound to what is declared inside it.
+    pub(crate) fn remove(&mut self, node: NodeId) {
+        self.detach(node);
+        self.reconcile(node);
+    }
+
+    /// Links `child` last under `parent`, as it is (the parser's and the
+    /// copier's building step).
+    fn link_last(&mut self, parent: NodeId, child: NodeId) {
         self.detach(child);
         let last = self.node(parent).last_child;
         {
@@ -136,7 +156,6 @@ impl Document {
         }
         self.node_mut(parent).last_child = child.0;
         self.touch(parent);
-        Ok(())
     }
 
     /// Moves `node` just before `sibling` (lxml `addprevious`).
@@ -171,6 +190,7 @@ impl Document {
         }
         self.node_mut(sibling).prev = node.0;
         self.touch(parent);
+        self.reconcile(node);
         Ok(())
     }
 
@@ -183,8 +203,9 @@ impl Document {
         }
     }
 
-    /// Deep copy of `id` (with its tail), detached. Every `id` attribute in
-    /// the copy gets `id_suffix` appended, which is how easybake keeps ids
+    /// Deep copy of `id` (with its tail), detached, its names bound as
+    /// libxml2's copy binds them (see `ns.rs`). Every `id` attribute in the
+    /// copy gets `id_suffix` appended, which is how easybake keeps ids
     /// unique when it copies content.
     pub(crate) fn deep_copy(
         &mut self,
@@ -199,6 +220,7 @@ impl Document {
             n.prev = NIL;
             n.next = NIL;
             n.version = 0;
+            n.nsdef = None;
             if !id_suffix.is_empty() && n.kind == Kind::Element {
                 for a in n.attrs.iter_mut() {
                     if a.local == ATOM_ID && a.ns == EMPTY {
@@ -209,17 +231,43 @@ impl Document {
             doc.alloc(n)
         };
         let top = copy_one(self, id)?;
-        // (source, copy) pairs whose children still need copying
+        // pre-order: each copy is linked under its copied parent before its
+        // names are bound, as in libxml2
         let mut stack = vec![(id, top)];
+        let mut kids = Vec::new();
         while let Some((src, dst)) = stack.pop() {
-            let kids: Vec<NodeId> = self.children(src).collect();
-            for k in kids {
+            if self.is_element(src) {
+                self.copy_ns(src, dst, top);
+            }
+            kids.clear();
+            kids.extend(self.children(src));
+            let mark = stack.len();
+            for &k in &kids {
                 let c = copy_one(self, k)?;
-                self.append(dst, c)?;
+                self.link_new_last(dst, c);
                 stack.push((k, c));
             }
+            stack[mark..].reverse();
         }
         Ok(top)
+    }
+
+    /// Links a new, detached `child` last under `parent` (a subtree being
+    /// built: no versions to bump).
+    fn link_new_last(&mut self, parent: NodeId, child: NodeId) {
+        let last = self.node(parent).last_child;
+        {
+            let c = self.node_mut(child);
+            c.parent = parent.0;
+            c.prev = last;
+            c.next = NIL;
+        }
+        if last != NIL {
+            self.nodes[last as usize].next = child.0;
+        } else {
+            self.node_mut(parent).first_child = child.0;
+        }
+        self.node_mut(parent).last_child = child.0;
     }
 }
 
@@ -230,17 +278,17 @@ impl Document {
         parent: Option<NodeId>,
         ns: Atom,
         local: Atom,
-        prefix: Atom,
+        ns_ref: u32,
         attrs: Vec<Attr>,
-        ns_decls: Vec<(Atom, Atom)>,
+        nsdef: Vec<u32>,
     ) -> Result<NodeId, CollateError> {
         let mut n = Node::blank(Kind::Element);
         n.ns = ns;
         n.local = local;
-        n.prefix = prefix;
+        n.ns_ref = ns_ref;
         n.attrs = attrs;
-        if !ns_decls.is_empty() {
-            n.ns_decls = Some(ns_decls.into_boxed_slice());
+        if !nsdef.is_empty() {
+            n.nsdef = Some(nsdef.into_boxed_slice());
         }
         let id = match parent {
             None => {
@@ -251,7 +299,7 @@ impl Document {
             Some(_) => self.alloc(n)?,
         };
         if let Some(p) = parent {
-            self.append(p, id)?;
+            self.link_last(p, id);
         }
         Ok(id)
     }

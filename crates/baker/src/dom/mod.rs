@@ -18,6 +18,9 @@ use rustc_hash::FxHashMap;
 use super::error::CollateError;
 
 mod edit;
+mod ns;
+
+pub(crate) use ns::{NsDecl, NS_NONE, NS_XML};
 
 /// An interned string (element or attribute name, prefix, namespace URI).
 pub(crate) type Atom = u32;
@@ -54,12 +57,14 @@ pub(crate) enum Kind {
     Pi,
 }
 
-/// One attribute. `prefix` is only a serialisation hint.
+/// One attribute.
 #[derive(Clone, Debug)]
 pub(crate) struct Attr {
+    /// Namespace URI (matching compares this).
     pub(crate) ns: Atom,
     pub(crate) local: Atom,
-    pub(crate) prefix: Atom,
+    /// The declaration the name uses (its prefix is written), or [`NS_NONE`].
+    pub(crate) ns_ref: u32,
     pub(crate) value: String,
 }
 
@@ -71,13 +76,16 @@ pub(crate) struct Node {
     prev: u32,
     next: u32,
     pub(crate) kind: Kind,
-    /// Namespace URI (elements); target name for processing instructions.
+    /// Namespace URI (elements; matching compares this); target name for
+    /// processing instructions.
     pub(crate) ns: Atom,
     pub(crate) local: Atom,
-    pub(crate) prefix: Atom,
+    /// The declaration the element's name uses, or [`NS_NONE`] (see `ns.rs`).
+    pub(crate) ns_ref: u32,
     pub(crate) attrs: Vec<Attr>,
-    /// `xmlns` declarations written on this element in the source: (prefix, uri).
-    pub(crate) ns_decls: Option<Box<[(Atom, Atom)]>>,
+    /// Declarations made on this element (indices into the document's
+    /// table), in order; written as its `xmlns` attributes.
+    pub(crate) nsdef: Option<Box<[u32]>>,
     /// Element text before the first child; comment text; PI data.
     pub(crate) text: String,
     /// Text after this node, inside its parent.
@@ -135,6 +143,12 @@ pub(crate) struct Document {
     pub(crate) epilog: Vec<NodeId>,
     /// Refuse to grow past this many nodes (see `Limits::max_nodes`).
     pub(crate) max_nodes: usize,
+    /// Every namespace declaration ever made; [`NS_XML`] is the `xml` prefix.
+    ns_table: Vec<NsDecl>,
+    /// Prefixes `nsN` built so far (lxml numbers them per document).
+    ns_counter: u32,
+    /// Reused by each `reconcile`.
+    ns_scratch: Vec<(u32, u32)>,
 }
 
 /// Namespace of XHTML, the vocabulary easybake's documents are written in.
@@ -152,7 +166,13 @@ impl Document {
             prolog: Vec::new(),
             epilog: Vec::new(),
             max_nodes,
+            ns_table: Vec::new(),
+            ns_counter: 0,
+            ns_scratch: Vec::new(),
         };
+        let xml = doc.atoms.intern("xml");
+        let xml_ns = doc.atoms.intern(XML_NS);
+        doc.new_ns(xml, xml_ns);
         // Placeholder root so that `root` is always valid; the parser replaces it.
         doc.nodes.push(Node::blank(Kind::Element));
         doc
@@ -411,12 +431,6 @@ impl Document {
     }
 }
 
-impl Document {
-    pub(crate) fn ns_decls(&self, id: NodeId) -> &[(Atom, Atom)] {
-        self.node(id).ns_decls.as_deref().unwrap_or(&[])
-    }
-}
-
 impl Node {
     fn blank(kind: Kind) -> Node {
         Node {
@@ -428,9 +442,9 @@ impl Node {
             kind,
             ns: EMPTY,
             local: EMPTY,
-            prefix: EMPTY,
+            ns_ref: NS_NONE,
             attrs: Vec::new(),
-            ns_decls: None,
+            nsdef: None,
             text: String::new(),
             tail: String::new(),
             version: 0,
@@ -482,15 +496,15 @@ mod tests {
         let r = d.atoms.intern("r");
         let a = d.atoms.intern("a");
         let root = d
-            .build_element(None, EMPTY, r, EMPTY, vec![], vec![])
+            .build_element(None, EMPTY, r, NS_NONE, vec![], vec![])
             .unwrap();
         d.build_text(root, "t");
         let x = d
-            .build_element(Some(root), EMPTY, a, EMPTY, vec![], vec![])
+            .build_element(Some(root), EMPTY, a, NS_NONE, vec![], vec![])
             .unwrap();
         d.build_text(root, "1");
         let y = d
-            .build_element(Some(root), EMPTY, a, EMPTY, vec![], vec![])
+            .build_element(Some(root), EMPTY, a, NS_NONE, vec![], vec![])
             .unwrap();
         d.build_text(y, "in");
         d.build_text(root, "2");
@@ -515,7 +529,7 @@ mod tests {
     #[test]
     fn copies_suffix_ids() {
         let (mut d, root, x, _) = small();
-        d.set_attr(x, "", "id", "a1".into());
+        d.set_attr(x, "id", "a1".into());
         let c = d.deep_copy(root, "_copy").unwrap();
         let cx = d.first_child(c).unwrap();
         assert_eq!(d.attr(cx, "id"), Some("a1_copy"));
