@@ -244,14 +244,51 @@ pub struct CollateConfig {
     /// A bake taking longer than this fails (permanently: it would again).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The largest body a bake accepts.
+    pub max_input_bytes: u64,
+    /// What one bake may build, each as this many times its input's (nodes, bytes of text
+    /// the recipe creates, bytes of output) plus the allowance below: a recipe that would
+    /// grow past it fails at once, naming the rule and the limit, instead of exhausting
+    /// the daemon's memory. Recipes legitimately copy content (contents, indexes).
+    pub growth_factor: u64,
+    /// … plus this many nodes,
+    pub max_nodes_extra: u64,
+    /// … this many bytes of text created by the recipe,
+    pub max_text_extra_bytes: u64,
+    /// … and this many bytes of output.
+    pub max_output_extra_bytes: u64,
 }
 
 impl Default for CollateConfig {
     fn default() -> Self {
+        let limits = crate::collate::Limits::default();
         Self {
             strict: false,
             compat: false,
             timeout: Duration::from_secs(120),
+            max_input_bytes: limits.max_input_bytes as u64,
+            growth_factor: limits.max_nodes_factor as u64,
+            max_nodes_extra: limits.max_nodes_extra as u64,
+            max_text_extra_bytes: limits.max_text_extra as u64,
+            max_output_extra_bytes: limits.max_output_extra as u64,
+        }
+    }
+}
+
+impl CollateConfig {
+    /// The baker's limits for one bake under this configuration.
+    pub fn limits(&self) -> crate::collate::Limits {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::collate::Limits {
+            max_input_bytes: size(self.max_input_bytes),
+            max_nodes_factor: size(self.growth_factor),
+            max_nodes_extra: size(self.max_nodes_extra),
+            max_text_factor: size(self.growth_factor),
+            max_text_extra: size(self.max_text_extra_bytes),
+            max_output_factor: size(self.growth_factor),
+            max_output_extra: size(self.max_output_extra_bytes),
+            max_duration: Some(self.timeout),
+            ..crate::collate::Limits::default()
         }
     }
 }
@@ -581,6 +618,15 @@ impl Config {
         }
         if self.pipeline.collate.timeout.is_zero() {
             return bad("pipeline.collate.timeout", "must be more than 0s");
+        }
+        if self.pipeline.collate.max_input_bytes == 0 {
+            return bad("pipeline.collate.max_input_bytes", "must be more than 0");
+        }
+        if !(1..=10_000).contains(&self.pipeline.collate.growth_factor) {
+            return bad(
+                "pipeline.collate.growth_factor",
+                "must be between 1 and 10000",
+            );
         }
         if self.pipeline.command.timeout.is_zero() {
             return bad("pipeline.command.timeout", "must be more than 0s");

@@ -218,6 +218,34 @@ async fn the_demo_runs_end_to_end() {
 }
 
 #[test]
+fn bake_of_a_memory_bomb_fails_at_once_with_one_line_naming_the_limit() {
+    let dir = common::Script::new("");
+    let recipe = dir.dir.join("bomb.css");
+    let input = dir.dir.join("in.html");
+    std::fs::write(
+        &recipe,
+        "div { string-set: s string(s) string(s) \"x\"; } body::after { content: string(s); }",
+    )
+    .expect("write");
+    std::fs::write(
+        &input,
+        format!("<html><body>{}</body></html>", "<div>a</div>".repeat(40)),
+    )
+    .expect("write");
+    let s = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
+    let t = std::time::Instant::now();
+    let o = run(&["bake", &s(&recipe), &s(&input)]);
+    let took = t.elapsed();
+    assert_clear_failure(&o, 1, "limit");
+    let err = stderr(&o);
+    assert!(
+        err.contains("recipe line 1, rule \"div\"") && err.contains("text created by the recipe"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
 fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
     let dir = common::Script::new("");
     let recipe = dir.dir.join("r.css");

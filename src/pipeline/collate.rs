@@ -4,7 +4,8 @@
 //! Recipes are immutable and content-addressed, so each is parsed once per daemon and kept
 //! by id, parse errors included (a broken recipe fails every version that uses it, at
 //! once, with the same message). Baking is CPU-bound and runs on the blocking pool, bounded
-//! by `pipeline.collate.timeout` and the engine's size limits. Every failure is permanent:
+//! by `pipeline.collate.timeout` and the budgets of `[pipeline.collate]` (the baker's
+//! `Limits`). Every failure is permanent:
 //! the same recipe and body fail the same way on every try.
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 
 use super::{Step, StepError, Work};
-use crate::collate::{Limits, Recipe};
+use crate::collate::Recipe;
 use crate::config::CollateConfig;
 
 /// Parsed recipes kept per daemon (a new one evicts all when full: recipes are few).
@@ -66,10 +67,7 @@ impl Collate {
             Ok(r) => r.clone(),
             Err(e) => return Err(StepError::Permanent(e.clone())),
         };
-        let limits = Limits {
-            max_duration: Some(self.cfg.timeout),
-            ..Limits::default()
-        };
+        let limits = self.cfg.limits();
         let body = std::mem::take(&mut work.body);
         let task = tokio::task::spawn_blocking(move || {
             let result = recipe.bake_with_limits(&body, &limits);
@@ -194,6 +192,24 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(w.body, "<p>x</p>");
+    }
+
+    #[tokio::test]
+    async fn a_recipe_that_would_exhaust_memory_errors_at_once_naming_the_rule_and_limit() {
+        let body = format!("<body>{}</body>", "<div>a</div>".repeat(40));
+        let mut w = with_recipe(
+            &body,
+            6,
+            "div { string-set: s string(s) string(s) \"x\"; } body::after { content: string(s); }",
+        );
+        let t = std::time::Instant::now();
+        let e = step().run(&mut w).await.expect_err("refused");
+        assert!(
+            matches!(&e, StepError::Permanent(m) if m.contains("rule \"div\"") && m.contains("limit")),
+            "{e:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(w.body, body, "the body is kept");
     }
 
     #[tokio::test]

@@ -16,30 +16,30 @@ use super::dom::{NodeId, EMPTY};
 use super::error::CollateError;
 use super::oven::{Act, Action, Oven, Target};
 use super::recipe::Pseudo;
+use super::xml::{forbidden_char, is_qname};
 
 impl Oven<'_> {
     pub(crate) fn apply(&mut self) -> Result<(), CollateError> {
         let actions = std::mem::take(&mut self.actions);
         let mut state = ApplyState::default();
         for act in actions {
-            self.tick()?;
             let rule = act.rule;
             // warnings raised while applying name the rule that recorded the action
             self.rule = rule;
-            self.apply_one(act, &mut state)
+            self.tick()
+                .and_then(|()| self.apply_one(act, &mut state))
                 .map_err(|e| self.locate(e, rule))?;
         }
+        // the copies queued by this pass are made
+        self.doc.budget.release_reserved();
         Ok(())
     }
 
-    /// Attaches the rule to errors raised by tree operations.
-    fn locate(&self, e: CollateError, rule: u32) -> CollateError {
-        match e {
-            CollateError::Apply { msg, .. } => {
-                let r = &self.recipe.rules[rule as usize];
-                CollateError::apply(r.line, &r.prelude, msg)
-            }
-            other => other,
+    /// Attaches the rule to errors raised by tree operations and budgets.
+    pub(crate) fn locate(&self, e: CollateError, rule: u32) -> CollateError {
+        match self.recipe.rules.get(rule as usize) {
+            Some(r) => e.in_rule(r.line, &r.prelude),
+            None => e,
         }
     }
 
@@ -53,7 +53,10 @@ impl Oven<'_> {
         let tree = self.targets[t as usize].tree;
         match act.action {
             Action::Target(_) | Action::Nop => {}
-            Action::Tag(ns, local) => self.doc.rename(tree, ns, local),
+            Action::Tag(ns, local) => {
+                xml_text(ns)?;
+                self.doc.rename(tree, ns, local)
+            }
             Action::Clear => {
                 let text = self.doc.take_text(tree);
                 let kids: Vec<NodeId> = self.doc.children(tree).collect();
@@ -63,7 +66,7 @@ impl Oven<'_> {
                 st.old = Some((text, kids));
             }
             Action::Content(Some(copy)) => {
-                let text = self.doc.text(copy).to_string();
+                let text = self.doc.take_text(copy);
                 self.append_string(tree, &text);
                 let kids: Vec<NodeId> = self.doc.children(copy).collect();
                 for k in kids {
@@ -72,6 +75,8 @@ impl Oven<'_> {
             }
             Action::Content(None) => {
                 if let Some((text, kids)) = st.old.clone() {
+                    // a second content() writes the text again
+                    self.doc.budget.text(text.len())?;
                     self.append_string(tree, &text);
                     for k in kids {
                         self.doc.append(tree, k)?;
@@ -79,10 +84,20 @@ impl Oven<'_> {
                 }
             }
             Action::Attrib(name, pieces) => {
-                let value = self.resolve(&pieces);
+                if !is_qname(name) || name.contains(':') {
+                    // lxml refuses the name too, failing the reference's bake
+                    return Err(CollateError::apply(
+                        0,
+                        "",
+                        format!("{name:?} is not an attribute name"),
+                    ));
+                }
+                let value = self.resolve(&pieces)?;
+                xml_text(&value)?;
                 self.doc.set_attr(tree, name, value);
             }
             Action::Text(s) => {
+                xml_text(&s)?;
                 if self.targets[t as usize].loc == Some(Pseudo::Before) {
                     self.doc.push_text(tree, &s);
                 } else {
@@ -90,7 +105,8 @@ impl Oven<'_> {
                 }
             }
             Action::Str(pieces) => {
-                let s = self.resolve(&pieces);
+                let s = self.resolve(&pieces)?;
+                xml_text(&s)?;
                 if self.targets[t as usize].loc == Some(Pseudo::Before) {
                     self.doc.push_text(tree, &s);
                 } else {
@@ -126,9 +142,14 @@ impl Oven<'_> {
         }
     }
 
-    fn key_of(&mut self, key: u32, node: NodeId) -> Option<String> {
+    fn key_of(&mut self, key: u32, node: NodeId) -> Result<Option<String>, CollateError> {
         let recipe = self.recipe;
-        recipe.keys.get(key as usize)?.eval(&self.doc, node)
+        let key = recipe
+            .keys
+            .get(key as usize)
+            .and_then(|k| k.eval(&self.doc, node));
+        self.doc.budget.text(key.as_ref().map_or(0, String::len))?;
+        Ok(key)
     }
 
     pub(crate) fn collator_for(&mut self, lang: &Option<Rc<str>>) -> usize {
@@ -164,7 +185,7 @@ impl Oven<'_> {
         }
         let tg = self.targets[t as usize].clone();
         let sort_key = match tg.sort {
-            Some(k) => self.key_of(k, value),
+            Some(k) => self.key_of(k, value)?,
             None => None,
         };
         if tg.is_group && sort_key.is_some() {
@@ -227,7 +248,7 @@ impl Oven<'_> {
         value: NodeId,
     ) -> Result<(), CollateError> {
         let coll = self.collator_for(&tg.lang);
-        let label = self.key_of(g, value);
+        let label = self.key_of(g, value)?;
         let mine = self.bytes_of(coll, &label);
         let mut child = self.doc.first_child(tg.tree);
         while let Some(c) = child {
@@ -248,7 +269,10 @@ impl Oven<'_> {
                             group: None,
                             lang: tg.lang.clone(),
                         };
-                        let key = tg.sort.and_then(|k| self.key_of(k, value));
+                        let key = match tg.sort {
+                            Some(k) => self.key_of(k, value)?,
+                            None => None,
+                        };
                         return self.insert_group(&inner, value, &key);
                     }
                     Ordering::Greater => {
@@ -277,6 +301,23 @@ impl Oven<'_> {
         self.doc.set_text(l, label.unwrap_or_default());
         self.doc.append(group, l)?;
         Ok(group)
+    }
+}
+
+/// Refuses text XML cannot carry (a recipe string with a control character
+/// escaped into it): lxml refuses to store it, which fails the reference's
+/// bake too, and the output must stay XML.
+fn xml_text(s: &str) -> Result<(), CollateError> {
+    match forbidden_char(s) {
+        None => Ok(()),
+        Some(at) => Err(CollateError::apply(
+            0,
+            "",
+            format!(
+                "the recipe writes U+{:04X}, which XML does not allow",
+                s[at..].chars().next().map_or(0, |c| c as u32)
+            ),
+        )),
     }
 }
 

@@ -24,7 +24,7 @@ impl<'r> Oven<'r> {
         pseudo: Option<Pseudo>,
     ) -> Result<(), CollateError> {
         match &decl.kind {
-            DeclKind::StringSet => self.do_string_set(node, decl),
+            DeclKind::StringSet => self.do_string_set(node, decl)?,
             DeclKind::CounterReset => self.do_counters(decl, false),
             DeclKind::CounterIncrement => self.do_counters(decl, true),
             DeclKind::MoveTo => self.do_bucket(decl, PendKind::Move),
@@ -32,7 +32,7 @@ impl<'r> Oven<'r> {
             DeclKind::NodeSet => self.do_bucket(decl, PendKind::NodeSet),
             DeclKind::Container { .. } => self.do_container(decl),
             DeclKind::Attribute(name) => {
-                let vals = self.eval_string(node, &decl.value);
+                let vals = self.eval_string(node, &decl.value)?;
                 self.push(Action::Attrib(name, vals.into_boxed_slice()));
             }
             DeclKind::Content => self.do_content(node, decl, pseudo)?,
@@ -53,12 +53,26 @@ impl<'r> Oven<'r> {
         Ok(())
     }
 
-    fn set_string(&mut self, name: String, value: String) {
+    /// Sets a string of the current pass. The value is charged as new
+    /// text, and so is the copy of the pass's strings that changing them
+    /// makes while an element's snapshot still shares them.
+    fn set_string(&mut self, name: String, value: String) -> Result<(), CollateError> {
         let p = self.current_pass();
-        Rc::make_mut(&mut self.steps[p].strings).insert(name, value);
+        let step = &mut self.steps[p];
+        let mut charge = value.len() + name.len();
+        if Rc::strong_count(&step.strings) > 1 {
+            charge += step.strings_bytes;
+        }
+        self.doc.budget.text(charge)?;
+        let step = &mut self.steps[p];
+        step.strings_bytes += value.len() + name.len();
+        if let Some(old) = Rc::make_mut(&mut step.strings).insert(name, value) {
+            step.strings_bytes = step.strings_bytes.saturating_sub(old.len());
+        }
+        Ok(())
     }
 
-    fn do_string_set(&mut self, node: NodeId, decl: &Decl) {
+    fn do_string_set(&mut self, node: NodeId, decl: &Decl) -> Result<(), CollateError> {
         let args = css::serialize(&decl.value);
         let bad = |me: &mut Self| me.warning(format!("Bad string-set: {args}"));
         let mut text = String::new();
@@ -75,7 +89,7 @@ impl<'r> Oven<'r> {
                     None => name = Some(s.clone()),
                 },
                 Cv::Lit(_) => match name.take() {
-                    Some(n) => self.set_string(n, std::mem::take(&mut text)),
+                    Some(n) => self.set_string(n, std::mem::take(&mut text))?,
                     None => bad(self),
                 },
                 Cv::Func {
@@ -83,7 +97,7 @@ impl<'r> Oven<'r> {
                     args: fargs,
                 } => match f.as_str() {
                     "string" => {
-                        let v = self.string_fn(node, fargs);
+                        let v = self.string_fn(node, fargs)?;
                         match name {
                             Some(_) => text.push_str(&v),
                             None => bad(self),
@@ -94,16 +108,14 @@ impl<'r> Oven<'r> {
                         text.push_str(&v);
                     }
                     "attr" if name.is_some() => {
-                        if let Some(v) = self.attr_fn(node, fargs) {
+                        if let Some(v) = self.attr_fn(node, fargs)? {
                             text.push_str(&v);
                         }
                     }
-                    "content" if name.is_some() => {
-                        text.push_str(&self.doc.text_content(node, false))
-                    }
+                    "content" if name.is_some() => text.push_str(&self.content_text(node)?),
                     "attr" | "content" => bad(self),
                     "first-letter" => {
-                        let inner = self.eval_string(node, fargs);
+                        let inner = self.eval_string(node, fargs)?;
                         match inner.first() {
                             Some(Piece::Text(s)) => {
                                 if let Some(c) = s.chars().next() {
@@ -125,8 +137,9 @@ impl<'r> Oven<'r> {
             }
         }
         if let Some(n) = name {
-            self.set_string(n, text);
+            self.set_string(n, text)?;
         }
+        Ok(())
     }
 
     /// `counter-reset` (`increment == false`) and `counter-increment`:
@@ -271,10 +284,13 @@ impl<'r> Oven<'r> {
         for term in &decl.value {
             match term {
                 Cv::Ws(_) => {}
-                Cv::Str(s) | Cv::Lit(s) => self.push(Action::Text(s.clone())),
+                Cv::Str(s) | Cv::Lit(s) => {
+                    let s = self.copied(s)?;
+                    self.push(Action::Text(s));
+                }
                 Cv::Func { name, args } => match name.as_str() {
                     "string" => {
-                        let v = self.string_fn(node, args);
+                        let v = self.string_fn(node, args)?;
                         if !v.is_empty() {
                             self.push(Action::Text(v));
                         }
@@ -284,12 +300,12 @@ impl<'r> Oven<'r> {
                         self.push(Action::Text(v));
                     }
                     n if n.starts_with("target-") => {
-                        if let Some(p) = self.target_fn(node, n, args) {
+                        if let Some(p) = self.target_fn(node, n, args)? {
                             self.push(piece_action(p));
                         }
                     }
                     "attr" => {
-                        if let Some(v) = self.attr_fn(node, args) {
+                        if let Some(v) = self.attr_fn(node, args)? {
                             self.push(Action::Text(v));
                         }
                     }
@@ -299,7 +315,7 @@ impl<'r> Oven<'r> {
                     }
                     "first-letter" => {
                         // easybake pushes the whole first value here, not one letter
-                        let inner = self.eval_string(node, args);
+                        let inner = self.eval_string(node, args)?;
                         if let Some(p) = inner.into_iter().next() {
                             self.push(piece_action(p));
                         }
@@ -338,7 +354,7 @@ impl<'r> Oven<'r> {
                                         ("nodes", PendKind::Move) => PendKind::NodeSet,
                                         (_, k) => k,
                                     };
-                                    self.push(pending_action(kind, n));
+                                    self.push_pending(kind, n)?;
                                 }
                             }
                         }
@@ -373,7 +389,7 @@ impl<'r> Oven<'r> {
             });
             self.push(Action::Target(t));
             for (kind, n) in wastebin {
-                self.push(pending_action(kind, n));
+                self.push_pending(kind, n)?;
             }
         }
         Ok(())
@@ -387,10 +403,18 @@ fn piece_action(p: Piece) -> Action<'static> {
     }
 }
 
-fn pending_action(kind: PendKind, n: NodeId) -> Action<'static> {
-    match kind {
-        PendKind::Move => Action::Move(n),
-        PendKind::Copy => Action::Copy(n),
-        PendKind::NodeSet => Action::NodeSet(n),
+impl Oven<'_> {
+    /// Queues a node of a bucket; a copy reserves the node it will add.
+    fn push_pending(&mut self, kind: PendKind, n: NodeId) -> Result<(), CollateError> {
+        let action = match kind {
+            PendKind::Move => Action::Move(n),
+            PendKind::Copy => Action::Copy(n),
+            PendKind::NodeSet => Action::NodeSet(n),
+        };
+        if kind != PendKind::Move {
+            self.doc.budget.reserve_node(self.doc.len())?;
+        }
+        self.push(action);
+        Ok(())
     }
 }

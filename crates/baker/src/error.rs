@@ -40,13 +40,22 @@ pub enum CollateError {
         /// What is wrong.
         msg: String,
     },
-    /// The bake would exceed one of the configured [`Limits`](super::Limits).
-    #[error("collation limit exceeded: {what} (limit {limit})")]
+    /// The baked document could not be written as XML (a safety net: the
+    /// checks on the input and on what recipes write keep this from happening).
+    #[error("the baked document cannot be written: {0}")]
+    Output(String),
+    /// The bake would exceed one of the configured [`Limits`](super::Limits):
+    /// a recipe or document that would exhaust memory or time fails at once.
+    #[error("{}collation limit exceeded: {what} (limit {limit})", at_rule(*.line, .rule))]
     Limit {
         /// Which limit.
         what: &'static str,
         /// The configured value of that limit.
         limit: u64,
+        /// Line of the rule that was running (0 when none was, e.g. the input size).
+        line: u32,
+        /// That rule's selector text ("" when none).
+        rule: String,
     },
 }
 
@@ -64,12 +73,49 @@ impl CollateError {
         }
     }
 
+    /// A limit reached outside of any rule (the rule is added by the oven).
+    pub(crate) fn limit(what: &'static str, limit: u64) -> Self {
+        CollateError::Limit {
+            what,
+            limit,
+            line: 0,
+            rule: String::new(),
+        }
+    }
+
+    /// Names the rule that was running, if the error does not name one yet.
+    pub(crate) fn in_rule(self, line: u32, prelude: &str) -> Self {
+        match self {
+            CollateError::Apply { line: 0, msg, .. } => CollateError::apply(line, prelude, msg),
+            CollateError::Limit {
+                what,
+                limit,
+                line: 0,
+                ..
+            } => CollateError::Limit {
+                what,
+                limit,
+                line,
+                rule: shorten(prelude),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn apply(line: u32, rule: &str, msg: impl Into<String>) -> Self {
         CollateError::Apply {
             line,
             rule: shorten(rule),
             msg: msg.into(),
         }
+    }
+}
+
+fn at_rule(line: u32, rule: &str) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!("recipe line {line}, rule \"{rule}\": ")
     }
 }
 

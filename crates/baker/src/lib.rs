@@ -41,6 +41,7 @@
 
 mod apply;
 pub mod bench;
+mod budget;
 mod css;
 mod declare;
 mod dom;
@@ -93,6 +94,12 @@ pub struct Limits {
     pub max_nodes_factor: usize,
     /// … plus this many.
     pub max_nodes_extra: usize,
+    /// Text the recipe may create (strings it computes, text and attribute
+    /// values it writes, text it copies with a subtree), as a multiple of
+    /// the input size …
+    pub max_text_factor: usize,
+    /// … plus this many bytes.
+    pub max_text_extra: usize,
     /// Output size as a multiple of the input size …
     pub max_output_factor: usize,
     /// … plus this many bytes.
@@ -111,6 +118,8 @@ impl Default for Limits {
             max_input_bytes: 256 << 20,
             max_nodes_factor: 20,
             max_nodes_extra: 100_000,
+            max_text_factor: 20,
+            max_text_extra: 16 << 20,
             max_output_factor: 20,
             max_output_extra: 16 << 20,
             max_depth: 1024,
@@ -189,22 +198,28 @@ impl Recipe {
     pub fn bake_with(&self, html: &str, opts: &BakeOptions) -> Result<Baked, CollateError> {
         let limits = &opts.limits;
         if html.len() > limits.max_input_bytes {
-            return Err(CollateError::Limit {
-                what: "input size in bytes",
-                limit: limits.max_input_bytes as u64,
-            });
+            return Err(CollateError::limit(
+                "input size in bytes",
+                limits.max_input_bytes as u64,
+            ));
         }
         let hard_cap = limits
             .max_input_bytes
             .saturating_mul(limits.max_nodes_factor.max(1))
             .saturating_add(limits.max_nodes_extra)
             .min(u32::MAX as usize - 1);
+        let watchdog = limits.max_duration.map(budget::Watchdog::start);
         let mut doc = xml::parse(html, hard_cap, limits.max_depth)?;
-        doc.max_nodes = doc
+        doc.budget.max_nodes = doc
             .len()
             .saturating_mul(limits.max_nodes_factor)
             .saturating_add(limits.max_nodes_extra)
             .min(hard_cap);
+        let max_text = html
+            .len()
+            .saturating_mul(limits.max_text_factor)
+            .saturating_add(limits.max_text_extra);
+        doc.budget.limit(max_text as u64, watchdog.as_ref());
         let mut oven = oven::Oven::new(&self.compiled, doc, opts);
         oven.bake(opts.stop_before.as_deref())?;
         let max_out = html
@@ -248,6 +263,43 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_output_is_xml_whatever_the_input_or_recipe_carries() {
+        let out = Recipe::parse("p::after { content: 'x'; }")
+            .unwrap()
+            .bake("<!DOCTYPE html [ <!ENTITY e \"&#60;\"> ]>\n<html><p>t</p></html>")
+            .unwrap();
+        assert_eq!(
+            out.html,
+            "<!DOCTYPE html>\n<html><p>t<div>x</div></p></html>\n"
+        );
+        assert!(
+            out.warnings[0]
+                .message
+                .contains("internal subset was dropped"),
+            "{:?}",
+            out.warnings
+        );
+        // a control character escaped into a recipe string fails the rule, as
+        // lxml's refusal fails the reference's bake
+        let err = Recipe::parse("p { color: red; }\np::after { content: 'a\\1 b'; }")
+            .unwrap()
+            .bake("<html><p>t</p></html>")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "recipe line 2, rule \"p::after\": cannot apply to this document: the recipe writes U+0001, which XML does not allow"
+        );
+        let err = Recipe::parse("p { attr-a\\\"b: 'x'; }")
+            .unwrap()
+            .bake("<html><p>t</p></html>")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is not an attribute name"),
+            "{err}"
+        );
     }
 
     #[test]

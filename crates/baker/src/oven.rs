@@ -15,7 +15,6 @@
 
 use rustc_hash::FxHashMap;
 use std::rc::Rc;
-use std::time::Instant;
 
 use super::dom::{Document, NodeId};
 use super::error::CollateError;
@@ -46,6 +45,8 @@ pub(crate) struct StepState {
     /// snapshot at every element with an id costs two reference counts.
     pub(crate) counters: Rc<Counters>,
     pub(crate) strings: Rc<Strings>,
+    /// Bytes of names and values in `strings` (what copying them costs).
+    pub(crate) strings_bytes: usize,
 }
 
 /// Variables as they were at an element with an `id`, for `target-counter()`
@@ -127,14 +128,11 @@ pub(crate) struct Oven<'r> {
     pub(crate) runs: Runs,
     repeatable_ids: bool,
     next_id: u64,
-    deadline: Option<Instant>,
-    ticks: u32,
-    max_duration_ms: u64,
 }
 
 impl<'r> Oven<'r> {
     pub(crate) fn new(recipe: &'r Compiled, doc: Document, opts: &BakeOptions) -> Self {
-        let started = Instant::now();
+        let dropped_subset = doc.dropped_subset;
         Oven {
             recipe,
             doc,
@@ -142,6 +140,14 @@ impl<'r> Oven<'r> {
                 let mut w = Warnings::new(opts.limits.max_warnings);
                 for p in &recipe.warnings {
                     w.push(p.level, p.line, p.message.clone());
+                }
+                if dropped_subset {
+                    w.push(
+                        Level::Warning,
+                        0,
+                        "the document's DTD internal subset was dropped (its declarations are not used)"
+                            .to_string(),
+                    );
                 }
                 w
             },
@@ -160,13 +166,6 @@ impl<'r> Oven<'r> {
             runs: Runs::default(),
             repeatable_ids: opts.repeatable_ids,
             next_id: 0,
-            deadline: opts.limits.max_duration.map(|d| started + d),
-            ticks: 0,
-            max_duration_ms: opts
-                .limits
-                .max_duration
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
         }
     }
 
@@ -184,19 +183,9 @@ impl<'r> Oven<'r> {
     }
 
     /// Called in every loop over nodes or actions: enforces the time limit.
-    pub(crate) fn tick(&mut self) -> Result<(), CollateError> {
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks.is_multiple_of(256) {
-            if let Some(d) = self.deadline {
-                if Instant::now() > d {
-                    return Err(CollateError::Limit {
-                        what: "bake time in milliseconds",
-                        limit: self.max_duration_ms,
-                    });
-                }
-            }
-        }
-        Ok(())
+    #[inline]
+    pub(crate) fn tick(&self) -> Result<(), CollateError> {
+        self.doc.budget.time()
     }
 
     /// A WARNING-level message from the rule running now.

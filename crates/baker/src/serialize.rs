@@ -29,6 +29,7 @@ pub(crate) fn serialize(doc: &Document, max_bytes: usize) -> Result<String, Coll
         generated: Vec::new(),
         attr_prefixes: Vec::new(),
         max_bytes,
+        ok: true,
     };
     if let Some(dt) = &doc.doctype {
         w.out.push_str("<!DOCTYPE ");
@@ -46,6 +47,11 @@ pub(crate) fn serialize(doc: &Document, max_bytes: usize) -> Result<String, Coll
     }
     w.out.push('\n');
     w.check()?;
+    if !w.ok {
+        return Err(CollateError::Output(
+            "the baked document would contain a character XML does not allow".into(),
+        ));
+    }
     Ok(w.out)
 }
 
@@ -67,15 +73,17 @@ struct Writer<'a> {
     /// Prefixes chosen for the attributes of the element being written.
     attr_prefixes: Vec<Pfx>,
     max_bytes: usize,
+    /// False once a character XML does not allow was met.
+    ok: bool,
 }
 
 impl Writer<'_> {
     fn check(&self) -> Result<(), CollateError> {
         if self.out.len() > self.max_bytes {
-            return Err(CollateError::Limit {
-                what: "output size in bytes",
-                limit: self.max_bytes as u64,
-            });
+            return Err(CollateError::limit(
+                "output size in bytes",
+                self.max_bytes as u64,
+            ));
         }
         Ok(())
     }
@@ -157,7 +165,7 @@ impl Writer<'_> {
             self.out.push_str(&p);
             self.out.push_str("=\"");
         }
-        escape_attr(&mut self.out, self.doc.atoms.get(uri));
+        self.ok &= escape(&mut self.out, self.doc.atoms.get(uri), true);
         self.out.push('"');
     }
 
@@ -210,7 +218,7 @@ impl Writer<'_> {
             self.out.push(' ');
             self.write_prefixed(p, a.local);
             self.out.push_str("=\"");
-            escape_attr(&mut self.out, &a.value);
+            self.ok &= escape(&mut self.out, &a.value, true);
             self.out.push('"');
         }
         self.attr_prefixes = attr_prefixes;
@@ -252,7 +260,7 @@ impl Writer<'_> {
                 let node = doc.node(cur);
                 if doc.has_children(cur) || !node.text.is_empty() {
                     self.out.push('>');
-                    escape_text(&mut self.out, &node.text);
+                    self.ok &= escape(&mut self.out, &node.text, false);
                     match doc.first_child(cur) {
                         Some(first) => {
                             names.push(name);
@@ -287,7 +295,7 @@ impl Writer<'_> {
                 if cur == top {
                     return Ok(());
                 }
-                escape_text(&mut self.out, doc.tail(cur));
+                self.ok &= escape(&mut self.out, doc.tail(cur), false);
                 if let Some(n) = doc.next(cur) {
                     cur = n;
                     break;
@@ -318,31 +326,40 @@ impl Writer<'_> {
     }
 }
 
-fn escape_text(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#13;"),
-            _ => out.push(c),
-        }
+/// Writes `s` as XML text (`attr`: as an attribute value), escaping what
+/// must be. Returns `false` when `s` holds a character XML does not allow,
+/// which the parser and the recipe checks never let into the tree: the
+/// output is then refused rather than written.
+fn escape(out: &mut String, s: &str, attr: bool) -> bool {
+    let b = s.as_bytes();
+    let mut ok = true;
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let rep = match c {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'\r' => "&#13;",
+            b'"' if attr => "&quot;",
+            b'\n' if attr => "&#10;",
+            b'\t' if attr => "&#9;",
+            b'\n' | b'\t' => continue,
+            0..=0x1F => {
+                ok = false;
+                continue;
+            }
+            0xEF if b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)) => {
+                ok = false;
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(rep);
+        start = i + 1;
     }
-}
-
-fn escape_attr(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            _ => out.push(c),
-        }
-    }
+    out.push_str(&s[start..]);
+    ok
 }
 
 #[cfg(test)]

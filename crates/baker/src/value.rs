@@ -10,6 +10,7 @@
 
 use super::css::{self, Cv};
 use super::dom::NodeId;
+use super::error::CollateError;
 use super::oven::Oven;
 
 /// Part of a computed string.
@@ -34,16 +35,20 @@ pub(crate) fn first_text(pieces: &[Piece]) -> String {
 
 impl Oven<'_> {
     /// Evaluates a value to text and deferred pieces.
-    pub(crate) fn eval_string(&mut self, node: NodeId, values: &[Cv]) -> Vec<Piece> {
+    pub(crate) fn eval_string(
+        &mut self,
+        node: NodeId,
+        values: &[Cv],
+    ) -> Result<Vec<Piece>, CollateError> {
         let mut text = String::new();
         let mut vals = Vec::new();
         for term in values {
             match term {
                 Cv::Str(s) | Cv::Ident(s) | Cv::Lit(s) => text.push_str(s),
                 Cv::Func { name, args } => match name.as_str() {
-                    "string" => text.push_str(&self.string_fn(node, args)),
+                    "string" => text.push_str(&self.string_fn(node, args)?),
                     "attr" => {
-                        if let Some(v) = self.attr_fn(node, args) {
+                        if let Some(v) = self.attr_fn(node, args)? {
                             text.push_str(&v);
                         }
                     }
@@ -51,17 +56,17 @@ impl Oven<'_> {
                         let id = self.generate_id();
                         text.push_str(&id);
                     }
-                    "content" => text.push_str(&self.doc.text_content(node, false)),
+                    "content" => text.push_str(&self.content_text(node)?),
                     n if n.starts_with("target-") => {
                         if !text.is_empty() {
                             vals.push(Piece::Text(std::mem::take(&mut text)));
                         }
-                        if let Some(p) = self.target_fn(node, n, args) {
+                        if let Some(p) = self.target_fn(node, n, args)? {
                             vals.push(p);
                         }
                     }
                     "first-letter" => {
-                        let inner = self.eval_string(node, args);
+                        let inner = self.eval_string(node, args)?;
                         match inner.first() {
                             Some(Piece::Text(s)) => {
                                 if let Some(c) = s.chars().next() {
@@ -94,75 +99,114 @@ impl Oven<'_> {
         if !text.is_empty() || vals.is_empty() {
             vals.push(Piece::Text(text));
         }
-        vals
+        Ok(vals)
+    }
+
+    /// `content()`: the text of `node`'s subtree, charged as new text.
+    pub(crate) fn content_text(&mut self, node: NodeId) -> Result<String, CollateError> {
+        let text = self.doc.text_content(node, false);
+        self.doc.budget.text(text.len())?;
+        Ok(text)
+    }
+
+    /// Charges a copy of `s` as new text and makes it.
+    pub(crate) fn copied(&mut self, s: &str) -> Result<String, CollateError> {
+        self.doc.budget.text(s.len())?;
+        Ok(s.to_string())
     }
 
     /// `string(name[, default])`, warning when the string is blank and has
     /// no default.
-    pub(crate) fn string_fn(&mut self, node: NodeId, args: &[Cv]) -> String {
+    pub(crate) fn string_fn(&mut self, node: NodeId, args: &[Cv]) -> Result<String, CollateError> {
         let parts = css::split(args, ",");
         let name = match parts.first() {
-            Some(p) => first_text(&self.eval_string(node, p)),
+            Some(p) => first_text(&self.eval_string(node, p)?),
             None => String::new(),
         };
-        let val = self.lookup_string(&name).unwrap_or("").to_string();
-        if !val.is_empty() {
-            return val;
+        let len = self.lookup_string(&name).map_or(0, str::len);
+        if len > 0 {
+            // charged before the copy is made: a doubling string stops here
+            self.doc.budget.text(len)?;
+            return Ok(self.lookup_string(&name).unwrap_or("").to_string());
         }
-        match parts.get(1) {
-            Some(p) => first_text(&self.eval_string(node, p)),
+        Ok(match parts.get(1) {
+            Some(p) => first_text(&self.eval_string(node, p)?),
             None => {
                 self.warning(format!("{name} blank string"));
                 String::new()
             }
-        }
+        })
     }
 
     /// `attr(name[, default])`; `prefix|name` uses the recipe's namespaces.
     /// `None` when the prefix is undefined (easybake skips the term).
-    pub(crate) fn attr_fn(&mut self, node: NodeId, args: &[Cv]) -> Option<String> {
+    pub(crate) fn attr_fn(
+        &mut self,
+        node: NodeId,
+        args: &[Cv],
+    ) -> Result<Option<String>, CollateError> {
         let parts = css::split(args, ",");
         let name = match parts.first() {
-            Some(p) => first_text(&self.eval_string(node, p)),
+            Some(p) => first_text(&self.eval_string(node, p)?),
             None => String::new(),
         };
         let default = match parts.get(1) {
-            Some(p) => first_text(&self.eval_string(node, p)),
+            Some(p) => first_text(&self.eval_string(node, p)?),
             None => String::new(),
         };
-        let value = match name.split_once('|') {
+        let len = match name.split_once('|') {
             Some((prefix, local)) => {
                 let Some(uri) = self.recipe.namespaces.get(prefix) else {
                     self.warning(format!("Undefined namespace prefix {prefix}"));
-                    return None;
+                    return Ok(None);
                 };
-                self.doc.attr_ns(node, uri, local).map(str::to_string)
+                self.doc.attr_ns(node, uri, local).map(str::len)
             }
-            None => self.doc.attr(node, &name).map(str::to_string),
+            None => self.doc.attr(node, &name).map(str::len),
         };
-        Some(value.unwrap_or(default))
+        let Some(len) = len else {
+            return Ok(Some(default));
+        };
+        self.doc.budget.text(len)?;
+        let value = match name.split_once('|') {
+            Some((prefix, local)) => {
+                let uri = self
+                    .recipe
+                    .namespaces
+                    .get(prefix)
+                    .map_or("", |u| u.as_str());
+                self.doc.attr_ns(node, uri, local)
+            }
+            None => self.doc.attr(node, &name),
+        };
+        Ok(Some(value.unwrap_or("").to_string()))
     }
 
     /// `target-counter(ref, name)` / `target-string(ref, name)`: `ref` is
     /// `#id` (the first character is dropped, whatever it is).
-    pub(crate) fn target_fn(&mut self, node: NodeId, fname: &str, args: &[Cv]) -> Option<Piece> {
+    pub(crate) fn target_fn(
+        &mut self,
+        node: NodeId,
+        fname: &str,
+        args: &[Cv],
+    ) -> Result<Option<Piece>, CollateError> {
         let parts = css::split(args, ",");
         let (Some(r), Some(n)) = (parts.first(), parts.get(1)) else {
             self.warning(format!("Bad string value: {fname}() needs two arguments"));
-            return None;
+            return Ok(None);
         };
-        let vref = first_text(&self.eval_string(node, r));
-        let name = first_text(&self.eval_string(node, n));
+        let vref = first_text(&self.eval_string(node, r)?);
+        let name = first_text(&self.eval_string(node, n)?);
         let counter = match fname {
             "target-counter" | "target-counters" => true,
             "target-string" => false,
             _ => {
                 self.warning(format!("Unknown function {fname}"));
-                return None;
+                return Ok(None);
             }
         };
         let id: String = vref.chars().skip(1).collect();
-        Some(Piece::Target { id, name, counter })
+        Ok(Some(Piece::Target { id, name, counter }))
     }
 
     /// `counter(name[, style])`; `counters(name, sep[, style])` is accepted
@@ -231,8 +275,9 @@ impl Oven<'_> {
         }
     }
 
-    /// Resolves deferred pieces (at apply time).
-    pub(crate) fn resolve(&mut self, pieces: &[Piece]) -> String {
+    /// Resolves deferred pieces (at apply time); the result is charged as
+    /// new text.
+    pub(crate) fn resolve(&mut self, pieces: &[Piece]) -> Result<String, CollateError> {
         let mut out = String::new();
         for p in pieces {
             match p {
@@ -256,7 +301,8 @@ impl Oven<'_> {
                 }
             }
         }
-        out
+        self.doc.budget.text(out.len())?;
+        Ok(out)
     }
 }
 

@@ -45,7 +45,8 @@ impl<'r> Oven<'r> {
                     let lang = self.element_lang(node, parent_lang);
                     self.lang = lang.clone();
                     let matched = self.match_rules(pass, node, &root_lang, &mut caches);
-                    self.enter(node, &matched)?;
+                    self.enter(node, &matched)
+                        .map_err(|e| self.locate(e, self.rule))?;
                     stack.push(Frame::Exit(node, matched));
                     // children in reverse, so the first is entered first
                     let mut child = self.doc.last_child(node);
@@ -56,7 +57,9 @@ impl<'r> Oven<'r> {
                         child = self.doc.prev(k);
                     }
                 }
-                Frame::Exit(node, matched) => self.exit(node, &matched)?,
+                Frame::Exit(node, matched) => self
+                    .exit(node, &matched)
+                    .map_err(|e| self.locate(e, self.rule))?,
             }
         }
         Ok(())

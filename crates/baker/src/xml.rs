@@ -6,7 +6,14 @@
 //! well-formed XML is a permanent error naming the line, which is also what
 //! lxml does. Tokenising is quick-xml's job; namespace scoping and the
 //! well-formedness rules quick-xml leaves to its caller (one root, no text
-//! outside it, known prefixes, known entities) are checked here.
+//! outside it, known prefixes, known entities, characters XML 1.0 allows,
+//! names that are XML names, no `xml` processing instruction) are checked
+//! here, so that whatever is accepted can be written back as XML.
+//!
+//! A DTD's internal subset (`<!DOCTYPE html [ … ]>`) is dropped with a
+//! warning: its entities are never expanded (no entity bombs, no external
+//! files) and writing it back verbatim could not be trusted to be XML; the
+//! rest of the DOCTYPE (name, public and system ids) is kept.
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -23,6 +30,18 @@ pub(crate) fn parse(
     max_depth: usize,
 ) -> Result<Document, CollateError> {
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);
+    if let Some(at) = forbidden_char(input) {
+        let line = input.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u32
+            + 1;
+        let c = input[at..].chars().next().unwrap_or('\0');
+        return Err(CollateError::Html {
+            line,
+            msg: format!("character U+{:04X} is not allowed in XML", c as u32),
+        });
+    }
     let mut p = XmlBuilder {
         input,
         doc: Document::new(max_nodes),
@@ -71,6 +90,7 @@ impl XmlBuilder<'_> {
         {
             let cfg = reader.config_mut();
             cfg.check_end_names = true;
+            cfg.check_comments = true;
             cfg.expand_empty_elements = false;
             cfg.trim_text(false);
         }
@@ -98,9 +118,27 @@ impl XmlBuilder<'_> {
                 }
                 Event::GeneralRef(r) => {
                     let ch = match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
+                        Ok(Some(c)) if is_xml_char(c) => c.to_string(),
+                        Ok(Some(c)) => {
+                            return Err(self.err(
+                                pos,
+                                format!(
+                                    "character reference to U+{:04X}, which XML does not allow",
+                                    c as u32
+                                ),
+                            ))
+                        }
                         Ok(None) => match predefined(&r) {
                             Some(s) => s.to_string(),
+                            None if self.doc.dropped_subset => {
+                                return Err(self.err(
+                                    pos,
+                                    format!(
+                                        "entity &{}; (entities of a DTD internal subset are not expanded)",
+                                        &*r
+                                    ),
+                                ));
+                            }
                             None => {
                                 return Err(self.err(pos, format!("undefined entity &{};", &*r)));
                             }
@@ -113,10 +151,19 @@ impl XmlBuilder<'_> {
                 }
                 Event::Comment(c) => {
                     let text = c.xml_content(XmlVersion::Implicit1_0).into_owned();
+                    if text.ends_with('-') {
+                        return Err(self.err(pos, "a comment must not end with \"--->\""));
+                    }
                     self.other(Kind::Comment, "", text)?;
                 }
                 Event::PI(pi) => {
                     let target = pi.target().to_string();
+                    if !is_name(&target) || target.eq_ignore_ascii_case("xml") {
+                        return Err(self.err(
+                            pos,
+                            format!("{target:?} is not a processing instruction target"),
+                        ));
+                    }
                     let data = pi.content().trim_start().to_string();
                     self.other(Kind::Pi, &target, data)?;
                 }
@@ -124,8 +171,11 @@ impl XmlBuilder<'_> {
                     if self.saw_root {
                         return Err(self.err(pos, "DOCTYPE after the root element"));
                     }
-                    self.doc.doctype =
-                        Some(d.xml_content(XmlVersion::Implicit1_0).trim().to_string());
+                    let content = d.xml_content(XmlVersion::Implicit1_0);
+                    let (kept, subset) = doctype(&content)
+                        .map_err(|m| self.err(pos, format!("malformed DOCTYPE: {m}")))?;
+                    self.doc.doctype = Some(kept);
+                    self.doc.dropped_subset = subset;
                 }
                 Event::Decl(_) => {}
                 Event::Eof => break,
@@ -166,10 +216,10 @@ impl XmlBuilder<'_> {
             return Err(self.err(pos, "more than one root element"));
         }
         if self.open.len() >= self.max_depth {
-            return Err(CollateError::Limit {
-                what: "element nesting depth",
-                limit: self.max_depth as u64,
-            });
+            return Err(CollateError::limit(
+                "element nesting depth",
+                self.max_depth as u64,
+            ));
         }
         self.marks.push(self.bindings.len());
         // first pass: namespace declarations, which scope over this element's
@@ -182,6 +232,9 @@ impl XmlBuilder<'_> {
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|err| self.err(pos, format!("bad attribute value: {err}")))?;
             let key = a.key.into_inner();
+            if !is_qname(key) {
+                return Err(self.err(pos, format!("{key:?} is not an attribute name")));
+            }
             if key == "xmlns" || key.starts_with("xmlns:") {
                 let prefix = key
                     .strip_prefix("xmlns")
@@ -197,6 +250,10 @@ impl XmlBuilder<'_> {
             }
         }
         let qname = e.name();
+        let raw_name: &str = qname.as_ref();
+        if !is_qname(raw_name) {
+            return Err(self.err(pos, format!("{raw_name:?} is not an element name")));
+        }
         let (local, prefix) = qname.decompose();
         let prefix_str = prefix.map(|p| p.as_ref().to_string()).unwrap_or_default();
         let (ns_ref, ns) = self.resolve(&prefix_str, pos)?;
@@ -272,6 +329,122 @@ impl XmlBuilder<'_> {
     }
 }
 
+/// Position of the first character XML 1.0 does not allow (controls other
+/// than tab, newline and carriage return; U+FFFE and U+FFFF).
+pub(crate) fn forbidden_char(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r') {
+            return Some(i);
+        }
+        if c == 0xEF && b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether XML 1.0 allows `c` in a document.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    let mut buf = [0u8; 4];
+    forbidden_char(c.encode_utf8(&mut buf)).is_none()
+}
+
+/// XML's `NameStartChar`.
+fn is_name_start(c: char) -> bool {
+    matches!(c, 'A'..='Z' | 'a'..='z' | '_' | ':'
+        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// XML's `NameChar`.
+fn is_name_char(c: char) -> bool {
+    is_name_start(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+/// Whether `s` is an XML `Name`.
+pub(crate) fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
+}
+
+/// Whether `s` is a qualified name: `local` or `prefix:local`, each a name
+/// without a colon.
+pub(crate) fn is_qname(s: &str) -> bool {
+    let ncname = |p: &str| is_name(p) && !p.contains(':');
+    match s.split_once(':') {
+        Some((p, l)) => ncname(p) && ncname(l),
+        None => ncname(s),
+    }
+}
+
+/// Reads a DOCTYPE's content (`html PUBLIC "…" "…" [ … ]`): returns what is
+/// kept (the name and external id, as XML) and whether an internal subset
+/// was dropped.
+fn doctype(content: &str) -> Result<(String, bool), String> {
+    let s = content.trim_start();
+    let name_end = s
+        .find(|c: char| c.is_ascii_whitespace() || c == '[')
+        .unwrap_or(s.len());
+    let name = &s[..name_end];
+    if !is_qname(name) {
+        return Err(format!("{name:?} is not a name"));
+    }
+    let mut kept = name.to_string();
+    let mut rest = s[name_end..].trim_start();
+    let literal = |r: &str, pubid: bool| -> Result<(String, usize), String> {
+        let quote = r.chars().next().filter(|c| *c == '"' || *c == '\'');
+        let Some(q) = quote else {
+            return Err("expected a quoted literal".into());
+        };
+        let end = r[1..].find(q).ok_or("unterminated literal")? + 1;
+        let body = &r[1..end];
+        let ok = if pubid {
+            body.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " \r\n-'()+,./:=?;!*#@$_%".contains(c))
+        } else {
+            true
+        };
+        if !ok {
+            return Err("bad character in the public id".into());
+        }
+        Ok((format!("{q}{body}{q}"), end + 1))
+    };
+    for (keyword, literals) in [("PUBLIC", 2), ("SYSTEM", 1)] {
+        if let Some(after) = rest.strip_prefix(keyword) {
+            if !after.starts_with(|c: char| c.is_ascii_whitespace()) {
+                return Err(format!("expected a space after {keyword}"));
+            }
+            kept.push(' ');
+            kept.push_str(keyword);
+            rest = after.trim_start();
+            for i in 0..literals {
+                let (lit, used) = literal(rest, keyword == "PUBLIC" && i == 0)?;
+                kept.push(' ');
+                kept.push_str(&lit);
+                rest = rest[used..].trim_start();
+            }
+            break;
+        }
+    }
+    let subset = rest.starts_with('[');
+    if subset {
+        rest = rest.trim_end();
+        if !rest.ends_with(']') {
+            return Err("unterminated internal subset".into());
+        }
+    } else if !rest.trim().is_empty() {
+        return Err(format!("unexpected {:?}", rest.trim()));
+    }
+    Ok((kept, subset))
+}
+
 fn predefined(name: &str) -> Option<&'static str> {
     Some(match name {
         "lt" => "<",
@@ -304,6 +477,71 @@ mod tests {
         assert_eq!(doc.tail(b), "té");
         let q = doc.next(p).unwrap();
         assert_eq!(doc.namespace(q), "urn:e");
+    }
+
+    #[test]
+    fn characters_xml_forbids_are_refused_naming_the_line() {
+        for bad in [
+            "<a>\n\u{1}</a>",
+            "<a>\n&#1;</a>",
+            "<a x='\n\u{0}'/>",
+            "<a>\n&#xFFFE;</a>",
+            "<a>\n\u{ffff}</a>",
+        ] {
+            let err = parse(bad, 100, 100).unwrap_err();
+            assert!(
+                matches!(&err, CollateError::Html { line: 2, msg } if msg.contains("U+")),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(parse("<a>\t\r\n&#9;&#xD;&#x10000;</a>", 100, 100).is_ok());
+    }
+
+    #[test]
+    fn names_comments_and_processing_instructions_must_be_xml() {
+        for bad in [
+            "<a><b c\"d='1'/></a>",
+            "<a><1b/></a>",
+            "<a><!-- x -- y --></a>",
+            "<a><!-- x ---></a>",
+            "<a><?XML x?></a>",
+            "<a><x:y:z xmlns:x='u'/></a>",
+        ] {
+            assert!(parse(bad, 100, 100).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_dtd_internal_subset_is_dropped_and_malformed_doctypes_refused() {
+        let doc = parse(
+            "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\" 'x.dtd' [ <!ENTITY e \"&#1;\"> ]><html/>",
+            100,
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            doc.doctype.as_deref(),
+            Some("html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\" 'x.dtd'")
+        );
+        assert!(doc.dropped_subset);
+        let doc = parse("<!DOCTYPE html><html/>", 100, 100).unwrap();
+        assert_eq!(doc.doctype.as_deref(), Some("html"));
+        assert!(!doc.dropped_subset);
+        let err = parse(
+            "<!DOCTYPE html [<!ENTITY e 'x'>]><html>&e;</html>",
+            100,
+            100,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("internal subset"), "{err}");
+        for bad in [
+            "<!DOCTYPE html PUBLIC><html/>",
+            "<!DOCTYPE html SYSTEM 'a' junk><html/>",
+            "<!DOCTYPE h\"tml><html/>",
+            "<!DOCTYPE html PUBLIC \"{}\" 'x'><html/>",
+        ] {
+            assert!(parse(bad, 100, 100).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A recipe and a document from one input (split at the first NUL byte): baking returns a
-//! document or an error within its limits, never panics.
+//! document that is namespace-well-formed XML, or an error within its limits; never panics.
 #![no_main]
 
 use std::time::Duration;
@@ -21,9 +21,18 @@ fuzz_target!(|data: &[u8]| {
         max_duration: Some(Duration::from_secs(2)),
         max_nodes_extra: 10_000,
         max_output_extra: 1 << 20,
+        max_text_extra: 1 << 20,
         ..Limits::default()
     };
     if let Ok(recipe) = Recipe::parse(css) {
-        let _ = recipe.bake_with_limits(html, &limits);
+        if let Ok(baked) = recipe.bake_with_limits(html, &limits) {
+            let opts = roxmltree::ParsingOptions {
+                allow_dtd: true,
+                ..Default::default()
+            };
+            if let Err(e) = roxmltree::Document::parse_with_options(&baked.html, opts) {
+                panic!("the output is not XML ({e}):\n{}", baked.html);
+            }
+        }
     }
 });

@@ -213,6 +213,11 @@ impl Document {
         id_suffix: &str,
     ) -> Result<NodeId, CollateError> {
         let copy_one = |doc: &mut Document, src: NodeId| -> Result<NodeId, CollateError> {
+            // the copied text is new text: charged before it is made
+            let s = doc.node(src);
+            let bytes =
+                s.text.len() + s.tail.len() + s.attrs.iter().map(|a| a.value.len()).sum::<usize>();
+            doc.budget.text(bytes)?;
             let mut n = doc.node(src).clone();
             n.parent = NIL;
             n.first_child = NIL;

@@ -15,6 +15,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::budget::Budget;
 use super::error::CollateError;
 
 mod edit;
@@ -136,13 +137,15 @@ pub(crate) struct Document {
     nodes: Vec<Node>,
     pub(crate) atoms: Interner,
     pub(crate) root: NodeId,
-    /// `<!DOCTYPE …>` content, re-emitted verbatim.
+    /// `<!DOCTYPE …>` content as written back: the name and external id.
     pub(crate) doctype: Option<String>,
+    /// Whether the DOCTYPE had an internal subset, which was dropped.
+    pub(crate) dropped_subset: bool,
     /// Comments and processing instructions before / after the root element.
     pub(crate) prolog: Vec<NodeId>,
     pub(crate) epilog: Vec<NodeId>,
-    /// Refuse to grow past this many nodes (see `Limits::max_nodes`).
-    pub(crate) max_nodes: usize,
+    /// What the bake may still allocate (nodes, text) and for how long.
+    pub(crate) budget: Budget,
     /// Every namespace declaration ever made; [`NS_XML`] is the `xml` prefix.
     ns_table: Vec<NsDecl>,
     /// Prefixes `nsN` built so far (lxml numbers them per document).
@@ -163,9 +166,10 @@ impl Document {
             atoms: Interner::new(),
             root: NodeId(0),
             doctype: None,
+            dropped_subset: false,
             prolog: Vec::new(),
             epilog: Vec::new(),
-            max_nodes,
+            budget: Budget::nodes_only(max_nodes),
             ns_table: Vec::new(),
             ns_counter: 0,
             ns_scratch: Vec::new(),
@@ -191,12 +195,7 @@ impl Document {
     }
 
     fn alloc(&mut self, node: Node) -> Result<NodeId, CollateError> {
-        if self.nodes.len() >= self.max_nodes {
-            return Err(CollateError::Limit {
-                what: "node count",
-                limit: self.max_nodes as u64,
-            });
-        }
+        self.budget.node(self.nodes.len())?;
         self.nodes.push(node);
         Ok(NodeId((self.nodes.len() - 1) as u32))
     }
@@ -539,7 +538,7 @@ mod tests {
     #[test]
     fn node_limit_is_enforced() {
         let (mut d, root, _, _) = small();
-        d.max_nodes = d.len();
+        d.budget = Budget::nodes_only(d.len());
         assert!(matches!(
             d.deep_copy(root, ""),
             Err(CollateError::Limit { .. })
