@@ -17,6 +17,7 @@ use selectors::matching::{matches_selector, ElementSelectorFlags};
 use selectors::parser::Selector;
 use selectors::OpaqueElement;
 
+use super::atom::{Atom, NO_ATOM};
 use super::dom::{Document, NodeId, XML_NS};
 use super::select::{Ident, Impl, PseudoClass, PseudoElement, Value};
 
@@ -167,12 +168,20 @@ impl<'a> selectors::Element for El<'a> {
         true
     }
 
-    fn has_local_name(&self, local_name: &str) -> bool {
-        self.doc.local_name(self.id) == local_name
+    fn has_local_name(&self, local_name: &Ident) -> bool {
+        let mine = self.doc.node(self.id).local;
+        if local_name.atom == NO_ATOM {
+            return self.doc.atoms.get(mine) == local_name.name;
+        }
+        mine == local_name.atom
     }
 
-    fn has_namespace(&self, ns: &str) -> bool {
-        self.doc.namespace(self.id) == ns
+    fn has_namespace(&self, ns: &Value) -> bool {
+        let mine = self.doc.node(self.id).ns;
+        if ns.atom == NO_ATOM {
+            return self.doc.atoms.get(mine) == ns.text;
+        }
+        mine == ns.atom
     }
 
     fn is_same_type(&self, other: &Self) -> bool {
@@ -187,12 +196,21 @@ impl<'a> selectors::Element for El<'a> {
         operation: &AttrSelectorOperation<&Value>,
     ) -> bool {
         let doc = self.doc;
-        let Some(local) = doc.atoms.lookup(&local_name.0) else {
+        // names of the recipe are atoms already; only selectors parsed on
+        // their own (tests) are looked up
+        let atom = |a: Atom, text: &str| {
+            if a == NO_ATOM {
+                doc.atoms.lookup(text)
+            } else {
+                Some(a)
+            }
+        };
+        let Some(local) = atom(local_name.atom, &local_name.name) else {
             return false;
         };
         let ns = match ns {
             NamespaceConstraint::Any => None,
-            NamespaceConstraint::Specific(url) => match doc.atoms.lookup(&url.0) {
+            NamespaceConstraint::Specific(url) => match atom(url.atom, &url.text) {
                 Some(a) => Some(a),
                 None => return false,
             },
@@ -280,13 +298,13 @@ impl<'a> selectors::Element for El<'a> {
     fn has_id(&self, id: &Ident, case_sensitivity: CaseSensitivity) -> bool {
         self.doc
             .id_attr(self.id)
-            .is_some_and(|v| case_sensitivity.eq(v.as_bytes(), id.0.as_bytes()))
+            .is_some_and(|v| case_sensitivity.eq(v.as_bytes(), id.name.as_bytes()))
     }
 
     fn has_class(&self, name: &Ident, case_sensitivity: CaseSensitivity) -> bool {
         self.doc.class_attr(self.id).is_some_and(|v| {
             v.split_ascii_whitespace()
-                .any(|c| case_sensitivity.eq(c.as_bytes(), name.0.as_bytes()))
+                .any(|c| case_sensitivity.eq(c.as_bytes(), name.name.as_bytes()))
         })
     }
 

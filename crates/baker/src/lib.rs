@@ -40,6 +40,7 @@
 //!   runner for `postpub bench collate`.
 
 mod apply;
+mod atom;
 pub mod bench;
 mod budget;
 mod css;
@@ -209,7 +210,8 @@ impl Recipe {
             .saturating_add(limits.max_nodes_extra)
             .min(u32::MAX as usize - 1);
         let watchdog = limits.max_duration.map(budget::Watchdog::start);
-        let mut doc = xml::parse(html, hard_cap, limits.max_depth)?;
+        let atoms = dom::Interner::over(self.compiled.atoms.clone());
+        let mut doc = xml::parse_with(html, hard_cap, limits.max_depth, atoms)?;
         doc.budget.max_nodes = doc
             .len()
             .saturating_mul(limits.max_nodes_factor)

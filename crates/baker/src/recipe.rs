@@ -15,9 +15,11 @@
 //! namespace prefixes. Compatibility mode keeps those as warnings.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use selectors::parser::{Component, Selector};
 
+use super::atom::{self, Interner};
 use super::css::{self, Cv, RawDecl, TopItem};
 use super::error::CollateError;
 use super::index::{IndexKey, RuleIndex};
@@ -110,6 +112,8 @@ pub(crate) struct PassDef {
 
 /// A recipe ready to bake with.
 pub(crate) struct Compiled {
+    /// Every name the selectors use; documents extend it (see `atom.rs`).
+    pub(crate) atoms: Arc<Interner>,
     pub(crate) strict: bool,
     pub(crate) namespaces: HashMap<String, String>,
     pub(crate) rules: Vec<RuleDef>,
@@ -137,6 +141,14 @@ struct Compiler {
 
 /// Compiles `css`; `strict` turns the reference's warnings into errors.
 pub(crate) fn compile(css_text: &str, strict: bool) -> Result<Compiled, CollateError> {
+    let (compiled, atoms) = atom::compiling(|| compile_rules(css_text, strict));
+    let mut compiled = compiled?;
+    compiled.atoms = Arc::new(atoms);
+    Ok(compiled)
+}
+
+/// [`compile`], with the recipe's interner active.
+fn compile_rules(css_text: &str, strict: bool) -> Result<Compiled, CollateError> {
     let (items, dropped) = css::parse_stylesheet(css_text)?;
     let mut c = Compiler {
         strict,
@@ -188,6 +200,7 @@ pub(crate) fn compile(css_text: &str, strict: bool) -> Result<Compiled, CollateE
         .flat_map(|r| r.decls.iter())
         .any(|d| mentions_target(&d.value));
     Ok(Compiled {
+        atoms: Arc::default(),
         uses_targets,
         strict,
         namespaces: c.namespaces,
@@ -330,7 +343,11 @@ impl Compiler {
             }
             let entry = self.entries.len() as u32;
             let specificity = selector.specificity();
-            let key = IndexKey::of(&selector);
+            let key = if label == Label::Ignored {
+                None
+            } else {
+                Some(IndexKey::of(&selector))
+            };
             self.entries.push(Entry {
                 selector,
                 rule: rule_no,
@@ -342,10 +359,11 @@ impl Compiler {
                     self.pass_names.push(p.clone());
                 }
                 self.order += 1;
-                self.pass_index
-                    .entry(p)
-                    .or_default()
-                    .insert(&key, self.order, entry);
+                let index = self.pass_index.entry(p).or_default();
+                // a rule easybake never runs is not indexed (its pass still exists)
+                if let Some(key) = &key {
+                    index.insert(key, self.order, entry);
+                }
             }
         }
         self.rules.push(RuleDef {
@@ -647,7 +665,19 @@ mod tests {
         let idx = &c.passes[0].index;
         assert!(idx.by_class.contains_key("a"));
         assert!(idx.by_id.contains_key("x"));
-        assert!(idx.by_local.contains_key("p"));
+        let p = c.atoms.lookup("p").unwrap();
+        assert!(idx.by_local.contains_key(&p));
         assert_eq!(idx.other.len(), 1);
+        let c = compile(
+            "[data-type=note] {} [data-type=note i] {} p[data-x] {} [data-y] {}",
+            true,
+        )
+        .unwrap();
+        let idx = &c.passes[0].index;
+        let dt = c.atoms.lookup("data-type").unwrap();
+        assert_eq!(idx.by_attr_value[&dt]["note"].len(), 1);
+        assert_eq!(idx.by_attr[&dt].len(), 1);
+        assert_eq!(idx.by_local.len(), 1);
+        assert_eq!(idx.by_attr.len(), 2);
     }
 }

@@ -12,7 +12,6 @@
 //! HTML (type and attribute names compare lower-cased), an unprefixed type
 //! selector matches any namespace, comments are invisible.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -21,19 +20,27 @@ use precomputed_hash::PrecomputedHash;
 use selectors::parser::{ParseRelative, Selector, SelectorParseErrorKind};
 use selectors::SelectorList;
 
+use super::atom::{intern_compiling, Atom};
 pub(crate) use super::element::{matches, root_content_language, El};
 
 /// The `SelectorImpl` of the dialect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Impl;
 
-/// Identifiers, local names and prefixes.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Hash)]
-pub(crate) struct Ident(pub(crate) String);
+/// Identifiers, local names and prefixes, with their atom in the recipe's
+/// interner (see `atom.rs`), so that matching compares numbers.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ident {
+    pub(crate) name: String,
+    pub(crate) atom: Atom,
+}
 
-/// Attribute values and namespace URLs.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Hash)]
-pub(crate) struct Value(pub(crate) String);
+/// Attribute values and namespace URLs, with their atom.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Value {
+    pub(crate) text: String,
+    pub(crate) atom: Atom,
+}
 
 fn hash32(s: &str) -> u32 {
     // FNV-1a: only feeds selectors' optional bloom filter
@@ -47,47 +54,65 @@ fn hash32(s: &str) -> u32 {
 
 impl<'a> From<&'a str> for Ident {
     fn from(s: &'a str) -> Self {
-        Ident(s.to_string())
+        Ident {
+            name: s.to_string(),
+            atom: intern_compiling(s),
+        }
     }
 }
 impl<'a> From<&'a str> for Value {
     fn from(s: &'a str) -> Self {
-        Value(s.to_string())
+        Value {
+            text: s.to_string(),
+            atom: intern_compiling(s),
+        }
     }
 }
-impl Borrow<str> for Ident {
-    fn borrow(&self) -> &str {
-        &self.0
+impl PartialEq for Ident {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Ident {}
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for Value {}
+impl std::hash::Hash for Ident {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+impl std::hash::Hash for Value {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state)
     }
 }
 impl AsRef<str> for Value {
     fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-impl Borrow<str> for Value {
-    fn borrow(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 impl PrecomputedHash for Ident {
     fn precomputed_hash(&self) -> u32 {
-        hash32(&self.0)
+        hash32(&self.name)
     }
 }
 impl PrecomputedHash for Value {
     fn precomputed_hash(&self) -> u32 {
-        hash32(&self.0)
+        hash32(&self.text)
     }
 }
 impl ToCss for Ident {
     fn to_css<W: fmt::Write>(&self, dest: &mut W) -> fmt::Result {
-        cssparser::serialize_identifier(&self.0, dest)
+        cssparser::serialize_identifier(&self.name, dest)
     }
 }
 impl ToCss for Value {
     fn to_css<W: fmt::Write>(&self, dest: &mut W) -> fmt::Result {
-        cssparser::serialize_string(&self.0, dest)
+        cssparser::serialize_string(&self.text, dest)
     }
 }
 
@@ -198,8 +223,8 @@ impl selectors::SelectorImpl for Impl {
     type LocalName = Ident;
     type NamespaceUrl = Value;
     type NamespacePrefix = Ident;
-    type BorrowedNamespaceUrl = str;
-    type BorrowedLocalName = str;
+    type BorrowedNamespaceUrl = Value;
+    type BorrowedLocalName = Ident;
     type NonTSPseudoClass = PseudoClass;
     type PseudoElement = PseudoElement;
 }
@@ -414,7 +439,9 @@ impl<'i> selectors::Parser<'i> for SelParser<'_> {
     }
 
     fn namespace_for_prefix(&self, prefix: &Ident) -> Option<Value> {
-        self.namespaces.get(&prefix.0).map(|u| Value(u.clone()))
+        self.namespaces
+            .get(&prefix.name)
+            .map(|u| Value::from(u.as_str()))
     }
 }
 

@@ -15,8 +15,9 @@ use std::rc::Rc;
 
 use selectors::context::SelectorCaches;
 
-use super::dom::{NodeId, EMPTY};
+use super::dom::{NodeId, ATOM_CLASS, ATOM_ID, EMPTY};
 use super::error::CollateError;
+use super::index::Slot;
 use super::oven::{Action, Oven, Target};
 use super::recipe::{Label, Pseudo};
 use super::select::{self, El};
@@ -87,41 +88,54 @@ impl<'r> Oven<'r> {
         let recipe = self.recipe;
         let index = &recipe.passes[pass].index;
         let doc = &self.doc;
-        let mut cands: Vec<&[(u32, u32)]> = Vec::new();
-        if let Some(id) = doc.id_attr(node) {
-            if let Some(v) = index.by_id.get(id) {
-                cands.push(v);
+        let n = doc.node(node);
+        let mut cands: Vec<&[Slot]> = Vec::new();
+        for a in &n.attrs {
+            if a.ns != EMPTY {
+                continue;
             }
-        }
-        if !index.by_class.is_empty() {
-            if let Some(classes) = doc.class_attr(node) {
-                for c in classes.split_ascii_whitespace() {
+            if a.local == ATOM_ID {
+                if let Some(v) = index.by_id.get(a.value.as_str()) {
+                    cands.push(v);
+                }
+            } else if a.local == ATOM_CLASS && !index.by_class.is_empty() {
+                for c in a.value.split_ascii_whitespace() {
                     if let Some(v) = index.by_class.get(c) {
                         cands.push(v);
                     }
                 }
             }
+            if let Some(by_value) = index.by_attr_value.get(&a.local) {
+                if let Some(v) = by_value.get(a.value.as_str()) {
+                    cands.push(v);
+                }
+            }
+            if let Some(v) = index.by_attr.get(&a.local) {
+                cands.push(v);
+            }
         }
-        let local = doc.local_name(node);
-        let found = if local.bytes().any(|b| b.is_ascii_uppercase()) {
-            index.by_local.get(&local.to_ascii_lowercase())
+        if let Some(v) = index.by_local.get(&n.local) {
+            cands.push(v);
         } else {
-            index.by_local.get(local)
-        };
-        if let Some(v) = found {
+            // type selectors are indexed lower-cased (documents count as HTML)
+            let local = doc.atoms.get(n.local);
+            if local.bytes().any(|b| b.is_ascii_uppercase()) {
+                let lower = doc.atoms.lookup(&local.to_ascii_lowercase());
+                if let Some(v) = lower.and_then(|l| index.by_local.get(&l)) {
+                    cands.push(v);
+                }
+            }
+        }
+        if let Some(v) = index.by_ns.get(&n.ns) {
             cands.push(v);
         }
-        if let Some(v) = index.by_ns.get(doc.namespace(node)) {
-            cands.push(v);
+        if !index.other.is_empty() {
+            cands.push(&index.other);
         }
-        cands.push(&index.other);
         let mut hits: Vec<(u32, u32, u32)> = Vec::new();
         for list in cands {
             for &(order, entry) in list {
                 let e = &recipe.entries[entry as usize];
-                if e.label == Label::Ignored {
-                    continue;
-                }
                 let el = El {
                     doc,
                     id: node,

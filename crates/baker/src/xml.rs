@@ -19,15 +19,26 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use quick_xml::XmlVersion;
 
-use super::dom::{Atom, Attr, Document, Kind, NodeId, EMPTY, NS_NONE, NS_XML};
+use super::dom::{Atom, Attr, Document, Interner, Kind, NodeId, EMPTY, NS_NONE, NS_XML};
 use super::error::CollateError;
 
 /// Parses `input` into a new document that may grow to `max_nodes` nodes and
 /// nests at most `max_depth` elements.
+#[cfg(test)]
 pub(crate) fn parse(
     input: &str,
     max_nodes: usize,
     max_depth: usize,
+) -> Result<Document, CollateError> {
+    parse_with(input, max_nodes, max_depth, Interner::new())
+}
+
+/// [`parse`] into a document whose names extend `atoms` (the recipe's).
+pub(crate) fn parse_with(
+    input: &str,
+    max_nodes: usize,
+    max_depth: usize,
+    atoms: Interner,
 ) -> Result<Document, CollateError> {
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);
     if let Some(at) = forbidden_char(input) {
@@ -44,7 +55,7 @@ pub(crate) fn parse(
     }
     let mut p = XmlBuilder {
         input,
-        doc: Document::new(max_nodes),
+        doc: Document::new(max_nodes, atoms),
         open: Vec::new(),
         bindings: Vec::new(),
         marks: Vec::new(),

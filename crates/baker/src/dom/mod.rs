@@ -13,8 +13,6 @@
 //! "trash" bucket) simply stay unreachable in the arena until the bake ends.
 //! Names are interned per document so comparing them is cheap.
 
-use rustc_hash::FxHashMap;
-
 use super::budget::Budget;
 use super::error::CollateError;
 
@@ -23,15 +21,7 @@ mod ns;
 
 pub(crate) use ns::{NsDecl, NS_NONE, NS_XML};
 
-/// An interned string (element or attribute name, prefix, namespace URI).
-pub(crate) type Atom = u32;
-
-/// The empty string, which is also "no namespace" and "no prefix".
-pub(crate) const EMPTY: Atom = 0;
-/// `id` and `class`, interned first in every document: they are looked up
-/// for every element during matching.
-pub(crate) const ATOM_ID: Atom = 1;
-pub(crate) const ATOM_CLASS: Atom = 2;
+pub(crate) use crate::atom::{Atom, Interner, ATOM_CLASS, ATOM_ID, EMPTY};
 
 const NIL: u32 = u32::MAX;
 
@@ -96,41 +86,6 @@ pub(crate) struct Node {
     version: u32,
 }
 
-/// Interns strings so that names compare as integers.
-#[derive(Default, Debug)]
-pub(crate) struct Interner {
-    strings: Vec<Box<str>>,
-    map: FxHashMap<Box<str>, Atom>,
-}
-
-impl Interner {
-    fn new() -> Self {
-        let mut me = Interner::default();
-        me.intern("");
-        me.intern("id");
-        me.intern("class");
-        me
-    }
-
-    pub(crate) fn intern(&mut self, s: &str) -> Atom {
-        if let Some(&a) = self.map.get(s) {
-            return a;
-        }
-        let a = self.strings.len() as Atom;
-        self.strings.push(s.into());
-        self.map.insert(s.into(), a);
-        a
-    }
-
-    pub(crate) fn lookup(&self, s: &str) -> Option<Atom> {
-        self.map.get(s).copied()
-    }
-
-    pub(crate) fn get(&self, a: Atom) -> &str {
-        self.strings.get(a as usize).map(|s| &**s).unwrap_or("")
-    }
-}
-
 /// The whole document: the root element plus what surrounds it.
 #[derive(Debug)]
 pub(crate) struct Document {
@@ -160,10 +115,11 @@ pub(crate) const XHTML_NS: &str = "http://www.w3.org/1999/xhtml";
 pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
 impl Document {
-    pub(crate) fn new(max_nodes: usize) -> Self {
+    /// An empty document whose names extend `atoms` (a recipe's).
+    pub(crate) fn new(max_nodes: usize, atoms: Interner) -> Self {
         let mut doc = Document {
             nodes: Vec::new(),
-            atoms: Interner::new(),
+            atoms,
             root: NodeId(0),
             doctype: None,
             dropped_subset: false,
@@ -491,7 +447,7 @@ mod tests {
     use super::*;
 
     fn small() -> (Document, NodeId, NodeId, NodeId) {
-        let mut d = Document::new(1000);
+        let mut d = Document::new(1000, Interner::new());
         let r = d.atoms.intern("r");
         let a = d.atoms.intern("a");
         let root = d
