@@ -292,8 +292,7 @@ impl Oven<'_> {
 
     /// `<div class="group-by"><span class="group-label">LABEL</span></div>`
     fn create_group(&mut self, label: Option<String>) -> Result<NodeId, CollateError> {
-        let div = self.doc.atoms.intern("div");
-        let span = self.doc.atoms.intern("span");
+        let (div, span) = (self.doc.known.div, self.doc.known.span);
         let group = self.doc.new_element(EMPTY, div)?;
         self.doc.set_attr(group, "class", "group-by".into());
         let l = self.doc.new_element(EMPTY, span)?;

@@ -11,7 +11,10 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher as _;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 /// An interned string.
 pub(crate) type Atom = u32;
@@ -33,7 +36,13 @@ pub(crate) struct Interner {
     /// Atoms below this are the base's.
     base_len: u32,
     strings: Vec<Box<str>>,
-    map: FxHashMap<Box<str>, Atom>,
+    /// This interner's own atoms, found by the hash of their string (one
+    /// hash serves the lookup in the base and here).
+    table: HashTable<Atom>,
+}
+
+fn hash(s: &str) -> u64 {
+    FxBuildHasher.hash_one(s)
 }
 
 impl Interner {
@@ -51,7 +60,7 @@ impl Interner {
             base_len: base.len(),
             base: Some(base),
             strings: Vec::new(),
-            map: FxHashMap::default(),
+            table: HashTable::new(),
         }
     }
 
@@ -59,21 +68,31 @@ impl Interner {
         self.base_len + self.strings.len() as u32
     }
 
+    fn lookup_hashed(&self, h: u64, s: &str) -> Option<Atom> {
+        if let Some(a) = self.base.as_ref().and_then(|b| b.lookup_hashed(h, s)) {
+            return Some(a);
+        }
+        let (strings, base_len) = (&self.strings, self.base_len);
+        self.table
+            .find(h, |&a| &*strings[(a - base_len) as usize] == s)
+            .copied()
+    }
+
     pub(crate) fn intern(&mut self, s: &str) -> Atom {
-        if let Some(a) = self.lookup(s) {
+        let h = hash(s);
+        if let Some(a) = self.lookup_hashed(h, s) {
             return a;
         }
         let a = self.len();
         self.strings.push(s.into());
-        self.map.insert(s.into(), a);
+        let (strings, base_len) = (&self.strings, self.base_len);
+        self.table
+            .insert_unique(h, a, |&x| hash(&strings[(x - base_len) as usize]));
         a
     }
 
     pub(crate) fn lookup(&self, s: &str) -> Option<Atom> {
-        if let Some(a) = self.base.as_ref().and_then(|b| b.lookup(s)) {
-            return Some(a);
-        }
-        self.map.get(s).copied()
+        self.lookup_hashed(hash(s), s)
     }
 
     pub(crate) fn get(&self, a: Atom) -> &str {

@@ -372,7 +372,7 @@ impl<'r> Oven<'r> {
         }
         if !wastebin.is_empty() {
             // what is cleared (or an empty wrapper) goes into a detached bin
-            let div = self.doc.atoms.intern("div");
+            let div = self.doc.known.div;
             let bin = self.doc.new_element(EMPTY, div)?;
             self.doc.set_attr(bin, "class", "delete-me".into());
             if matches!(self.last(), Some(Action::Target(_))) {

@@ -18,7 +18,7 @@ use selectors::parser::Selector;
 use selectors::OpaqueElement;
 
 use super::atom::{Atom, NO_ATOM};
-use super::dom::{Document, NodeId, XML_NS};
+use super::dom::{Document, NodeId, EMPTY};
 use super::select::{Ident, Impl, PseudoClass, PseudoElement, Value};
 
 /// A node seen by the selector engine. With `scope` set, the element acts as
@@ -74,14 +74,18 @@ fn match_text(doc: &Document, id: NodeId) -> String {
     out
 }
 
+/// `xml:lang`, else `lang`, of `id` itself.
+pub(crate) fn own_lang(doc: &Document, id: NodeId) -> Option<&str> {
+    let k = doc.known;
+    doc.attr_atom(id, k.xml_ns, k.lang)
+        .or_else(|| doc.attr_atom(id, EMPTY, k.lang))
+}
+
 /// Language of an element as cssselect2 computes it (lower-cased).
 pub(crate) fn lang_of(doc: &Document, id: NodeId, root_lang: &str) -> String {
     let mut cur = Some(id);
     while let Some(n) = cur {
-        if let Some(l) = doc.attr_ns(n, XML_NS, "lang") {
-            return l.to_ascii_lowercase();
-        }
-        if let Some(l) = doc.attr(n, "lang") {
+        if let Some(l) = own_lang(doc, n) {
             return l.to_ascii_lowercase();
         }
         cur = doc.parent(n);
@@ -92,15 +96,17 @@ pub(crate) fn lang_of(doc: &Document, id: NodeId, root_lang: &str) -> String {
 /// `<meta http-equiv="Content-Language" content="…">` under the root: the
 /// language of a document whose root has no `lang`.
 pub(crate) fn root_content_language(doc: &Document) -> String {
+    let k = doc.known;
     let mut found = String::new();
     for n in doc.descendants_or_self(doc.root) {
-        if doc.local_name(n) == "meta"
-            && doc.namespace(n) == super::dom::XHTML_NS
+        let node = doc.node(n);
+        if node.local == k.meta
+            && node.ns == k.xhtml_ns
             && doc
-                .attr(n, "http-equiv")
+                .attr_atom(n, EMPTY, k.http_equiv)
                 .is_some_and(|v| v.eq_ignore_ascii_case("content-language"))
         {
-            if let Some(v) = doc.attr(n, "content") {
+            if let Some(v) = doc.attr_atom(n, EMPTY, k.content) {
                 let parts: Vec<&str> = v.split_whitespace().collect();
                 found = if !v.contains(',') && parts.len() == 1 {
                     parts[0].to_ascii_lowercase()
@@ -287,8 +293,11 @@ impl<'a> selectors::Element for El<'a> {
     fn apply_selector_flags(&self, _flags: ElementSelectorFlags) {}
 
     fn is_link(&self) -> bool {
-        matches!(self.doc.local_name(self.id), "a" | "area" | "link")
-            && self.doc.attr(self.id, "href").is_some()
+        // asked for every compound matched, so atoms only
+        let k = self.doc.known;
+        let local = self.doc.node(self.id).local;
+        (local == k.a || local == k.area || local == k.link)
+            && self.doc.attr_atom(self.id, EMPTY, k.href).is_some()
     }
 
     fn is_html_slot_element(&self) -> bool {

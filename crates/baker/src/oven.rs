@@ -14,10 +14,12 @@
 //! keeps indexes, so the work per element stays constant.
 
 use rustc_hash::FxHashMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::dom::{Document, NodeId};
 use super::error::CollateError;
+use super::index::Slot;
 use super::ordered::Runs;
 use super::recipe::{Compiled, Pseudo};
 use super::sortkey::Collation;
@@ -128,6 +130,9 @@ pub(crate) struct Oven<'r> {
     pub(crate) runs: Runs,
     repeatable_ids: bool,
     next_id: u64,
+    /// Buffers reused by every match (candidate lists, hits).
+    pub(crate) cand_scratch: RefCell<Vec<&'r [Slot]>>,
+    pub(crate) hit_scratch: RefCell<Vec<(u32, u32, u32)>>,
 }
 
 impl<'r> Oven<'r> {
@@ -166,6 +171,8 @@ impl<'r> Oven<'r> {
             runs: Runs::default(),
             repeatable_ids: opts.repeatable_ids,
             next_id: 0,
+            cand_scratch: RefCell::default(),
+            hit_scratch: RefCell::default(),
         }
     }
 

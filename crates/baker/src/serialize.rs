@@ -61,6 +61,18 @@ const GENERATED: Pfx = 1 << 31;
 /// "No prefix" in the stack of open element names.
 const UNPREFIXED: Pfx = u32::MAX;
 
+/// The text of prefix `p`: a document atom or a generated name.
+fn pfx_of<'a>(doc: &'a Document, generated: &'a [String], p: Pfx) -> &'a str {
+    if p & GENERATED != 0 && p != UNPREFIXED {
+        generated
+            .get((p & !GENERATED) as usize)
+            .map(|s| s.as_str())
+            .unwrap_or("")
+    } else {
+        doc.atoms.get(p)
+    }
+}
+
 struct Writer<'a> {
     doc: &'a Document,
     out: String,
@@ -86,17 +98,6 @@ impl Writer<'_> {
             ));
         }
         Ok(())
-    }
-
-    fn pfx_str(&self, p: Pfx) -> &str {
-        if p & GENERATED != 0 && p != UNPREFIXED {
-            self.generated
-                .get((p & !GENERATED) as usize)
-                .map(|s| s.as_str())
-                .unwrap_or("")
-        } else {
-            self.doc.atoms.get(p)
-        }
     }
 
     fn lookup(&self, prefix: Pfx) -> Option<Atom> {
@@ -161,8 +162,7 @@ impl Writer<'_> {
             self.out.push_str(" xmlns=\"");
         } else {
             self.out.push_str(" xmlns:");
-            let p = self.pfx_str(prefix).to_string();
-            self.out.push_str(&p);
+            self.out.push_str(pfx_of(self.doc, &self.generated, prefix));
             self.out.push_str("=\"");
         }
         self.ok &= escape(&mut self.out, self.doc.atoms.get(uri), true);
@@ -171,8 +171,7 @@ impl Writer<'_> {
 
     fn write_prefixed(&mut self, prefix: Pfx, local: Atom) {
         if prefix != UNPREFIXED && prefix != EMPTY {
-            let p = self.pfx_str(prefix).to_string();
-            self.out.push_str(&p);
+            self.out.push_str(pfx_of(self.doc, &self.generated, prefix));
             self.out.push(':');
         }
         self.out.push_str(self.doc.atoms.get(local));

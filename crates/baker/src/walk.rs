@@ -17,7 +17,6 @@ use selectors::context::SelectorCaches;
 
 use super::dom::{NodeId, ATOM_CLASS, ATOM_ID, EMPTY};
 use super::error::CollateError;
-use super::index::Slot;
 use super::oven::{Action, Oven, Target};
 use super::recipe::{Label, Pseudo};
 use super::select::{self, El};
@@ -37,7 +36,13 @@ impl<'r> Oven<'r> {
         // results can be cached for the whole pass
         let mut caches = SelectorCaches::default();
         let root = self.doc.root;
-        let root_lang: Rc<str> = Rc::from(select::root_content_language(&self.doc));
+        // the fallback language (a walk over the document) only matters when
+        // the root element has no language of its own
+        let root_lang: Rc<str> = if select::own_lang(&self.doc, root).is_none() {
+            Rc::from(select::root_content_language(&self.doc))
+        } else {
+            Rc::from("")
+        };
         let mut stack = vec![Frame::Enter(root, root_lang.clone())];
         while let Some(frame) = stack.pop() {
             self.tick()?;
@@ -48,7 +53,10 @@ impl<'r> Oven<'r> {
                     let matched = self.match_rules(pass, node, &root_lang, &mut caches);
                     self.enter(node, &matched)
                         .map_err(|e| self.locate(e, self.rule))?;
-                    stack.push(Frame::Exit(node, matched));
+                    // nothing to do on leaving an element no rule matched
+                    if !matched.is_empty() {
+                        stack.push(Frame::Exit(node, matched));
+                    }
                     // children in reverse, so the first is entered first
                     let mut child = self.doc.last_child(node);
                     while let Some(k) = child {
@@ -68,13 +76,10 @@ impl<'r> Oven<'r> {
 
     /// cssselect2's language: `xml:lang`, else `lang`, else the parent's.
     fn element_lang(&self, node: NodeId, parent: Rc<str>) -> Rc<str> {
-        if let Some(l) = self.doc.attr_ns(node, super::dom::XML_NS, "lang") {
-            return Rc::from(l.to_ascii_lowercase());
+        match select::own_lang(&self.doc, node) {
+            Some(l) => Rc::from(l.to_ascii_lowercase()),
+            None => parent,
         }
-        if let Some(l) = self.doc.attr(node, "lang") {
-            return Rc::from(l.to_ascii_lowercase());
-        }
-        parent
     }
 
     /// Rules of `pass` matching `node`, by specificity then source order.
@@ -89,14 +94,17 @@ impl<'r> Oven<'r> {
         let index = &recipe.passes[pass].index;
         let doc = &self.doc;
         let n = doc.node(node);
-        let mut cands: Vec<&[Slot]> = Vec::new();
+        let mut cands = std::mem::take(&mut *self.cand_scratch.borrow_mut());
+        cands.clear();
         for a in &n.attrs {
             if a.ns != EMPTY {
                 continue;
             }
             if a.local == ATOM_ID {
-                if let Some(v) = index.by_id.get(a.value.as_str()) {
-                    cands.push(v);
+                if !index.by_id.is_empty() {
+                    if let Some(v) = index.by_id.get(a.value.as_str()) {
+                        cands.push(v);
+                    }
                 }
             } else if a.local == ATOM_CLASS && !index.by_class.is_empty() {
                 for c in a.value.split_ascii_whitespace() {
@@ -132,8 +140,9 @@ impl<'r> Oven<'r> {
         if !index.other.is_empty() {
             cands.push(&index.other);
         }
-        let mut hits: Vec<(u32, u32, u32)> = Vec::new();
-        for list in cands {
+        let mut hits = std::mem::take(&mut *self.hit_scratch.borrow_mut());
+        hits.clear();
+        for &list in &cands {
             for &(order, entry) in list {
                 let e = &recipe.entries[entry as usize];
                 let el = El {
@@ -148,20 +157,25 @@ impl<'r> Oven<'r> {
             }
         }
         hits.sort_unstable();
-        hits.iter()
+        let matched = hits
+            .iter()
             .map(|&(_, _, entry)| {
                 let e = &recipe.entries[entry as usize];
                 (e.label, e.rule)
             })
-            .collect()
+            .collect();
+        cands.clear();
+        *self.cand_scratch.borrow_mut() = cands;
+        *self.hit_scratch.borrow_mut() = hits;
+        matched
     }
 
-    fn rules_for(matched: &[(Label, u32)], label: Label) -> Vec<u32> {
+    /// The rules of `matched` with `label`, in order.
+    fn rules_for(matched: &[(Label, u32)], label: Label) -> impl Iterator<Item = u32> + '_ {
         matched
             .iter()
-            .filter(|(l, _)| *l == label)
+            .filter(move |(l, _)| *l == label)
             .map(|&(_, r)| r)
-            .collect()
     }
 
     fn enter(&mut self, node: NodeId, matched: &[(Label, u32)]) -> Result<(), CollateError> {
@@ -221,11 +235,11 @@ impl<'r> Oven<'r> {
         if !self.recipe.uses_targets {
             return;
         }
-        let snap = self.snapshot();
         if let Some(id) = self.doc.id_attr(node) {
             if id.is_empty() {
                 return;
             }
+            let snap = self.snapshot();
             match self.snapshots.get_mut(id) {
                 Some(slot) => *slot = snap,
                 None => {
@@ -284,7 +298,7 @@ impl<'r> Oven<'r> {
     /// Creates the wrapper of a pseudo-element rule and targets it.
     fn push_pending_elem(&mut self, node: NodeId, pseudo: Pseudo) -> Result<(), CollateError> {
         self.push_target_elem(node, Some(pseudo));
-        let div = self.doc.atoms.intern("div");
+        let div = self.doc.known.div;
         let wrapper = self.doc.new_element(EMPTY, div)?;
         self.push(Action::Move(wrapper));
         let t = self.new_target(Target {

@@ -207,18 +207,16 @@ impl XmlBuilder<'_> {
 
     /// The declaration `prefix` is bound to here ([`NS_NONE`] for no
     /// namespace) and its URI.
-    fn resolve(&mut self, prefix: &str, pos: u64) -> Result<(u32, Atom), CollateError> {
-        let p = if prefix.is_empty() {
-            EMPTY
-        } else {
-            self.doc.atoms.intern(prefix)
-        };
-        match self.bindings.iter().rev().find(|(bp, _)| *bp == p) {
+    fn resolve_atom(&self, prefix: Atom, pos: u64) -> Result<(u32, Atom), CollateError> {
+        match self.bindings.iter().rev().find(|(bp, _)| *bp == prefix) {
             // `xmlns=""` undeclares the default namespace
             Some(&(_, d)) if self.doc.ns_decl(d).href == EMPTY => Ok((NS_NONE, EMPTY)),
             Some(&(_, d)) => Ok((d, self.doc.ns_decl(d).href)),
-            None if prefix.is_empty() => Ok((NS_NONE, EMPTY)),
-            None => Err(self.err(pos, format!("undefined namespace prefix {prefix}:"))),
+            None if prefix == EMPTY => Ok((NS_NONE, EMPTY)),
+            None => Err(self.err(
+                pos,
+                format!("undefined namespace prefix {}:", self.doc.atoms.get(prefix)),
+            )),
         }
     }
 
@@ -233,19 +231,20 @@ impl XmlBuilder<'_> {
             ));
         }
         self.marks.push(self.bindings.len());
-        // first pass: namespace declarations, which scope over this element's
-        // own name and attributes
-        let mut raw_attrs = Vec::new();
+        // Namespace declarations scope over the element's own name and
+        // attributes: attributes are collected first with their prefix (in
+        // `ns_ref`), and bound once every declaration of the element is known.
         let mut decls = Vec::new();
-        for a in e.attributes() {
+        let mut attrs: Vec<Attr> = Vec::new();
+        for a in e.attributes().with_checks(false) {
             let a = a.map_err(|err| self.err(pos, format!("bad attribute: {err}")))?;
-            let value = a
-                .normalized_value(XmlVersion::Implicit1_0)
-                .map_err(|err| self.err(pos, format!("bad attribute value: {err}")))?;
             let key = a.key.into_inner();
             if !is_qname(key) {
                 return Err(self.err(pos, format!("{key:?} is not an attribute name")));
             }
+            let value = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| self.err(pos, format!("bad attribute value: {err}")))?;
             if key == "xmlns" || key.starts_with("xmlns:") {
                 let prefix = key
                     .strip_prefix("xmlns")
@@ -256,8 +255,35 @@ impl XmlBuilder<'_> {
                 let d = self.doc.new_ns(pa, ua);
                 self.bindings.push((pa, d));
                 decls.push(d);
+                continue;
+            }
+            let (prefix, local) = match key.split_once(':') {
+                Some((p, l)) => (self.doc.atoms.intern(p), l),
+                None => (EMPTY, key),
+            };
+            attrs.push(Attr {
+                ns: EMPTY,
+                local: self.doc.atoms.intern(local),
+                ns_ref: prefix,
+                value: value.into_owned(),
+            });
+        }
+        for i in 0..attrs.len() {
+            let prefix = attrs[i].ns_ref;
+            // unprefixed attributes are in no namespace, whatever the default
+            let (aref, ans) = if prefix == EMPTY {
+                (NS_NONE, EMPTY)
             } else {
-                raw_attrs.push((key, value));
+                self.resolve_atom(prefix, pos)?
+            };
+            attrs[i].ns_ref = aref;
+            attrs[i].ns = ans;
+            if attrs[..i]
+                .iter()
+                .any(|b| b.ns == ans && b.local == attrs[i].local)
+            {
+                let name = self.doc.atoms.get(attrs[i].local).to_string();
+                return Err(self.err(pos, format!("duplicate attribute {name}")));
             }
         }
         let qname = e.name();
@@ -266,34 +292,11 @@ impl XmlBuilder<'_> {
             return Err(self.err(pos, format!("{raw_name:?} is not an element name")));
         }
         let (local, prefix) = qname.decompose();
-        let prefix_str = prefix.map(|p| p.as_ref().to_string()).unwrap_or_default();
-        let (ns_ref, ns) = self.resolve(&prefix_str, pos)?;
-        let mut attrs = Vec::with_capacity(raw_attrs.len());
-        for (key, value) in raw_attrs {
-            let (aprefix, alocal) = match key.split_once(':') {
-                Some((p, l)) => (p, l),
-                None => ("", key),
-            };
-            // unprefixed attributes are in no namespace, whatever the default
-            let (aref, ans) = if aprefix.is_empty() {
-                (NS_NONE, EMPTY)
-            } else {
-                self.resolve(aprefix, pos)?
-            };
-            let a = Attr {
-                ns: ans,
-                local: self.doc.atoms.intern(alocal),
-                ns_ref: aref,
-                value: value.into_owned(),
-            };
-            if attrs
-                .iter()
-                .any(|b: &Attr| b.ns == a.ns && b.local == a.local)
-            {
-                return Err(self.err(pos, format!("duplicate attribute {key}")));
-            }
-            attrs.push(a);
-        }
+        let prefix_atom = match prefix {
+            Some(p) => self.doc.atoms.intern(p.as_ref()),
+            None => EMPTY,
+        };
+        let (ns_ref, ns) = self.resolve_atom(prefix_atom, pos)?;
         let local_a = self.doc.atoms.intern(local.as_ref());
         let parent = self.open.last().copied();
         let id = self
@@ -332,7 +335,7 @@ impl XmlBuilder<'_> {
         let t = self.doc.atoms.intern(target);
         let id = self.doc.new_other(kind, t, text)?;
         match self.open.last() {
-            Some(&cur) => self.doc.append(cur, id)?,
+            Some(&cur) => self.doc.link_new_last(cur, id),
             None if self.saw_root => self.doc.epilog.push(id),
             None => self.doc.prolog.push(id),
         }
@@ -388,6 +391,20 @@ pub(crate) fn is_name(s: &str) -> bool {
 /// Whether `s` is a qualified name: `local` or `prefix:local`, each a name
 /// without a colon.
 pub(crate) fn is_qname(s: &str) -> bool {
+    if s.is_ascii() {
+        // the usual case, checked byte by byte
+        let part = |p: &[u8]| {
+            p.first()
+                .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
+                && p.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        };
+        let b = s.as_bytes();
+        return match b.iter().position(|&c| c == b':') {
+            Some(i) => part(&b[..i]) && part(&b[i + 1..]),
+            None => part(b),
+        };
+    }
     let ncname = |p: &str| is_name(p) && !p.contains(':');
     match s.split_once(':') {
         Some((p, l)) => ncname(p) && ncname(l),

@@ -259,7 +259,7 @@ impl Document {
 
     /// Links a new, detached `child` last under `parent` (a subtree being
     /// built: no versions to bump).
-    fn link_new_last(&mut self, parent: NodeId, child: NodeId) {
+    pub(crate) fn link_new_last(&mut self, parent: NodeId, child: NodeId) {
         let last = self.node(parent).last_child;
         {
             let c = self.node_mut(child);
@@ -304,7 +304,7 @@ impl Document {
             Some(_) => self.alloc(n)?,
         };
         if let Some(p) = parent {
-            self.link_last(p, id);
+            self.link_new_last(p, id);
         }
         Ok(id)
     }

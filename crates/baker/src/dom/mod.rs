@@ -107,6 +107,26 @@ pub(crate) struct Document {
     ns_counter: u32,
     /// Reused by each `reconcile`.
     ns_scratch: Vec<(u32, u32)>,
+    /// Atoms of the names the baker itself looks up or creates.
+    pub(crate) known: Known,
+}
+
+/// Atoms of names the baker uses on every element or often, interned once
+/// per document so that using them is an integer compare.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Known {
+    pub(crate) xml_ns: Atom,
+    pub(crate) xhtml_ns: Atom,
+    pub(crate) lang: Atom,
+    pub(crate) meta: Atom,
+    pub(crate) http_equiv: Atom,
+    pub(crate) content: Atom,
+    pub(crate) div: Atom,
+    pub(crate) span: Atom,
+    pub(crate) a: Atom,
+    pub(crate) area: Atom,
+    pub(crate) link: Atom,
+    pub(crate) href: Atom,
 }
 
 /// Namespace of XHTML, the vocabulary easybake's documents are written in.
@@ -129,10 +149,25 @@ impl Document {
             ns_table: Vec::new(),
             ns_counter: 0,
             ns_scratch: Vec::new(),
+            known: Known::default(),
         };
         let xml = doc.atoms.intern("xml");
         let xml_ns = doc.atoms.intern(XML_NS);
         doc.new_ns(xml, xml_ns);
+        doc.known = Known {
+            xml_ns,
+            xhtml_ns: doc.atoms.intern(XHTML_NS),
+            lang: doc.atoms.intern("lang"),
+            meta: doc.atoms.intern("meta"),
+            http_equiv: doc.atoms.intern("http-equiv"),
+            content: doc.atoms.intern("content"),
+            div: doc.atoms.intern("div"),
+            span: doc.atoms.intern("span"),
+            a: doc.atoms.intern("a"),
+            area: doc.atoms.intern("area"),
+            link: doc.atoms.intern("link"),
+            href: doc.atoms.intern("href"),
+        };
         // Placeholder root so that `root` is always valid; the parser replaces it.
         doc.nodes.push(Node::blank(Kind::Element));
         doc
