@@ -36,8 +36,8 @@ pub(crate) struct Interner {
     /// Atoms below this are the base's.
     base_len: u32,
     strings: Vec<Box<str>>,
-    /// This interner's own atoms, found by the hash of their string (one
-    /// hash serves the lookup in the base and here).
+    /// Every atom (the base's too: its table is copied, a few kilobytes of
+    /// numbers, so that a lookup is one probe), found by its string's hash.
     table: HashTable<Atom>,
 }
 
@@ -58,9 +58,9 @@ impl Interner {
     pub(crate) fn over(base: Arc<Interner>) -> Self {
         Interner {
             base_len: base.len(),
+            table: base.table.clone(),
             base: Some(base),
             strings: Vec::new(),
-            table: HashTable::new(),
         }
     }
 
@@ -69,13 +69,7 @@ impl Interner {
     }
 
     fn lookup_hashed(&self, h: u64, s: &str) -> Option<Atom> {
-        if let Some(a) = self.base.as_ref().and_then(|b| b.lookup_hashed(h, s)) {
-            return Some(a);
-        }
-        let (strings, base_len) = (&self.strings, self.base_len);
-        self.table
-            .find(h, |&a| &*strings[(a - base_len) as usize] == s)
-            .copied()
+        self.table.find(h, |&a| self.get(a) == s).copied()
     }
 
     pub(crate) fn intern(&mut self, s: &str) -> Atom {
@@ -85,9 +79,15 @@ impl Interner {
         }
         let a = self.len();
         self.strings.push(s.into());
-        let (strings, base_len) = (&self.strings, self.base_len);
-        self.table
-            .insert_unique(h, a, |&x| hash(&strings[(x - base_len) as usize]));
+        let (base, strings, base_len) = (&self.base, &self.strings, self.base_len);
+        let text = |x: Atom| -> &str {
+            if x < base_len {
+                base.as_ref().map_or("", |b| b.get(x))
+            } else {
+                strings.get((x - base_len) as usize).map_or("", |s| &**s)
+            }
+        };
+        self.table.insert_unique(h, a, |&x| hash(text(x)));
         a
     }
 

@@ -91,6 +91,30 @@ fn write_cv(out: &mut String, v: &Cv) {
     }
 }
 
+/// The serialisation of a value that is exactly one identifier (the usual
+/// form of a name), without building it.
+pub(crate) fn single_token(values: &[Cv]) -> Option<&str> {
+    match values {
+        [Cv::Ident(s)] if !needs_escape(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether serialising identifier `s` would escape something.
+fn needs_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let plain = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c >= 0x80;
+    let simple = b.iter().all(|&c| plain(c))
+        && !b.first().is_some_and(u8::is_ascii_digit)
+        && !(b.first() == Some(&b'-') && b.get(1).is_none_or(u8::is_ascii_digit));
+    if simple {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = cssparser::serialize_identifier(s, &mut out);
+    out != s
+}
+
 /// Splits a value list at top-level tokens equal to `sep`, dropping empty
 /// pieces (easybake's `split`).
 pub(crate) fn split<'a>(values: &'a [Cv], sep: &str) -> Vec<&'a [Cv]> {
@@ -98,6 +122,32 @@ pub(crate) fn split<'a>(values: &'a [Cv], sep: &str) -> Vec<&'a [Cv]> {
         .split(|v| v.is_lit(sep))
         .filter(|piece| !piece.is_empty())
         .collect()
+}
+
+/// [`split`] without collecting.
+pub(crate) fn pieces<'a>(values: &'a [Cv], sep: &'a str) -> impl Iterator<Item = &'a [Cv]> + 'a {
+    values
+        .split(move |v| v.is_lit(sep))
+        .filter(|piece| !piece.is_empty())
+}
+
+/// A piece's text with surrounding spaces (and quotes, as easybake strips
+/// them from counter names) removed: borrowed when the piece is one
+/// identifier between spaces, serialised otherwise.
+pub(crate) fn trimmed_name(piece: &[Cv]) -> std::borrow::Cow<'_, str> {
+    let start = piece.iter().position(|v| !v.is_ws()).unwrap_or(piece.len());
+    let end = piece
+        .iter()
+        .rposition(|v| !v.is_ws())
+        .map_or(start, |e| e + 1);
+    if let Some(t) = single_token(&piece[start..end.max(start)]) {
+        return std::borrow::Cow::Borrowed(t);
+    }
+    std::borrow::Cow::Owned(
+        serialize(piece)
+            .trim_matches(|c| c == ' ' || c == '\'')
+            .to_string(),
+    )
 }
 
 /// Reads every remaining component value of `input`.
@@ -403,6 +453,20 @@ mod tests {
     fn a_rule_without_block_is_an_error() {
         let err = parse_stylesheet("div { a: b }\n\nspan").unwrap_err();
         assert!(matches!(err, CollateError::Recipe { line: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_single_identifier_is_its_own_serialisation() {
+        for v in [
+            "b", "a-b_c", "x1", "--x", "-a", "é", "1a", "-1", "a b", "a\\.b",
+        ] {
+            let values = parse_value_str(v);
+            if let Some(t) = single_token(&values) {
+                assert_eq!(t, serialize(&values), "{v}");
+            }
+        }
+        assert_eq!(single_token(&parse_value_str("b")), Some("b"));
+        assert_eq!(single_token(&parse_value_str(" b")), None);
     }
 
     #[test]

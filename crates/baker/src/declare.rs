@@ -6,6 +6,7 @@
 //! reading of values (what a comma ends, what an identifier means, which
 //! malformed pieces are skipped with a warning).
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use super::css::{self, Cv};
@@ -27,9 +28,9 @@ impl<'r> Oven<'r> {
             DeclKind::StringSet => self.do_string_set(node, decl)?,
             DeclKind::CounterReset => self.do_counters(decl, false),
             DeclKind::CounterIncrement => self.do_counters(decl, true),
-            DeclKind::MoveTo => self.do_bucket(decl, PendKind::Move),
-            DeclKind::CopyTo => self.do_bucket(decl, PendKind::Copy),
-            DeclKind::NodeSet => self.do_bucket(decl, PendKind::NodeSet),
+            DeclKind::MoveTo(bucket) => self.do_bucket(bucket, PendKind::Move),
+            DeclKind::CopyTo(bucket) => self.do_bucket(bucket, PendKind::Copy),
+            DeclKind::NodeSet(bucket) => self.do_bucket(bucket, PendKind::NodeSet),
             DeclKind::Container { .. } => self.do_container(decl),
             DeclKind::Attribute(name) => {
                 let vals = self.eval_string(node, &decl.value)?;
@@ -64,9 +65,10 @@ impl<'r> Oven<'r> {
             charge += step.strings_bytes;
         }
         self.doc.budget.text(charge)?;
+        let id = self.var(&name);
         let step = &mut self.steps[p];
         step.strings_bytes += value.len() + name.len();
-        if let Some(old) = Rc::make_mut(&mut step.strings).insert(name, value) {
+        if let Some(old) = Rc::make_mut(&mut step.strings).insert(id, value) {
             step.strings_bytes = step.strings_bytes.saturating_sub(old.len());
         }
         Ok(())
@@ -146,28 +148,27 @@ impl<'r> Oven<'r> {
     /// `name [number], name [number] …`.
     fn do_counters(&mut self, decl: &Decl, increment: bool) {
         let p = self.current_pass();
-        let mut pending_name = String::new();
-        let mut updates: Vec<(String, Option<i64>)> = Vec::new();
+        let mut pending_name: &str = "";
+        let mut updates: Vec<(u32, Option<i64>)> = Vec::new();
         for term in &decl.value {
             match term {
                 Cv::Ws(_) => {}
                 Cv::Ident(s) => {
                     if !pending_name.is_empty() {
-                        updates.push((std::mem::take(&mut pending_name), None));
+                        updates.push((self.var(pending_name), None));
                     }
-                    pending_name = s.clone();
+                    pending_name = s;
                 }
                 Cv::Lit(_) => {
                     if !pending_name.is_empty() {
-                        updates.push((std::mem::take(&mut pending_name), None));
+                        updates.push((self.var(pending_name), None));
+                        pending_name = "";
                     }
                 }
                 Cv::Num { value, .. } => {
                     if !pending_name.is_empty() {
-                        updates.push((
-                            std::mem::take(&mut pending_name),
-                            Some(value.trunc() as i64),
-                        ));
+                        updates.push((self.var(pending_name), Some(value.trunc() as i64)));
+                        pending_name = "";
                     }
                 }
                 other => {
@@ -180,7 +181,7 @@ impl<'r> Oven<'r> {
             }
         }
         if !pending_name.is_empty() {
-            updates.push((pending_name, None));
+            updates.push((self.var(pending_name), None));
         }
         let counters = Rc::make_mut(&mut self.steps[p].counters);
         for (name, n) in updates {
@@ -195,8 +196,7 @@ impl<'r> Oven<'r> {
     }
 
     /// `move-to`, `copy-to` and `node-set`: put the current target in a bucket.
-    fn do_bucket(&mut self, decl: &Decl, kind: PendKind) {
-        let bucket = css::serialize(&decl.value).trim().to_string();
+    fn do_bucket(&mut self, bucket: &str, kind: PendKind) {
         let Some(elem) = self.current_tree() else {
             return;
         };
@@ -204,7 +204,10 @@ impl<'r> Oven<'r> {
             // a node moves once: a later move-to replaces a placement already recorded
             self.cancel_move(elem);
         }
-        let owner = self.lookup_pending(&bucket).unwrap_or(self.current_pass());
+        let (owner, bucket) = match self.lookup_pending(bucket) {
+            Some(found) => found,
+            None => (self.current_pass(), self.var(bucket)),
+        };
         let pending = &mut self.steps[owner].pending;
         match kind {
             PendKind::NodeSet => {
@@ -329,8 +332,11 @@ impl<'r> Oven<'r> {
                         _ => self.push(Action::Content(None)),
                     },
                     "pending" | "nodes" | "clear" => {
-                        let bucket = css::serialize(args);
-                        let Some(owner) = self.lookup_pending(&bucket) else {
+                        let bucket = match css::single_token(args) {
+                            Some(b) => Cow::Borrowed(b),
+                            None => Cow::Owned(css::serialize(args)),
+                        };
+                        let Some((owner, bucket)) = self.lookup_pending(&bucket) else {
                             self.note(Level::Info, format!("{bucket} empty bucket"));
                             continue;
                         };

@@ -27,8 +27,10 @@ use super::value::Piece;
 use super::warning::{Level, Warnings};
 use super::BakeOptions;
 
-pub(crate) type Counters = FxHashMap<String, i64>;
-pub(crate) type Strings = FxHashMap<String, String>;
+/// Variables by name id (see [`Oven::var`]): looking a name up in every
+/// pass of the scope hashes it once, not once per pass.
+pub(crate) type Counters = FxHashMap<u32, i64>;
+pub(crate) type Strings = FxHashMap<u32, String>;
 
 /// How a pending node lands where its bucket is emptied.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -42,7 +44,7 @@ pub(crate) enum PendKind {
 /// Variables of one pass.
 #[derive(Default)]
 pub(crate) struct StepState {
-    pub(crate) pending: FxHashMap<String, Vec<(PendKind, NodeId)>>,
+    pub(crate) pending: FxHashMap<u32, Vec<(PendKind, NodeId)>>,
     /// Shared with id snapshots until changed (copy on write), so taking a
     /// snapshot at every element with an id costs two reference counts.
     pub(crate) counters: Rc<Counters>,
@@ -114,7 +116,11 @@ pub(crate) struct Oven<'r> {
     pub(crate) steps: Vec<StepState>,
     /// Passes run so far, current first.
     pub(crate) scope: Vec<usize>,
-    pub(crate) snapshots: FxHashMap<Box<str>, Snapshot>,
+    /// (id, variables) recorded at the latest element with that id, found
+    /// by `snapshot_ids`; `snap_slot_of` remembers each node's slot.
+    pub(crate) snapshots: Vec<(Box<str>, Snapshot)>,
+    pub(crate) snapshot_ids: FxHashMap<Box<str>, u32>,
+    pub(crate) snap_slot_of: Vec<u32>,
     /// Language of the element entered last (easybake's `state['lang']`).
     pub(crate) lang: Rc<str>,
     pub(crate) actions: Vec<Act<'r>>,
@@ -130,6 +136,8 @@ pub(crate) struct Oven<'r> {
     pub(crate) runs: Runs,
     repeatable_ids: bool,
     next_id: u64,
+    /// Ids of variable names (see [`Oven::var`]).
+    var_ids: FxHashMap<Box<str>, u32>,
     /// Buffers reused by every match (candidate lists, hits).
     pub(crate) cand_scratch: RefCell<Vec<&'r [Slot]>>,
     pub(crate) hit_scratch: RefCell<Vec<(u32, u32, u32)>>,
@@ -160,7 +168,9 @@ impl<'r> Oven<'r> {
                 .map(|_| StepState::default())
                 .collect(),
             scope: Vec::new(),
-            snapshots: FxHashMap::default(),
+            snapshots: Vec::new(),
+            snapshot_ids: FxHashMap::default(),
+            snap_slot_of: Vec::new(),
             lang: Rc::from(""),
             actions: Vec::new(),
             targets: Vec::new(),
@@ -171,6 +181,7 @@ impl<'r> Oven<'r> {
             runs: Runs::default(),
             repeatable_ids: opts.repeatable_ids,
             next_id: 0,
+            var_ids: FxHashMap::default(),
             cand_scratch: RefCell::default(),
             hit_scratch: RefCell::default(),
         }
@@ -228,24 +239,44 @@ impl<'r> Oven<'r> {
 
     // ----- variable lookup across passes ---------------------------------
 
+    /// The id of a variable name (string, counter or bucket), made on
+    /// first use.
+    pub(crate) fn var(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.var_ids.get(name) {
+            return id;
+        }
+        let id = self.var_ids.len() as u32;
+        self.var_ids.insert(name.into(), id);
+        id
+    }
+
+    /// The id of a name some variable has had, if any.
+    pub(crate) fn var_id(&self, name: &str) -> Option<u32> {
+        self.var_ids.get(name).copied()
+    }
+
     pub(crate) fn lookup_string(&self, name: &str) -> Option<&str> {
+        let id = self.var_id(name)?;
         self.scope
             .iter()
-            .find_map(|&p| self.steps[p].strings.get(name).map(|s| s.as_str()))
+            .find_map(|&p| self.steps[p].strings.get(&id).map(|s| s.as_str()))
     }
 
     pub(crate) fn lookup_counter(&self, name: &str) -> Option<i64> {
+        let id = self.var_id(name)?;
         self.scope
             .iter()
-            .find_map(|&p| self.steps[p].counters.get(name).copied())
+            .find_map(|&p| self.steps[p].counters.get(&id).copied())
     }
 
-    /// The pass whose bucket `name` is pending, if any.
-    pub(crate) fn lookup_pending(&self, name: &str) -> Option<usize> {
+    /// The pass whose bucket `name` is pending, if any, and the bucket's id.
+    pub(crate) fn lookup_pending(&self, name: &str) -> Option<(usize, u32)> {
+        let id = self.var_id(name)?;
         self.scope
             .iter()
             .copied()
-            .find(|&p| self.steps[p].pending.contains_key(name))
+            .find(|&p| self.steps[p].pending.contains_key(&id))
+            .map(|p| (p, id))
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
@@ -264,11 +295,12 @@ impl<'r> Oven<'r> {
         name: &str,
         counter: bool,
     ) -> Option<String> {
+        let id = self.var_id(name)?;
         let get = |c: &Counters, s: &Strings| {
             if counter {
-                c.get(name).map(|v| v.to_string())
+                c.get(&id).map(|v| v.to_string())
             } else {
-                s.get(name).cloned()
+                s.get(&id).cloned()
             }
         };
         if let Some(v) = get(&snap.counters, &snap.strings) {

@@ -67,9 +67,11 @@ pub(crate) enum DeclKind {
     StringSet,
     CounterReset,
     CounterIncrement,
-    NodeSet,
-    CopyTo,
-    MoveTo,
+    /// `node-set`, `copy-to`, `move-to`: the bucket's name (its value as
+    /// text, as easybake names it).
+    NodeSet(String),
+    CopyTo(String),
+    MoveTo(String),
     /// `container: [prefix|]local`.
     Container {
         prefix: Option<String>,
@@ -413,9 +415,9 @@ impl Compiler {
             "string_set" => DeclKind::StringSet,
             "counter_reset" => DeclKind::CounterReset,
             "counter_increment" => DeclKind::CounterIncrement,
-            "node_set" => DeclKind::NodeSet,
-            "copy_to" => DeclKind::CopyTo,
-            "move_to" => DeclKind::MoveTo,
+            "node_set" => DeclKind::NodeSet(bucket_name(&d.value)),
+            "copy_to" => DeclKind::CopyTo(bucket_name(&d.value)),
+            "move_to" => DeclKind::MoveTo(bucket_name(&d.value)),
             "container" => {
                 let name = css::serialize(&d.value).trim().to_string();
                 match name.split_once('|') {
@@ -534,6 +536,11 @@ impl Compiler {
         self.keys.push(key);
         Ok(Some(self.keys.len() as u32 - 1))
     }
+}
+
+/// The name of a bucket a `move-to`/`copy-to`/`node-set` value names.
+fn bucket_name(value: &[Cv]) -> String {
+    css::serialize(value).trim().to_string()
 }
 
 fn mentions_target(values: &[Cv]) -> bool {

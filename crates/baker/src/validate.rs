@@ -63,7 +63,7 @@ pub(crate) fn declaration(
                 None => Ok(()),
             }
         }
-        DeclKind::NodeSet | DeclKind::CopyTo | DeclKind::MoveTo => {
+        DeclKind::NodeSet(_) | DeclKind::CopyTo(_) | DeclKind::MoveTo(_) => {
             if css::serialize(v).trim().is_empty() {
                 Err("needs a bucket name".into())
             } else {

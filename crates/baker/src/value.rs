@@ -8,6 +8,8 @@
 //! actions are applied, when every element of the pass has been seen (that
 //! is what makes forward references work).
 
+use std::borrow::Cow;
+
 use super::css::{self, Cv};
 use super::dom::NodeId;
 use super::error::CollateError;
@@ -102,6 +104,30 @@ impl Oven<'_> {
         Ok(vals)
     }
 
+    /// `first_text(eval_string(piece))`, without evaluating when the piece is
+    /// one literal (the usual `string(name)`, `attr(name)`).
+    pub(crate) fn piece_text<'v>(
+        &mut self,
+        node: NodeId,
+        piece: &'v [Cv],
+    ) -> Result<Cow<'v, str>, CollateError> {
+        let mut lit = None;
+        for v in piece {
+            match v {
+                Cv::Ws(_) => {}
+                Cv::Str(s) | Cv::Ident(s) | Cv::Lit(s) if lit.is_none() => lit = Some(s.as_str()),
+                _ => {
+                    lit = None;
+                    break;
+                }
+            }
+        }
+        match lit {
+            Some(s) if piece.iter().filter(|v| !v.is_ws()).count() == 1 => Ok(Cow::Borrowed(s)),
+            _ => Ok(Cow::Owned(first_text(&self.eval_string(node, piece)?))),
+        }
+    }
+
     /// `content()`: the text of `node`'s subtree, charged as new text.
     pub(crate) fn content_text(&mut self, node: NodeId) -> Result<String, CollateError> {
         let text = self.doc.text_content(node, false);
@@ -118,10 +144,11 @@ impl Oven<'_> {
     /// `string(name[, default])`, warning when the string is blank and has
     /// no default.
     pub(crate) fn string_fn(&mut self, node: NodeId, args: &[Cv]) -> Result<String, CollateError> {
-        let parts = css::split(args, ",");
-        let name = match parts.first() {
-            Some(p) => first_text(&self.eval_string(node, p)?),
-            None => String::new(),
+        let mut parts = css::pieces(args, ",");
+        let (first, second) = (parts.next(), parts.next());
+        let name = match first {
+            Some(p) => self.piece_text(node, p)?,
+            None => Cow::Borrowed(""),
         };
         let len = self.lookup_string(&name).map_or(0, str::len);
         if len > 0 {
@@ -129,8 +156,8 @@ impl Oven<'_> {
             self.doc.budget.text(len)?;
             return Ok(self.lookup_string(&name).unwrap_or("").to_string());
         }
-        Ok(match parts.get(1) {
-            Some(p) => first_text(&self.eval_string(node, p)?),
+        Ok(match second {
+            Some(p) => self.piece_text(node, p)?.into_owned(),
             None => {
                 self.warning(format!("{name} blank string"));
                 String::new()
@@ -145,13 +172,14 @@ impl Oven<'_> {
         node: NodeId,
         args: &[Cv],
     ) -> Result<Option<String>, CollateError> {
-        let parts = css::split(args, ",");
-        let name = match parts.first() {
-            Some(p) => first_text(&self.eval_string(node, p)?),
-            None => String::new(),
+        let mut parts = css::pieces(args, ",");
+        let (first, second) = (parts.next(), parts.next());
+        let name = match first {
+            Some(p) => self.piece_text(node, p)?,
+            None => Cow::Borrowed(""),
         };
-        let default = match parts.get(1) {
-            Some(p) => first_text(&self.eval_string(node, p)?),
+        let default = match second {
+            Some(p) => self.piece_text(node, p)?.into_owned(),
             None => String::new(),
         };
         let len = match name.split_once('|') {
@@ -212,20 +240,22 @@ impl Oven<'_> {
     /// `counter(name[, style])`; `counters(name, sep[, style])` is accepted
     /// as the same thing, since easybake's counters are never nested.
     pub(crate) fn counter_fn(&mut self, fname: &str, args: &[Cv]) -> String {
-        let mut names: Vec<String> = css::split(args, ",")
-            .iter()
-            .map(|p| {
-                css::serialize(p)
-                    .trim_matches(|c| c == ' ' || c == '\'')
-                    .to_string()
-            })
-            .collect();
-        if fname == "counters" && names.len() >= 2 {
-            names.remove(1);
+        // at most three names matter: counters(name, separator, style)
+        let mut names: [Option<std::borrow::Cow<'_, str>>; 3] = [None, None, None];
+        let mut n = 0;
+        for p in css::pieces(args, ",") {
+            if n < 3 {
+                names[n] = Some(css::trimmed_name(p));
+            }
+            n += 1;
         }
-        match names.as_slice() {
-            [name] => self.lookup_counter(name).unwrap_or(0).to_string(),
-            [name, style] => match self.lookup_counter(name) {
+        if fname == "counters" && n >= 2 {
+            names[1] = names[2].take();
+            n -= 1;
+        }
+        match (n, &names) {
+            (1, [Some(name), ..]) => self.lookup_counter(name).unwrap_or(0).to_string(),
+            (2, [Some(name), Some(style), _]) => match self.lookup_counter(name) {
                 Some(v) => self.counter_style(v, style),
                 None => "0".to_string(),
             },
@@ -284,9 +314,10 @@ impl Oven<'_> {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Target { id, name, counter } => {
                     let found = self
-                        .snapshots
+                        .snapshot_ids
                         .get(id.as_str())
-                        .map(|snap| self.lookup_in_snapshot(snap, name, *counter));
+                        .and_then(|&slot| self.snapshots.get(slot as usize))
+                        .map(|(_, snap)| self.lookup_in_snapshot(snap, name, *counter));
                     match found {
                         None => {
                             self.warning(format!("Bad ID target lookup {id}"));

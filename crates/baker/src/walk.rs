@@ -235,18 +235,38 @@ impl<'r> Oven<'r> {
         if !self.recipe.uses_targets {
             return;
         }
-        if let Some(id) = self.doc.id_attr(node) {
-            if id.is_empty() {
-                return;
-            }
-            let snap = self.snapshot();
-            match self.snapshots.get_mut(id) {
-                Some(slot) => *slot = snap,
-                None => {
-                    self.snapshots.insert(id.into(), snap);
-                }
-            }
+        let Some(id) = self.doc.id_attr(node) else {
+            return;
+        };
+        if id.is_empty() {
+            return;
         }
+        // the node remembers its slot, so that the id (often a long one) is
+        // hashed once per bake rather than at every pass
+        let i = node.index();
+        let cached = self.snap_slot_of.get(i).copied().unwrap_or(u32::MAX);
+        let slot = match self.snapshots.get(cached as usize) {
+            Some((key, _)) if **key == *id => cached as usize,
+            _ => {
+                let slot = match self.snapshot_ids.get(id) {
+                    Some(&s) => s as usize,
+                    None => {
+                        let s = self.snapshots.len();
+                        self.snapshot_ids.insert(id.into(), s as u32);
+                        let placeholder = self.snapshot();
+                        self.snapshots.push((id.into(), placeholder));
+                        s
+                    }
+                };
+                if i >= self.snap_slot_of.len() {
+                    self.snap_slot_of.resize(i + 1, u32::MAX);
+                }
+                self.snap_slot_of[i] = slot as u32;
+                slot
+            }
+        };
+        let snap = self.snapshot();
+        self.snapshots[slot].1 = snap;
     }
 
     fn pseudo_rule(

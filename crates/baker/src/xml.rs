@@ -347,16 +347,27 @@ impl XmlBuilder<'_> {
 /// than tab, newline and carriage return; U+FFFE and U+FFFF).
 pub(crate) fn forbidden_char(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r') {
-            return Some(i);
+    // 32 bytes at a time: a control character or the lead byte of U+FFFx
+    // is rare, and the test below compiles to vector instructions
+    let suspicious =
+        |c: u8| ((c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r')) as u8 | (c == 0xEF) as u8;
+    let mut start = 0;
+    for chunk in b.chunks(32) {
+        if chunk.iter().fold(0u8, |acc, &c| acc | suspicious(c)) != 0 {
+            for (k, &c) in chunk.iter().enumerate() {
+                let i = start + k;
+                if c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r') {
+                    return Some(i);
+                }
+                if c == 0xEF
+                    && b.get(i + 1) == Some(&0xBF)
+                    && matches!(b.get(i + 2), Some(0xBE | 0xBF))
+                {
+                    return Some(i);
+                }
+            }
         }
-        if c == 0xEF && b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)) {
-            return Some(i);
-        }
-        i += 1;
+        start += chunk.len();
     }
     None
 }
@@ -391,20 +402,52 @@ pub(crate) fn is_name(s: &str) -> bool {
 /// Whether `s` is a qualified name: `local` or `prefix:local`, each a name
 /// without a colon.
 pub(crate) fn is_qname(s: &str) -> bool {
-    if s.is_ascii() {
-        // the usual case, checked byte by byte
-        let part = |p: &[u8]| {
-            p.first()
-                .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
-                && p.iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-        };
-        let b = s.as_bytes();
-        return match b.iter().position(|&c| c == b':') {
-            Some(i) => part(&b[..i]) && part(&b[i + 1..]),
-            None => part(b),
-        };
+    // the usual case, ASCII, in one pass over a table of byte classes
+    let mut at_start = true;
+    let mut colon = false;
+    for &c in s.as_bytes() {
+        match NAME_CLASS.get(c as usize).copied().unwrap_or(NON_ASCII) {
+            START => at_start = false,
+            MIDDLE if !at_start => {}
+            COLON if !at_start && !colon => {
+                colon = true;
+                at_start = true;
+            }
+            NON_ASCII => return is_qname_unicode(s),
+            _ => return false,
+        }
     }
+    !at_start
+}
+
+const INVALID: u8 = 0;
+const START: u8 = 1;
+const MIDDLE: u8 = 2;
+const COLON: u8 = 3;
+const NON_ASCII: u8 = 4;
+
+/// Classes of ASCII bytes in XML names.
+static NAME_CLASS: [u8; 128] = {
+    let mut t = [INVALID; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphabetic() || b == b'_' {
+            START
+        } else if b.is_ascii_digit() || b == b'-' || b == b'.' {
+            MIDDLE
+        } else if b == b':' {
+            COLON
+        } else {
+            INVALID
+        };
+        c += 1;
+    }
+    t
+};
+
+/// [`is_qname`] for names with characters beyond ASCII.
+fn is_qname_unicode(s: &str) -> bool {
     let ncname = |p: &str| is_name(p) && !p.contains(':');
     match s.split_once(':') {
         Some((p, l)) => ncname(p) && ncname(l),
@@ -523,6 +566,18 @@ mod tests {
             );
         }
         assert!(parse("<a>\t\r\n&#9;&#xD;&#x10000;</a>", 100, 100).is_ok());
+    }
+
+    #[test]
+    fn qualified_names_follow_xml() {
+        for good in ["a", "a:b", "_x.y-z9", "é", "a:é", "h:DIV"] {
+            assert!(is_qname(good), "{good}");
+        }
+        for bad in [
+            "", ":a", "a:", "a::b", "a:b:c", "1a", "-a", "a b", "a\"", "a:1",
+        ] {
+            assert!(!is_qname(bad), "{bad}");
+        }
     }
 
     #[test]
