@@ -244,7 +244,7 @@ impl<'r> Oven<'r> {
     }
 
     fn do_sort(&mut self, node: NodeId, sort: Option<u32>, group: Option<u32>, is_group: bool) {
-        let lang = self.lang.clone();
+        let lang = self.entered_lang();
         if let Some(t) = self.current_target() {
             let tg = &mut self.targets[t as usize];
             tg.sort = sort;

@@ -34,6 +34,10 @@ pub(crate) struct RuleIndex {
     pub(crate) by_ns: FxHashMap<Atom, Vec<Slot>>,
     /// Selectors that fit no bucket.
     pub(crate) other: Vec<Slot>,
+    /// Bit set of the attribute names `by_attr_value` and `by_attr` know,
+    /// so that most attributes of an element are passed over without a
+    /// hash lookup.
+    attr_names: Vec<u64>,
 }
 
 impl RuleIndex {
@@ -47,18 +51,41 @@ impl RuleIndex {
                 .entry(v.as_str().into())
                 .or_default()
                 .push(slot),
-            IndexKey::AttrValue(name, v) => self
-                .by_attr_value
-                .entry(*name)
-                .or_default()
-                .entry(v.as_str().into())
-                .or_default()
-                .push(slot),
+            IndexKey::AttrValue(name, v) => {
+                self.note_attr(*name);
+                self.by_attr_value
+                    .entry(*name)
+                    .or_default()
+                    .entry(v.as_str().into())
+                    .or_default()
+                    .push(slot)
+            }
             IndexKey::Local(a) => self.by_local.entry(*a).or_default().push(slot),
-            IndexKey::Attr(a) => self.by_attr.entry(*a).or_default().push(slot),
+            IndexKey::Attr(a) => {
+                self.note_attr(*a);
+                self.by_attr.entry(*a).or_default().push(slot)
+            }
             IndexKey::Ns(a) => self.by_ns.entry(*a).or_default().push(slot),
             IndexKey::None => self.other.push(slot),
         }
+    }
+}
+
+impl RuleIndex {
+    fn note_attr(&mut self, name: Atom) {
+        let (word, bit) = (name as usize / 64, name % 64);
+        if word >= self.attr_names.len() {
+            self.attr_names.resize(word + 1, 0);
+        }
+        self.attr_names[word] |= 1 << bit;
+    }
+
+    /// Whether some selector of this pass is filed under attribute `name`.
+    #[inline]
+    pub(crate) fn has_attr(&self, name: Atom) -> bool {
+        self.attr_names
+            .get(name as usize / 64)
+            .is_some_and(|w| w & (1 << (name % 64)) != 0)
     }
 }
 

@@ -14,12 +14,10 @@
 //! keeps indexes, so the work per element stays constant.
 
 use rustc_hash::FxHashMap;
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::dom::{Document, NodeId};
 use super::error::CollateError;
-use super::index::Slot;
 use super::ordered::Runs;
 use super::recipe::{Compiled, Pseudo};
 use super::sortkey::Collation;
@@ -121,8 +119,11 @@ pub(crate) struct Oven<'r> {
     pub(crate) snapshots: Vec<(Box<str>, Snapshot)>,
     pub(crate) snapshot_ids: FxHashMap<Box<str>, u32>,
     pub(crate) snap_slot_of: Vec<u32>,
-    /// Language of the element entered last (easybake's `state['lang']`).
-    pub(crate) lang: Rc<str>,
+    /// The element entered last in the walk (its language is easybake's
+    /// `state['lang']`, see [`Oven::entered_lang`]).
+    pub(crate) entered: NodeId,
+    /// The document's fallback language this pass (`<meta>`).
+    pub(crate) root_lang: Rc<str>,
     pub(crate) actions: Vec<Act<'r>>,
     pub(crate) targets: Vec<Target>,
     /// Positions of the live `Target` actions, in order.
@@ -138,9 +139,6 @@ pub(crate) struct Oven<'r> {
     next_id: u64,
     /// Ids of variable names (see [`Oven::var`]).
     var_ids: FxHashMap<Box<str>, u32>,
-    /// Buffers reused by every match (candidate lists, hits).
-    pub(crate) cand_scratch: RefCell<Vec<&'r [Slot]>>,
-    pub(crate) hit_scratch: RefCell<Vec<(u32, u32, u32)>>,
 }
 
 impl<'r> Oven<'r> {
@@ -171,7 +169,8 @@ impl<'r> Oven<'r> {
             snapshots: Vec::new(),
             snapshot_ids: FxHashMap::default(),
             snap_slot_of: Vec::new(),
-            lang: Rc::from(""),
+            entered: NodeId::ROOT,
+            root_lang: Rc::from(""),
             actions: Vec::new(),
             targets: Vec::new(),
             target_pos: Vec::new(),
@@ -182,8 +181,6 @@ impl<'r> Oven<'r> {
             repeatable_ids: opts.repeatable_ids,
             next_id: 0,
             var_ids: FxHashMap::default(),
-            cand_scratch: RefCell::default(),
-            hit_scratch: RefCell::default(),
         }
     }
 

@@ -21,7 +21,7 @@ use selectors::parser::{ParseRelative, Selector, SelectorParseErrorKind};
 use selectors::SelectorList;
 
 use super::atom::{intern_compiling, Atom};
-pub(crate) use super::element::{matches, own_lang, root_content_language, El};
+pub(crate) use super::element::{lang_of, matches, own_lang, root_content_language, El};
 
 /// The `SelectorImpl` of the dialect.
 #[derive(Clone, Debug, PartialEq, Eq)]

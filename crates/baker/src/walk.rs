@@ -16,14 +16,22 @@ use std::rc::Rc;
 use selectors::context::SelectorCaches;
 
 use super::dom::{NodeId, ATOM_CLASS, ATOM_ID, EMPTY};
+use super::index::Slot;
 use super::error::CollateError;
 use super::oven::{Action, Oven, Target};
 use super::recipe::{Label, Pseudo};
 use super::select::{self, El};
 
 enum Frame {
-    Enter(NodeId, Rc<str>),
+    Enter(NodeId),
     Exit(NodeId, Vec<(Label, u32)>),
+}
+
+/// Buffers a walk reuses for every element.
+#[derive(Default)]
+struct Scratch<'r> {
+    cands: Vec<&'r [Slot]>,
+    hits: Vec<(u32, u32, u32)>,
 }
 
 impl<'r> Oven<'r> {
@@ -35,22 +43,24 @@ impl<'r> Oven<'r> {
         // the tree does not change during the walk, so nth-child and :has()
         // results can be cached for the whole pass
         let mut caches = SelectorCaches::default();
+        let mut scratch = Scratch::default();
         let root = self.doc.root;
         // the fallback language (a walk over the document) only matters when
         // the root element has no language of its own
-        let root_lang: Rc<str> = if select::own_lang(&self.doc, root).is_none() {
+        self.root_lang = if select::own_lang(&self.doc, root).is_none() {
             Rc::from(select::root_content_language(&self.doc))
         } else {
             Rc::from("")
         };
-        let mut stack = vec![Frame::Enter(root, root_lang.clone())];
+        let root_lang = self.root_lang.clone();
+        let mut stack = vec![Frame::Enter(root)];
         while let Some(frame) = stack.pop() {
             self.tick()?;
             match frame {
-                Frame::Enter(node, parent_lang) => {
-                    let lang = self.element_lang(node, parent_lang);
-                    self.lang = lang.clone();
-                    let matched = self.match_rules(pass, node, &root_lang, &mut caches);
+                Frame::Enter(node) => {
+                    self.entered = node;
+                    let matched =
+                        self.match_rules(pass, node, &root_lang, &mut caches, &mut scratch);
                     self.enter(node, &matched)
                         .map_err(|e| self.locate(e, self.rule))?;
                     // nothing to do on leaving an element no rule matched
@@ -61,7 +71,7 @@ impl<'r> Oven<'r> {
                     let mut child = self.doc.last_child(node);
                     while let Some(k) = child {
                         if self.doc.is_element(k) {
-                            stack.push(Frame::Enter(k, lang.clone()));
+                            stack.push(Frame::Enter(k));
                         }
                         child = self.doc.prev(k);
                     }
@@ -74,12 +84,11 @@ impl<'r> Oven<'r> {
         Ok(())
     }
 
-    /// cssselect2's language: `xml:lang`, else `lang`, else the parent's.
-    fn element_lang(&self, node: NodeId, parent: Rc<str>) -> Rc<str> {
-        match select::own_lang(&self.doc, node) {
-            Some(l) => Rc::from(l.to_ascii_lowercase()),
-            None => parent,
-        }
+    /// Language of the element entered last (easybake's `state['lang']`,
+    /// which `sort-by`/`group-by` collate with): cssselect2's `xml:lang`,
+    /// else `lang`, else the parent's, else the document's fallback.
+    pub(crate) fn entered_lang(&self) -> Rc<str> {
+        Rc::from(select::lang_of(&self.doc, self.entered, &self.root_lang))
     }
 
     /// Rules of `pass` matching `node`, by specificity then source order.
@@ -89,12 +98,13 @@ impl<'r> Oven<'r> {
         node: NodeId,
         root_lang: &str,
         caches: &mut SelectorCaches,
+        scratch: &mut Scratch<'r>,
     ) -> Vec<(Label, u32)> {
         let recipe = self.recipe;
         let index = &recipe.passes[pass].index;
         let doc = &self.doc;
         let n = doc.node(node);
-        let mut cands = std::mem::take(&mut *self.cand_scratch.borrow_mut());
+        let cands = &mut scratch.cands;
         cands.clear();
         for a in &n.attrs {
             if a.ns != EMPTY {
@@ -112,6 +122,9 @@ impl<'r> Oven<'r> {
                         cands.push(v);
                     }
                 }
+            }
+            if !index.has_attr(a.local) {
+                continue;
             }
             if let Some(by_value) = index.by_attr_value.get(&a.local) {
                 if let Some(v) = by_value.get(a.value.as_str()) {
@@ -140,9 +153,9 @@ impl<'r> Oven<'r> {
         if !index.other.is_empty() {
             cands.push(&index.other);
         }
-        let mut hits = std::mem::take(&mut *self.hit_scratch.borrow_mut());
+        let hits = &mut scratch.hits;
         hits.clear();
-        for &list in &cands {
+        for &list in cands.iter() {
             for &(order, entry) in list {
                 let e = &recipe.entries[entry as usize];
                 let el = El {
@@ -157,17 +170,12 @@ impl<'r> Oven<'r> {
             }
         }
         hits.sort_unstable();
-        let matched = hits
-            .iter()
+        hits.iter()
             .map(|&(_, _, entry)| {
                 let e = &recipe.entries[entry as usize];
                 (e.label, e.rule)
             })
-            .collect();
-        cands.clear();
-        *self.cand_scratch.borrow_mut() = cands;
-        *self.hit_scratch.borrow_mut() = hits;
-        matched
+            .collect()
     }
 
     /// The rules of `matched` with `label`, in order.
@@ -231,16 +239,19 @@ impl<'r> Oven<'r> {
         Ok(())
     }
 
+    /// Records `node`'s variables for `target-*()` if it has an id.
+    #[inline]
     fn record_snapshot(&mut self, node: NodeId) {
-        if !self.recipe.uses_targets {
-            return;
+        if self.recipe.uses_targets && self.doc.id_attr(node).is_some_and(|id| !id.is_empty()) {
+            self.record_snapshot_of_id(node);
         }
+    }
+
+    #[inline(never)]
+    fn record_snapshot_of_id(&mut self, node: NodeId) {
         let Some(id) = self.doc.id_attr(node) else {
             return;
         };
-        if id.is_empty() {
-            return;
-        }
         // the node remembers its slot, so that the id (often a long one) is
         // hashed once per bake rather than at every pass
         let i = node.index();

@@ -30,6 +30,9 @@ const NIL: u32 = u32::MAX;
 pub(crate) struct NodeId(u32);
 
 impl NodeId {
+    /// Where a document's root element always is.
+    pub(crate) const ROOT: NodeId = NodeId(0);
+
     pub(crate) fn index(self) -> usize {
         self.0 as usize
     }
