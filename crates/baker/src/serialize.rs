@@ -226,18 +226,19 @@ impl Writer<'_> {
 
     fn other(&mut self, id: NodeId) {
         let node = self.doc.node(id);
+        let text = &self.doc.cold(id).text;
         match node.kind {
             Kind::Comment => {
                 self.out.push_str("<!--");
-                self.out.push_str(&node.text);
+                self.out.push_str(text);
                 self.out.push_str("-->");
             }
             Kind::Pi => {
                 self.out.push_str("<?");
                 self.out.push_str(self.doc.atoms.get(node.local));
-                if !node.text.is_empty() {
+                if !text.is_empty() {
                     self.out.push(' ');
-                    self.out.push_str(&node.text);
+                    self.out.push_str(text);
                 }
                 self.out.push_str("?>");
             }
@@ -256,10 +257,10 @@ impl Writer<'_> {
             let mut descended = false;
             if doc.is_element(cur) {
                 let name = self.start_tag(cur);
-                let node = doc.node(cur);
-                if doc.has_children(cur) || !node.text.is_empty() {
+                let text = doc.text(cur);
+                if doc.has_children(cur) || !text.is_empty() {
                     self.out.push('>');
-                    self.ok &= escape(&mut self.out, &node.text, false);
+                    self.ok &= escape(&mut self.out, text, false);
                     match doc.first_child(cur) {
                         Some(first) => {
                             names.push(name);

@@ -16,8 +16,8 @@ use std::rc::Rc;
 use selectors::context::SelectorCaches;
 
 use super::dom::{NodeId, ATOM_CLASS, ATOM_ID, EMPTY};
-use super::index::Slot;
 use super::error::CollateError;
+use super::index::Slot;
 use super::oven::{Action, Oven, Target};
 use super::recipe::{Label, Pseudo};
 use super::select::{self, El};

@@ -5,7 +5,7 @@
 //! sort keys know when to recompute), and every move refuses to put a node
 //! inside itself — lxml raises there too, and going on would create a cycle.
 
-use super::{Atom, Attr, Document, Kind, Node, NodeId, ATOM_ID, EMPTY, NIL, NS_NONE};
+use super::{Atom, Attr, Cold, Document, Kind, Node, NodeId, ATOM_ID, EMPTY, NIL, NS_NONE};
 use crate::error::CollateError;
 
 impl Document {
@@ -45,35 +45,35 @@ impl Document {
     }
 
     pub(crate) fn set_text(&mut self, id: NodeId, text: String) {
-        self.node_mut(id).text = text;
+        self.cold_mut(id).text = text;
         self.touch(id);
     }
     pub(crate) fn take_text(&mut self, id: NodeId) -> String {
-        let t = std::mem::take(&mut self.node_mut(id).text);
+        let t = std::mem::take(&mut self.cold_mut(id).text);
         self.touch(id);
         t
     }
     pub(crate) fn push_text(&mut self, id: NodeId, s: &str) {
         if !s.is_empty() {
-            self.node_mut(id).text.push_str(s);
+            self.cold_mut(id).text.push_str(s);
             self.touch(id);
         }
     }
     pub(crate) fn set_tail(&mut self, id: NodeId, tail: String) {
-        self.node_mut(id).tail = tail;
+        self.cold_mut(id).tail = tail;
         self.touch(id);
     }
     pub(crate) fn take_tail(&mut self, id: NodeId) -> String {
-        if self.node(id).tail.is_empty() {
+        if self.cold(id).tail.is_empty() {
             return String::new();
         }
-        let t = std::mem::take(&mut self.node_mut(id).tail);
+        let t = std::mem::take(&mut self.cold_mut(id).tail);
         self.touch(id);
         t
     }
     pub(crate) fn push_tail(&mut self, id: NodeId, s: &str) {
         if !s.is_empty() {
-            self.node_mut(id).tail.push_str(s);
+            self.cold_mut(id).tail.push_str(s);
             self.touch(id);
         }
     }
@@ -214,10 +214,17 @@ impl Document {
     ) -> Result<NodeId, CollateError> {
         let copy_one = |doc: &mut Document, src: NodeId| -> Result<NodeId, CollateError> {
             // the copied text is new text: charged before it is made
-            let s = doc.node(src);
-            let bytes =
-                s.text.len() + s.tail.len() + s.attrs.iter().map(|a| a.value.len()).sum::<usize>();
+            let bytes = {
+                let (s, c) = (doc.node(src), doc.cold(src));
+                c.text.len() + c.tail.len() + s.attrs.iter().map(|a| a.value.len()).sum::<usize>()
+            };
             doc.budget.text(bytes)?;
+            let c = doc.cold(src);
+            let cold = Cold {
+                nsdef: None,
+                text: c.text.clone(),
+                tail: c.tail.clone(),
+            };
             let mut n = doc.node(src).clone();
             n.parent = NIL;
             n.first_child = NIL;
@@ -225,7 +232,6 @@ impl Document {
             n.prev = NIL;
             n.next = NIL;
             n.version = 0;
-            n.nsdef = None;
             if !id_suffix.is_empty() && n.kind == Kind::Element {
                 for a in n.attrs.iter_mut() {
                     if a.local == ATOM_ID && a.ns == EMPTY {
@@ -233,7 +239,7 @@ impl Document {
                     }
                 }
             }
-            doc.alloc(n)
+            doc.alloc(n, cold)
         };
         let top = copy_one(self, id)?;
         // pre-order: each copy is linked under its copied parent before its
@@ -292,16 +298,18 @@ impl Document {
         n.local = local;
         n.ns_ref = ns_ref;
         n.attrs = attrs;
-        if !nsdef.is_empty() {
-            n.nsdef = Some(nsdef.into_boxed_slice());
-        }
+        let cold = Cold {
+            nsdef: (!nsdef.is_empty()).then(|| nsdef.into_boxed_slice()),
+            ..Cold::default()
+        };
         let id = match parent {
             None => {
                 // the placeholder root at index 0 is reused for the real root
                 self.nodes[0] = n;
+                self.cold[0] = cold;
                 NodeId(0)
             }
-            Some(_) => self.alloc(n)?,
+            Some(_) => self.alloc(n, cold)?,
         };
         if let Some(p) = parent {
             self.link_new_last(p, id);
@@ -313,8 +321,8 @@ impl Document {
     /// `open` if it has no child yet, else the tail of its last child.
     pub(crate) fn build_text(&mut self, open: NodeId, s: &str) {
         match self.last_child(open) {
-            Some(last) => self.nodes[last.index()].tail.push_str(s),
-            None => self.nodes[open.index()].text.push_str(s),
+            Some(last) => self.cold[last.index()].tail.push_str(s),
+            None => self.cold[open.index()].text.push_str(s),
         }
     }
 }

@@ -77,6 +77,16 @@ pub(crate) struct Node {
     /// The declaration the element's name uses, or [`NS_NONE`] (see `ns.rs`).
     pub(crate) ns_ref: u32,
     pub(crate) attrs: Vec<Attr>,
+    /// Bumped whenever this node's subtree (or its tail) changes; sort keys
+    /// cached against it stay valid while it is unchanged.
+    version: u32,
+}
+
+/// What a node holds that the walk of a pass never reads, kept apart from
+/// [`Node`] so that the walk's nodes stay within a cache line each: every
+/// pass visits every element, and its cost is mostly memory traffic.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cold {
     /// Declarations made on this element (indices into the document's
     /// table), in order; written as its `xmlns` attributes.
     pub(crate) nsdef: Option<Box<[u32]>>,
@@ -84,15 +94,14 @@ pub(crate) struct Node {
     pub(crate) text: String,
     /// Text after this node, inside its parent.
     pub(crate) tail: String,
-    /// Bumped whenever this node's subtree (or its tail) changes; sort keys
-    /// cached against it stay valid while it is unchanged.
-    version: u32,
 }
 
 /// The whole document: the root element plus what surrounds it.
 #[derive(Debug)]
 pub(crate) struct Document {
     nodes: Vec<Node>,
+    /// The [`Cold`] part of each node, by the same index.
+    cold: Vec<Cold>,
     pub(crate) atoms: Interner,
     pub(crate) root: NodeId,
     /// `<!DOCTYPE …>` content as written back: the name and external id.
@@ -142,6 +151,7 @@ impl Document {
     pub(crate) fn new(max_nodes: usize, atoms: Interner) -> Self {
         let mut doc = Document {
             nodes: Vec::new(),
+            cold: Vec::new(),
             atoms,
             root: NodeId(0),
             doctype: None,
@@ -173,6 +183,7 @@ impl Document {
         };
         // Placeholder root so that `root` is always valid; the parser replaces it.
         doc.nodes.push(Node::blank(Kind::Element));
+        doc.cold.push(Cold::default());
         doc
     }
 
@@ -188,9 +199,18 @@ impl Document {
         &mut self.nodes[id.index()]
     }
 
-    fn alloc(&mut self, node: Node) -> Result<NodeId, CollateError> {
+    pub(crate) fn cold(&self, id: NodeId) -> &Cold {
+        &self.cold[id.index()]
+    }
+
+    fn cold_mut(&mut self, id: NodeId) -> &mut Cold {
+        &mut self.cold[id.index()]
+    }
+
+    fn alloc(&mut self, node: Node, cold: Cold) -> Result<NodeId, CollateError> {
         self.budget.node(self.nodes.len())?;
         self.nodes.push(node);
+        self.cold.push(cold);
         Ok(NodeId((self.nodes.len() - 1) as u32))
     }
 
@@ -199,7 +219,7 @@ impl Document {
         let mut n = Node::blank(Kind::Element);
         n.ns = ns;
         n.local = local;
-        self.alloc(n)
+        self.alloc(n, Cold::default())
     }
 
     /// A new, detached comment or processing instruction.
@@ -211,8 +231,13 @@ impl Document {
     ) -> Result<NodeId, CollateError> {
         let mut n = Node::blank(kind);
         n.local = target;
-        n.text = text;
-        self.alloc(n)
+        self.alloc(
+            n,
+            Cold {
+                text,
+                ..Cold::default()
+            },
+        )
     }
 
     // ----- navigation -------------------------------------------------
@@ -369,24 +394,24 @@ impl Document {
     // ----- text ------------------------------------------------------------
 
     pub(crate) fn text(&self, id: NodeId) -> &str {
-        &self.node(id).text
+        &self.cold(id).text
     }
     pub(crate) fn tail(&self, id: NodeId) -> &str {
-        &self.node(id).tail
+        &self.cold(id).tail
     }
     /// Text of the subtree like `etree.tostring(el, method="text")`: element
     /// text and tails of descendants (comments contribute only their tails).
     pub(crate) fn text_content(&self, id: NodeId, with_tail: bool) -> String {
         let mut out = String::new();
         if self.is_element(id) {
-            out.push_str(&self.node(id).text);
+            out.push_str(&self.cold(id).text);
         }
         let mut cur = self.first_child(id);
         while let Some(c) = cur {
             // pre-order over the subtree, adding text on entry and the tail
             // when leaving a node
             if self.is_element(c) {
-                out.push_str(&self.node(c).text);
+                out.push_str(&self.cold(c).text);
             }
             if let Some(f) = self.first_child(c) {
                 cur = Some(f);
@@ -394,7 +419,7 @@ impl Document {
             }
             let mut up = c;
             loop {
-                out.push_str(&self.node(up).tail);
+                out.push_str(&self.cold(up).tail);
                 if let Some(n) = self.next(up) {
                     cur = Some(n);
                     break;
@@ -409,7 +434,7 @@ impl Document {
             }
         }
         if with_tail {
-            out.push_str(&self.node(id).tail);
+            out.push_str(&self.cold(id).tail);
         }
         out
     }
@@ -437,9 +462,6 @@ impl Node {
             local: EMPTY,
             ns_ref: NS_NONE,
             attrs: Vec::new(),
-            nsdef: None,
-            text: String::new(),
-            tail: String::new(),
             version: 0,
         }
     }
@@ -502,6 +524,16 @@ mod tests {
         d.build_text(y, "in");
         d.build_text(root, "2");
         (d, root, x, y)
+    }
+
+    #[test]
+    fn a_node_fits_in_a_cache_line() {
+        // the walk of every pass reads every element's node: keep it small
+        assert!(
+            std::mem::size_of::<Node>() <= 64,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
     }
 
     #[test]

@@ -62,14 +62,14 @@ impl Document {
 
     /// The declarations written on `id`.
     pub(crate) fn nsdef(&self, id: NodeId) -> &[u32] {
-        self.node(id).nsdef.as_deref().unwrap_or(&[])
+        self.cold(id).nsdef.as_deref().unwrap_or(&[])
     }
 
     /// Declares `(prefix, href)` on `id` (libxml2's `xmlNewNs`, which
     /// appends to the element's list).
     fn declare_on(&mut self, id: NodeId, prefix: Atom, href: Atom) -> u32 {
         let d = self.new_ns(prefix, href);
-        let n = self.node_mut(id);
+        let n = self.cold_mut(id);
         let mut list: Vec<u32> = n.nsdef.take().map(Vec::from).unwrap_or_default();
         list.push(d);
         n.nsdef = Some(list.into_boxed_slice());
@@ -251,7 +251,7 @@ impl Document {
 
     /// lxml's `_stripRedundantNamespaceDeclarations`.
     fn strip_redundant(&mut self, el: NodeId, cache: &mut Vec<(u32, u32)>) {
-        let Some(list) = self.node(el).nsdef.as_deref() else {
+        let Some(list) = self.cold(el).nsdef.as_deref() else {
             return;
         };
         let list = list.to_vec();
@@ -267,7 +267,7 @@ impl Document {
                 }
             }
         }
-        self.node_mut(el).nsdef = (!kept.is_empty()).then(|| kept.into_boxed_slice());
+        self.cold_mut(el).nsdef = (!kept.is_empty()).then(|| kept.into_boxed_slice());
     }
 
     /// lxml's `_fixCNs`: the declaration a name using `old` uses after the move.
@@ -289,13 +289,13 @@ impl Document {
     /// whose root is `root`: declarations are copied, names are bound by
     /// prefix inside the copy, or to a declaration added on the root.
     pub(crate) fn copy_ns(&mut self, src: NodeId, copy: NodeId, root: NodeId) {
-        if let Some(list) = self.node(src).nsdef.as_deref() {
+        if let Some(list) = self.cold(src).nsdef.as_deref() {
             let decls: Vec<NsDecl> = list.iter().map(|&d| self.ns_decl(d)).collect();
             let copied: Vec<u32> = decls
                 .into_iter()
                 .map(|decl| self.new_ns(decl.prefix, decl.href))
                 .collect();
-            self.node_mut(copy).nsdef = Some(copied.into_boxed_slice());
+            self.cold_mut(copy).nsdef = Some(copied.into_boxed_slice());
         }
         let used = self.node(src).ns_ref;
         if used != NS_NONE {
