@@ -67,9 +67,13 @@ impl<'r> Oven<'r> {
         self.doc.budget.text(charge)?;
         let id = self.var(&name);
         let step = &mut self.steps[p];
-        step.strings_bytes += value.len() + name.len();
-        if let Some(old) = Rc::make_mut(&mut step.strings).insert(id, value) {
-            step.strings_bytes = step.strings_bytes.saturating_sub(old.len());
+        let added = value.len();
+        // the map holds each name once: only a new name adds its length
+        match Rc::make_mut(&mut step.strings).insert(id, value) {
+            Some(old) => {
+                step.strings_bytes = (step.strings_bytes + added).saturating_sub(old.len())
+            }
+            None => step.strings_bytes += added + name.len(),
         }
         Ok(())
     }

@@ -160,6 +160,32 @@ fn the_time_limit_fires_even_when_each_step_is_expensive() {
 }
 
 #[test]
+fn budgets_grow_with_the_book_not_with_the_square_of_it() {
+    // one string set again and again while every element's variables are
+    // recorded for target-counter(): charged as copies of the (small) map of
+    // strings, never of everything set so far
+    let n = 20_000;
+    let mut html = String::from("<html><body>");
+    for i in 0..n {
+        html.push_str(&format!("<p id=\"p{i}\">x</p>"));
+    }
+    html.push_str("<a href=\"#p7\">see</a></body></html>");
+    let recipe = Recipe::parse(
+        "p { counter-increment: c; string-set: some-long-string-name \"x\"; }\n\
+         a::after { content: target-counter(attr(href), c); }",
+    )
+    .expect("recipe parses");
+    let baked = recipe
+        .bake(&html)
+        .expect("a linear recipe stays within the budgets");
+    assert!(
+        baked.html.contains("see<div>8</div>"),
+        "{}",
+        &baked.html[baked.html.len() - 80..]
+    );
+}
+
+#[test]
 fn deep_documents_and_deeply_nested_recipes_are_refused_without_panicking() {
     let deep = format!("<a>{}{}</a>", "<b>".repeat(5000), "</b>".repeat(5000));
     let err = Recipe::parse_strict("b { content: 'x'; }")
