@@ -299,7 +299,8 @@ async fn publish_cmd(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bake_cmd(args: &BakeArgs) -> anyhow::Result<()> {
+/// `postpub bake`: runs without configuration, database or async runtime.
+pub fn bake_cmd(args: &BakeArgs) -> anyhow::Result<()> {
     use crate::collate::{BakeOptions, Level, Recipe};
     let css = read_text(&args.recipe)?;
     let html = read_text(&args.input)?;

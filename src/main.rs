@@ -10,6 +10,11 @@ use postpub::config::ConfigError;
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
     let cli = Cli::parse();
+    // Baking a file needs no runtime (nor its worker threads, whose start would be a
+    // good part of a small book's time).
+    if let cli::Command::Bake(args) = &cli.command {
+        return exit_code(cli::bake_cmd(args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -20,7 +25,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    exit_code(runtime.block_on(cli::run(cli)))
+}
+
+/// Prints a failure as one line; 2 for configuration errors, 1 for the rest.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
