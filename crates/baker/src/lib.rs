@@ -39,6 +39,11 @@
 //! - `error` — [`CollateError`]; `bench` — a generated book, a recipe and a
 //!   runner for `postpub bench collate`.
 
+/// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod apply;
 mod atom;
 pub mod bench;

@@ -65,6 +65,7 @@ pub(crate) fn parse_with(
     let xml_prefix = p.doc.ns_decl(NS_XML).prefix;
     p.bindings.push((xml_prefix, NS_XML));
     p.run()?;
+    p.doc.ns_simple = p.doc.compute_ns_simple();
     Ok(p.doc)
 }
 

@@ -126,6 +126,9 @@ impl Document {
     /// namespaces rebound as lxml does).
     pub(crate) fn append(&mut self, parent: NodeId, child: NodeId) -> Result<(), CollateError> {
         self.check_cycle(child, parent)?;
+        if child == self.root {
+            self.ns_simple = false;
+        }
         self.link_last(parent, child);
         self.reconcile(child);
         Ok(())
@@ -175,6 +178,9 @@ impl Document {
             ));
         };
         self.check_cycle(node, parent)?;
+        if node == self.root {
+            self.ns_simple = false;
+        }
         self.detach(node);
         let prev = self.node(sibling).prev;
         {
@@ -247,7 +253,8 @@ impl Document {
         let mut stack = vec![(id, top)];
         let mut kids = Vec::new();
         while let Some((src, dst)) = stack.pop() {
-            if self.is_element(src) {
+            // (copies keep their names' bindings while only the root declares)
+            if self.is_element(src) && !self.ns_simple {
                 self.copy_ns(src, dst, top);
             }
             kids.clear();

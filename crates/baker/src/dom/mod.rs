@@ -119,6 +119,11 @@ pub(crate) struct Document {
     ns_counter: u32,
     /// Reused by each `reconcile`.
     ns_scratch: Vec<(u32, u32)>,
+    /// True while only the root element declares namespaces (with distinct
+    /// URIs) and every name uses one of those: then lxml's rebinding of
+    /// moved and copied content changes nothing, and is skipped (see
+    /// `ns.rs`). Most books are like that.
+    pub(crate) ns_simple: bool,
     /// Atoms of the names the baker itself looks up or creates.
     pub(crate) known: Known,
 }
@@ -162,6 +167,7 @@ impl Document {
             ns_table: Vec::new(),
             ns_counter: 0,
             ns_scratch: Vec::new(),
+            ns_simple: false,
             known: Known::default(),
         };
         let xml = doc.atoms.intern("xml");

@@ -65,9 +65,32 @@ impl Document {
         self.cold(id).nsdef.as_deref().unwrap_or(&[])
     }
 
+    /// Whether the document is in the state where rebinding is a no-op
+    /// (see [`Document::ns_simple`]): the root's declarations have distinct
+    /// URIs, no other element declares anything, every name uses one of the
+    /// root's declarations (or none, or `xml:`).
+    pub(crate) fn compute_ns_simple(&self) -> bool {
+        let root_decls = self.nsdef(self.root);
+        let hrefs: Vec<Atom> = root_decls.iter().map(|&d| self.ns_decl(d).href).collect();
+        if (1..hrefs.len()).any(|i| hrefs[..i].contains(&hrefs[i])) {
+            return false;
+        }
+        let bound = |d: u32| d == NS_NONE || d == NS_XML || root_decls.contains(&d);
+        (0..self.len()).all(|i| {
+            let id = NodeId(i as u32);
+            let n = self.node(id);
+            (id == self.root || self.cold(id).nsdef.is_none())
+                && bound(n.ns_ref)
+                && n.attrs.iter().all(|a| bound(a.ns_ref))
+        })
+    }
+
     /// Declares `(prefix, href)` on `id` (libxml2's `xmlNewNs`, which
     /// appends to the element's list).
     fn declare_on(&mut self, id: NodeId, prefix: Atom, href: Atom) -> u32 {
+        if id != self.root {
+            self.ns_simple = false;
+        }
         let d = self.new_ns(prefix, href);
         let n = self.cold_mut(id);
         let mut list: Vec<u32> = n.nsdef.take().map(Vec::from).unwrap_or_default();
@@ -221,7 +244,12 @@ impl Document {
     /// place (or unlinked): drops declarations the new ancestors make
     /// already and rebinds every name of the subtree.
     pub(crate) fn reconcile(&mut self, top: NodeId) {
-        if !self.is_element(top) {
+        // Only the root declares namespaces, with distinct URIs, and every
+        // name uses one of them: lxml would find each name's declaration, by
+        // its URI, on the root again (a copy's or a removed subtree's own
+        // declarations of those URIs are dropped again when it lands in the
+        // tree), so nothing changes.
+        if self.ns_simple || !self.is_element(top) {
             return;
         }
         // (old declaration, new one) pairs, as lxml's `_nscache`
@@ -446,6 +474,8 @@ mod tests {
     #[test]
     fn a_removed_element_declares_its_default_namespace_until_it_is_back() {
         let mut d = doc(r#"<r xmlns="X"><d><p>t</p></d></r>"#);
+        // the full algorithm (the document would take the shortcut otherwise)
+        d.ns_simple = false;
         let (dst, p) = (at(&d, &[0]), at(&d, &[0, 0]));
         d.remove(p);
         let decls: Vec<_> = d.nsdef(p).iter().map(|&x| d.ns_decl(x)).collect();
@@ -476,6 +506,28 @@ mod tests {
             out(&d),
             "<r xmlns:p=\"H\"><x xmlns:q=\"H\"><p:y><d><p:e></p:e></d></p:y></x><s xmlns:z=\"H\"></s></r>\n"
         );
+    }
+
+    #[test]
+    fn skipping_the_rebinding_when_only_the_root_declares_changes_nothing() {
+        let source = r#"<r xmlns="X" xmlns:m="M"><a id="1"><m:b m:c="1"/>t</a><d/><e/></r>"#;
+        let run = |simple: bool| {
+            let mut d = doc(source);
+            assert!(d.ns_simple, "only the root declares here");
+            d.ns_simple = simple;
+            let (a, dd, e) = (at(&d, &[0]), at(&d, &[1]), at(&d, &[2]));
+            let c = d.deep_copy(a, "_copy").unwrap();
+            d.append(e, c).unwrap();
+            let b = d.first_child(a).unwrap();
+            d.remove(b);
+            d.append(dd, b).unwrap();
+            d.append(dd, a).unwrap();
+            d.rename(e, "M", "f");
+            let c2 = d.deep_copy(dd, "_2").unwrap();
+            d.append(e, c2).unwrap();
+            out(&d)
+        };
+        assert_eq!(run(true), run(false));
     }
 
     #[test]
