@@ -7,7 +7,7 @@
 # `postpub bench collate --mb 10 --reference benches/easybake_reference.sh` writes the
 # generated book and recipe, runs this script on them and reports both side by side. By
 # hand, on any book: benches/easybake_reference.sh BOOK.html RECIPE.css, next to
-#   /usr/bin/time -v target/release/postpub bake --compat RECIPE.css BOOK.html -o OUT.html
+#   /usr/bin/time -v target/release/postpub bake RECIPE.css BOOK.html -o OUT.html
 #
 # Prints: easybake_seconds=<wall> cpu_seconds=<user+sys> rss_mb=<peak>
 # The reference is installed on first use into $EASYBAKE_VENV (default

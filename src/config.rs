@@ -268,8 +268,14 @@ impl Default for CommandConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollateConfig {
-    /// Accept what cnx-easybake tolerates (unknown properties become warnings) instead
-    /// of refusing the recipe. For existing easybake recipes.
+    /// Refuse a recipe where cnx-easybake would only warn (unknown property,
+    /// pseudo-element, …), naming the line and rule. Off by default: recipes are read
+    /// as cnx-easybake reads them, and what it tolerates is a warning kept with the
+    /// version.
+    pub strict: bool,
+    /// No longer used: the cnx-easybake-compatible reading it asked for is the default.
+    /// Still accepted so that existing configuration files keep loading.
+    #[serde(skip_serializing)]
     pub compat: bool,
     /// A bake taking longer than this fails (permanently: it would again); the bake
     /// process running it is killed.
@@ -278,14 +284,52 @@ pub struct CollateConfig {
     /// Address space of each bake process (`RLIMIT_AS`). A bake that needs more fails
     /// alone, with a message naming this key; the daemon and other bakes go on.
     pub max_memory_bytes: u64,
+    /// The largest body a bake accepts.
+    pub max_input_bytes: u64,
+    /// What one bake may build, each as this many times its input's (nodes, bytes of text
+    /// the recipe creates, bytes of output) plus the allowance below: a recipe that would
+    /// grow past it fails at once, naming the rule and the limit, instead of exhausting
+    /// the daemon's memory. Recipes legitimately copy content (contents, indexes).
+    pub growth_factor: u64,
+    /// … plus this many nodes,
+    pub max_nodes_extra: u64,
+    /// … this many bytes of text created by the recipe,
+    pub max_text_extra_bytes: u64,
+    /// … and this many bytes of output.
+    pub max_output_extra_bytes: u64,
 }
 
 impl Default for CollateConfig {
     fn default() -> Self {
+        let limits = crate::collate::Limits::default();
         Self {
+            strict: false,
             compat: false,
             timeout: Duration::from_secs(120),
             max_memory_bytes: 1 << 30,
+            max_input_bytes: limits.max_input_bytes as u64,
+            growth_factor: limits.max_nodes_factor as u64,
+            max_nodes_extra: limits.max_nodes_extra as u64,
+            max_text_extra_bytes: limits.max_text_extra as u64,
+            max_output_extra_bytes: limits.max_output_extra as u64,
+        }
+    }
+}
+
+impl CollateConfig {
+    /// The baker's limits for one bake under this configuration.
+    pub fn limits(&self) -> crate::collate::Limits {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::collate::Limits {
+            max_input_bytes: size(self.max_input_bytes),
+            max_nodes_factor: size(self.growth_factor),
+            max_nodes_extra: size(self.max_nodes_extra),
+            max_text_factor: size(self.growth_factor),
+            max_text_extra: size(self.max_text_extra_bytes),
+            max_output_factor: size(self.growth_factor),
+            max_output_extra: size(self.max_output_extra_bytes),
+            max_duration: Some(self.timeout),
+            ..crate::collate::Limits::default()
         }
     }
 }
@@ -605,6 +649,21 @@ impl Config {
                 "pipeline.collate.max_memory_bytes",
                 format!("must be at least {MIN_BAKE_MEMORY_BYTES} (64 MiB: the bake process itself needs some)"),
             );
+        }
+        if self.pipeline.collate.timeout.is_zero() {
+            return bad("pipeline.collate.timeout", "must be more than 0s");
+        }
+        if self.pipeline.collate.max_input_bytes == 0 {
+            return bad("pipeline.collate.max_input_bytes", "must be more than 0");
+        }
+        if !(1..=10_000).contains(&self.pipeline.collate.growth_factor) {
+            return bad(
+                "pipeline.collate.growth_factor",
+                "must be between 1 and 10000",
+            );
+        }
+        if self.pipeline.command.timeout.is_zero() {
+            return bad("pipeline.command.timeout", "must be more than 0s");
         }
         if let Err(e) = crate::logging::check_level(&self.log.level) {
             return bad("log.level", format!("is not a valid filter: {e}"));

@@ -13,7 +13,9 @@
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
 //! - [`pipeline`] — the `Step` trait and the steps (`noop`, `validate`, `collate`,
-//!   `command`); [`pipeline::collate`] bakes in bake processes (`postpub bake-server`).
+//!   `command`); [`pipeline::collate`] bakes in bake processes (`postpub bake-server`)
+//!   with the baker, the `postpub-baker` crate in `crates/baker` (re-exported as
+//!   [`collate`]).
 //! - [`outbox`]   — the relay: delivers outbox events in per-document order to the
 //!   configured sinks ([`outbox::nats`] JetStream, [`outbox::webhook`] HTTP), retries,
 //!   parks, deletes delivered events after retention.
@@ -35,7 +37,9 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
-pub mod collate;
+/// The recipe baker: the `postpub-baker` crate (`crates/baker`), which the `collate` step
+/// and `postpub bake` call.
+pub use postpub_baker as collate;
 pub mod config;
 pub mod daemon;
 pub mod db;

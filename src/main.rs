@@ -4,21 +4,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use postpub::cli::{self, Cli, Command};
+use postpub::cli::{self, Cli};
 use postpub::config::ConfigError;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
     let cli = Cli::parse();
-    if let Command::BakeServer(args) = &cli.command {
-        // A bake process of the daemon: single-threaded, no runtime.
-        return match cli::bake_server(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {}", one_line(&e));
-                ExitCode::from(1)
-            }
-        };
+    // Baking needs no runtime (nor its worker threads, whose start would be a good part of
+    // a small book's time): a file from the command line, or the daemon's bake process.
+    match &cli.command {
+        cli::Command::Bake(args) => return exit_code(cli::bake_cmd(args)),
+        cli::Command::BakeServer(args) => return exit_code(cli::bake_server(args)),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -30,7 +27,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    exit_code(runtime.block_on(cli::run(cli)))
+}
+
+/// Prints a failure as one line; 2 for configuration errors, 1 for the rest.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));

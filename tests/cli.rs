@@ -221,6 +221,34 @@ async fn the_demo_runs_end_to_end() {
 }
 
 #[test]
+fn bake_of_a_memory_bomb_fails_at_once_with_one_line_naming_the_limit() {
+    let dir = common::Script::new("");
+    let recipe = dir.dir.join("bomb.css");
+    let input = dir.dir.join("in.html");
+    std::fs::write(
+        &recipe,
+        "div { string-set: s string(s) string(s) \"x\"; } body::after { content: string(s); }",
+    )
+    .expect("write");
+    std::fs::write(
+        &input,
+        format!("<html><body>{}</body></html>", "<div>a</div>".repeat(40)),
+    )
+    .expect("write");
+    let s = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
+    let t = std::time::Instant::now();
+    let o = run(&["bake", &s(&recipe), &s(&input)]);
+    let took = t.elapsed();
+    assert_clear_failure(&o, 1, "limit");
+    let err = stderr(&o);
+    assert!(
+        err.contains("recipe line 1, rule \"div\"") && err.contains("text created by the recipe"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
 fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
     let dir = common::Script::new("");
     let recipe = dir.dir.join("r.css");
@@ -246,7 +274,23 @@ fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
         "p.note { move-to: notes; }\np::insde { content: \"x\"; }\n",
     )
     .expect("write");
+    // by default as cnx-easybake: a rule for an unknown pseudo-element never runs (the
+    // reference says nothing; --verbose shows it)
     let o = run(&["bake", &s(&recipe), &s(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let o = run(&["bake", "-v", &s(&recipe), &s(&input)]);
+    assert!(
+        stderr(&o).contains("info: ")
+            && stderr(&o).contains("recipe line 2: Rules for ::insde never run"),
+        "{}",
+        stderr(&o)
+    );
+    // the flag of the former opt-in mode is still accepted
+    let o = run(&["bake", "--compat", &s(&recipe), &s(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // --strict refuses the recipe, naming the file, line and rule
+    let o = run(&["bake", "--strict", &s(&recipe), &s(&input)]);
     assert_clear_failure(&o, 1, "line 2");
     assert!(
         stderr(&o).contains("r.css") && stderr(&o).contains("::insde"),

@@ -1,5 +1,6 @@
-//! The `collate` step in the daemon: a version with a recipe is published baked; a broken
-//! recipe, a malformed document or a recipe moving a node into itself errors the version
+//! The `collate` step in the daemon: a version with a recipe is published baked; what
+//! cnx-easybake tolerates in a recipe is a warning stored with it; a recipe that does not
+//! parse, a malformed document or a recipe moving a node into itself errors the version
 //! with a reason naming the line, and other documents keep flowing.
 
 mod common;
@@ -37,12 +38,22 @@ async fn versions_are_published_baked_and_bad_recipes_or_documents_are_errored()
     let d = Daemon::start(cfg).await;
 
     let good = db.publish(&c, "chapter", CHAPTER, Some(RECIPE)).await;
+    // what cnx-easybake tolerates is a warning stored with the version …
+    let tolerated = db
+        .publish(
+            &c,
+            "tolerated-recipe",
+            CHAPTER,
+            Some("p { colour-me: red; }\ndiv::insde { content: 'x'; }"),
+        )
+        .await;
+    // … CSS that does not parse at all errors it
     let broken_recipe = db
         .publish(
             &c,
             "broken-recipe",
             CHAPTER,
-            Some("p { colour-me: red; }\ndiv::insde { content: 'x'; }"),
+            Some("p { content: 'x'; }\n\nspan"),
         )
         .await;
     // Well-formed HTML for `validate`, but not XML: an unquoted attribute.
@@ -96,11 +107,27 @@ async fn versions_are_published_baked_and_bad_recipes_or_documents_are_errored()
         .get(0);
     assert!(collated);
 
+    assert_eq!(db.state(&c, tolerated).await, "current");
+    let warnings: Vec<String> = c
+        .query_one(
+            "select warnings from postpub.collated where version_id = $1",
+            &[&tolerated],
+        )
+        .await
+        .expect("collated row")
+        .get(0);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == "warning: recipe line 1: Missing method colour_me"),
+        "{warnings:?}"
+    );
+
     assert_eq!(db.state(&c, broken_recipe).await, "errored");
     let e = last_error(&c, broken_recipe).await;
     assert!(e.starts_with("step collate: recipe "), "{e}");
     assert!(
-        e.contains("line 1") && e.contains("colour-me"),
+        e.contains("line 3") && e.contains("span"),
         "names line and rule: {e}"
     );
 

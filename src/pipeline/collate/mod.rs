@@ -29,7 +29,7 @@ use futures_util::future::BoxFuture;
 pub use server::serve;
 
 use super::{Step, StepError, Work};
-use crate::collate::{Baked, Limits, Recipe};
+use crate::collate::Recipe;
 use crate::config::CollateConfig;
 
 /// Parsed recipes kept per daemon when baking in-process (a new one evicts all when
@@ -45,25 +45,36 @@ pub fn set_bake_program(path: PathBuf) {
     let _ = BAKE_PROGRAM.set(path);
 }
 
-/// Parses a recipe as `[pipeline.collate]` says (strict, or compat).
+/// A baked body as the pipeline keeps it: the output, and the baker's warnings as the
+/// lines stored with the version (`level: recipe line N: message`).
+pub(crate) struct Baked {
+    pub(crate) html: String,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Parses a recipe as `[pipeline.collate]` says (as cnx-easybake reads it, or strict).
 pub(crate) fn parse_recipe(css: &str, cfg: &CollateConfig) -> Result<Recipe, String> {
-    let parsed = if cfg.compat {
-        Recipe::parse_compat(css)
+    let parsed = if cfg.strict {
+        Recipe::parse_strict(css)
     } else {
         Recipe::parse(css)
     };
     parsed.map_err(|e| e.to_string())
 }
 
-/// Bakes one body with a parsed recipe, within the limits `[pipeline.collate]` sets.
+/// Bakes one body with a parsed recipe, within the budgets `[pipeline.collate]` sets.
 pub(crate) fn bake_body(recipe: &Recipe, body: &str, cfg: &CollateConfig) -> Result<Baked, String> {
-    let limits = Limits {
-        max_duration: Some(cfg.timeout),
-        ..Limits::default()
-    };
-    recipe
-        .bake_with_limits(body, &limits)
-        .map_err(|e| e.to_string())
+    let baked = recipe
+        .bake_with_limits(body, &cfg.limits())
+        .map_err(|e| e.to_string())?;
+    Ok(Baked {
+        html: baked.html,
+        warnings: baked
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {w}", w.level.as_str()))
+            .collect(),
+    })
 }
 
 type Parsed = Arc<Result<Arc<Recipe>, String>>;
@@ -206,7 +217,14 @@ mod tests {
 
     fn step() -> Collate {
         Collate::new(CollateConfig {
-            compat: false,
+            timeout: Duration::from_secs(10),
+            ..CollateConfig::default()
+        })
+    }
+
+    fn strict_step() -> Collate {
+        Collate::new(CollateConfig {
+            strict: true,
             timeout: Duration::from_secs(10),
             ..CollateConfig::default()
         })
@@ -236,9 +254,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn by_default_what_the_reference_tolerates_is_a_warning_kept_with_the_version() {
+        let mut w = with_recipe(
+            "<div><p>x</p></div>",
+            5,
+            "p::insde { content: \"x\"; }\ndiv::after { content: pending(none); }\np { colour: red; }",
+        );
+        step().run(&mut w).await.expect("bakes");
+        assert_eq!(w.body, "<div><p>x</p></div>\n");
+        assert!(
+            w.warnings
+                .iter()
+                .any(|m| m.starts_with("warning: recipe line 3: Missing method colour")),
+            "{:?}",
+            w.warnings
+        );
+        assert!(
+            w.warnings
+                .iter()
+                .any(|m| m == "info: recipe line 2: none empty bucket"),
+            "{:?}",
+            w.warnings
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recipe_that_would_exhaust_memory_errors_at_once_naming_the_rule_and_limit() {
+        let body = format!("<body>{}</body>", "<div>a</div>".repeat(40));
+        let mut w = with_recipe(
+            &body,
+            6,
+            "div { string-set: s string(s) string(s) \"x\"; } body::after { content: string(s); }",
+        );
+        let t = std::time::Instant::now();
+        let e = step().run(&mut w).await.expect_err("refused");
+        assert!(
+            matches!(&e, StepError::Permanent(m) if m.contains("rule \"div\"") && m.contains("limit")),
+            "{e:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(w.body, body, "the body is kept");
+    }
+
+    #[tokio::test]
     async fn a_broken_recipe_is_a_permanent_error_naming_the_rule() {
         let mut w = with_recipe("<p>x</p>", 2, "p::insde { content: \"x\"; }");
-        let e = step().run(&mut w).await.expect_err("refused");
+        let e = strict_step().run(&mut w).await.expect_err("refused");
         assert!(
             matches!(&e, StepError::Permanent(m) if m.contains("recipe 2") && m.contains("line 1") && m.contains("::insde")),
             "{e:?}"

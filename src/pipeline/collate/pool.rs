@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::wire::{self, tokio_io, Outcome, Reply, Request};
-use crate::collate::Baked;
+use super::Baked;
 use crate::config::CollateConfig;
 use crate::pipeline::StepError;
 

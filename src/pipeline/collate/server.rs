@@ -215,7 +215,7 @@ mod tests {
             "div::after { content: pending(notes); class: notes; }\np.note { move-to: notes; }";
         request(&mut input, "k1", css, "<div><p class=\"note\">a</p></div>");
         request(&mut input, "k1", css, "<div><p class=\"note\">b</p></div>");
-        request(&mut input, "k2", "p::insde { content: \"x\"; }", "<p/>");
+        request(&mut input, "k2", "p[ { }", "<p/>");
         request(&mut input, "k1", css, "<div><p>open</div>");
         let mut out = Vec::new();
         let mut server = Server::default();
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(r[0].1.as_deref(), Some(baked("a").as_str()));
         assert_eq!(r[1].1.as_deref(), Some(baked("b").as_str()));
         assert_eq!(r[2].0.outcome, Outcome::RecipeError);
-        assert!(r[2].0.error.contains("::insde"), "{:?}", r[2].0);
+        assert!(r[2].0.error.contains("not valid CSS"), "{:?}", r[2].0);
         assert_eq!(r[3].0.outcome, Outcome::BakeError);
         assert_eq!(server.parses, 2, "k1 parsed once, k2 once");
     }

@@ -26,7 +26,7 @@ pub(super) struct Request {
     /// Identifies the parsed recipe in the child's cache: the CSS's SHA-256 and the
     /// settings that change how it parses.
     pub key: String,
-    /// `[pipeline.collate]` as the daemon has it (compat, timeout, …).
+    /// `[pipeline.collate]` as the daemon has it (strict, timeout, budgets, …).
     pub config: CollateConfig,
 }
 
