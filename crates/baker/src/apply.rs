@@ -65,24 +65,7 @@ impl Oven<'_> {
                 }
                 st.old = Some((text, kids));
             }
-            Action::Content(Some(copy)) => {
-                let text = self.doc.take_text(copy);
-                self.append_string(tree, &text);
-                let kids: Vec<NodeId> = self.doc.children(copy).collect();
-                for k in kids {
-                    self.doc.append(tree, k)?;
-                }
-            }
-            Action::Content(None) => {
-                if let Some((text, kids)) = st.old.clone() {
-                    // a second content() writes the text again
-                    self.doc.budget.text(text.len())?;
-                    self.append_string(tree, &text);
-                    for k in kids {
-                        self.doc.append(tree, k)?;
-                    }
-                }
-            }
+            Action::Content(copy) => self.content(tree, copy, st)?,
             Action::Attrib(name, pieces) => {
                 if !is_qname(name) || name.contains(':') {
                     // lxml refuses the name too, failing the reference's bake
@@ -127,6 +110,35 @@ impl Oven<'_> {
                 self.doc.set_tail(c, String::new());
                 self.grouped_insert(t, c)?;
             }
+        }
+        Ok(())
+    }
+
+    /// `content()`: the copy taken during the walk (in `::before`/`::after`),
+    /// or what the last `Clear` removed, appended to `tree`.
+    fn content(
+        &mut self,
+        tree: NodeId,
+        copy: Option<NodeId>,
+        st: &ApplyState,
+    ) -> Result<(), CollateError> {
+        let (text, kids) = match copy {
+            Some(copy) => (
+                self.doc.take_text(copy),
+                self.doc.children(copy).collect::<Vec<NodeId>>(),
+            ),
+            None => match &st.old {
+                Some((text, kids)) => {
+                    // a second content() writes the text again
+                    self.doc.budget.text(text.len())?;
+                    (text.clone(), kids.clone())
+                }
+                None => return Ok(()),
+            },
+        };
+        self.append_string(tree, &text);
+        for k in kids {
+            self.doc.append(tree, k)?;
         }
         Ok(())
     }

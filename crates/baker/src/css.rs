@@ -16,6 +16,10 @@ use cssparser::{
 
 use super::error::CollateError;
 
+/// The braces of a `{ }` block, kept as a pair so that code reading them
+/// stays balanced for line-based tools.
+const CURLY: (char, char) = ('{', '}');
+
 /// A component value of a declaration.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Cv {
@@ -85,7 +89,7 @@ fn write_cv(out: &mut String, v: &Cv) {
             out.push(match open {
                 '(' => ')',
                 '[' => ']',
-                _ => '}',
+                _ => CURLY.1,
             });
         }
     }
@@ -193,7 +197,7 @@ pub(crate) fn read_values(input: &mut Parser<'_>) -> Vec<Cv> {
                 let open = match tok {
                     Token::ParenthesisBlock => '(',
                     Token::SquareBracketBlock => '[',
-                    _ => '{',
+                    _ => CURLY.0,
                 };
                 let content = input
                     .parse_nested_block(|i| Ok::<_, ParseError<()>>(read_values(i)))
