@@ -16,6 +16,7 @@ use super::dom::{NodeId, EMPTY};
 use super::error::CollateError;
 use super::oven::{Act, Action, Oven, Target};
 use super::recipe::Pseudo;
+use super::sortkey::KeyAt;
 use super::xml::{forbidden_char, is_qname};
 
 impl Oven<'_> {
@@ -178,9 +179,10 @@ impl Oven<'_> {
     fn cmp_key(&mut self, key: u32, node: NodeId, coll: usize, other: &[u8]) -> Ordering {
         let recipe = self.recipe;
         match recipe.keys.get(key as usize) {
-            Some(k) => self
-                .collation
-                .cmp_node_key(&self.doc, node, key, k, coll, other),
+            Some(k) => {
+                self.collation
+                    .cmp_node_key(&self.doc, KeyAt::new(node, key, k, coll), other)
+            }
             None => Ordering::Less,
         }
     }
@@ -203,10 +205,10 @@ impl Oven<'_> {
         if tg.is_group && sort_key.is_some() {
             match tg.group {
                 Some(g) => self.insert_into_groups(&tg, g, value),
-                None => self.insert_group(&tg, value, &sort_key),
+                None => self.insert_keyed(&tg, value, &sort_key, true),
             }
         } else if sort_key.is_some() {
-            self.insert_sort(&tg, value, &sort_key)
+            self.insert_keyed(&tg, value, &sort_key, false)
         } else {
             match tg.loc {
                 Some(Pseudo::Inside) => {
@@ -285,7 +287,7 @@ impl Oven<'_> {
                             Some(k) => self.key_of(k, value)?,
                             None => None,
                         };
-                        return self.insert_group(&inner, value, &key);
+                        return self.insert_keyed(&inner, value, &key, true);
                     }
                     Ordering::Greater => {
                         let group = self.create_group(label)?;

@@ -397,15 +397,7 @@ impl<'r> Oven<'r> {
             if matches!(self.last(), Some(Action::Target(_))) {
                 self.pop();
             }
-            let t = self.new_target(Target {
-                tree: bin,
-                loc: None,
-                parent: None,
-                sort: None,
-                is_group: false,
-                group: None,
-                lang: None,
-            });
+            let t = self.new_target(Target::plain(bin));
             self.push(Action::Target(t));
             for (kind, n) in wastebin {
                 self.push_pending(kind, n)?;

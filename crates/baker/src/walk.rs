@@ -340,15 +340,7 @@ impl<'r> Oven<'r> {
         let div = self.doc.known.div;
         let wrapper = self.doc.new_element(EMPTY, div)?;
         self.push(Action::Move(wrapper));
-        let t = self.new_target(Target {
-            tree: wrapper,
-            loc: None,
-            parent: None,
-            sort: None,
-            is_group: false,
-            group: None,
-            lang: None,
-        });
+        let t = self.new_target(Target::plain(wrapper));
         self.push(Action::Target(t));
         Ok(())
     }
