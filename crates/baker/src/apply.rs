@@ -16,6 +16,7 @@ use super::dom::{NodeId, EMPTY};
 use super::error::CollateError;
 use super::oven::{Act, Action, Oven, Target};
 use super::recipe::Pseudo;
+use super::sortkey::KeyAt;
 use super::xml::{forbidden_char, is_qname};
 
 impl Oven<'_> {
@@ -65,24 +66,7 @@ impl Oven<'_> {
                 }
                 st.old = Some((text, kids));
             }
-            Action::Content(Some(copy)) => {
-                let text = self.doc.take_text(copy);
-                self.append_string(tree, &text);
-                let kids: Vec<NodeId> = self.doc.children(copy).collect();
-                for k in kids {
-                    self.doc.append(tree, k)?;
-                }
-            }
-            Action::Content(None) => {
-                if let Some((text, kids)) = st.old.clone() {
-                    // a second content() writes the text again
-                    self.doc.budget.text(text.len())?;
-                    self.append_string(tree, &text);
-                    for k in kids {
-                        self.doc.append(tree, k)?;
-                    }
-                }
-            }
+            Action::Content(copy) => self.content(tree, copy, st)?,
             Action::Attrib(name, pieces) => {
                 if !is_qname(name) || name.contains(':') {
                     // lxml refuses the name too, failing the reference's bake
@@ -131,6 +115,35 @@ impl Oven<'_> {
         Ok(())
     }
 
+    /// `content()`: the copy taken during the walk (in `::before`/`::after`),
+    /// or what the last `Clear` removed, appended to `tree`.
+    fn content(
+        &mut self,
+        tree: NodeId,
+        copy: Option<NodeId>,
+        st: &ApplyState,
+    ) -> Result<(), CollateError> {
+        let (text, kids) = match copy {
+            Some(copy) => (
+                self.doc.take_text(copy),
+                self.doc.children(copy).collect::<Vec<NodeId>>(),
+            ),
+            None => match &st.old {
+                Some((text, kids)) => {
+                    // a second content() writes the text again
+                    self.doc.budget.text(text.len())?;
+                    (text.clone(), kids.clone())
+                }
+                None => return Ok(()),
+            },
+        };
+        self.append_string(tree, &text);
+        for k in kids {
+            self.doc.append(tree, k)?;
+        }
+        Ok(())
+    }
+
     /// Appends text at the end of `node`'s content.
     fn append_string(&mut self, node: NodeId, s: &str) {
         if s.is_empty() {
@@ -166,9 +179,10 @@ impl Oven<'_> {
     fn cmp_key(&mut self, key: u32, node: NodeId, coll: usize, other: &[u8]) -> Ordering {
         let recipe = self.recipe;
         match recipe.keys.get(key as usize) {
-            Some(k) => self
-                .collation
-                .cmp_node_key(&self.doc, node, key, k, coll, other),
+            Some(k) => {
+                self.collation
+                    .cmp_node_key(&self.doc, KeyAt::new(node, key, k, coll), other)
+            }
             None => Ordering::Less,
         }
     }
@@ -191,10 +205,10 @@ impl Oven<'_> {
         if tg.is_group && sort_key.is_some() {
             match tg.group {
                 Some(g) => self.insert_into_groups(&tg, g, value),
-                None => self.insert_group(&tg, value, &sort_key),
+                None => self.insert_keyed(&tg, value, &sort_key, true),
             }
         } else if sort_key.is_some() {
-            self.insert_sort(&tg, value, &sort_key)
+            self.insert_keyed(&tg, value, &sort_key, false)
         } else {
             match tg.loc {
                 Some(Pseudo::Inside) => {
@@ -273,7 +287,7 @@ impl Oven<'_> {
                             Some(k) => self.key_of(k, value)?,
                             None => None,
                         };
-                        return self.insert_group(&inner, value, &key);
+                        return self.insert_keyed(&inner, value, &key, true);
                     }
                     Ordering::Greater => {
                         let group = self.create_group(label)?;

@@ -16,6 +16,10 @@ use cssparser::{
 
 use super::error::CollateError;
 
+/// The braces of a `{ }` block, kept as a pair so that code reading them
+/// stays balanced for line-based tools.
+const CURLY: (char, char) = ('{', '}');
+
 /// A component value of a declaration.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Cv {
@@ -85,7 +89,7 @@ fn write_cv(out: &mut String, v: &Cv) {
             out.push(match open {
                 '(' => ')',
                 '[' => ']',
-                _ => '}',
+                _ => CURLY.1,
             });
         }
     }
@@ -193,7 +197,7 @@ pub(crate) fn read_values(input: &mut Parser<'_>) -> Vec<Cv> {
                 let open = match tok {
                     Token::ParenthesisBlock => '(',
                     Token::SquareBracketBlock => '[',
-                    _ => '{',
+                    _ => CURLY.0,
                 };
                 let content = input
                     .parse_nested_block(|i| Ok::<_, ParseError<()>>(read_values(i)))
@@ -315,13 +319,7 @@ impl<'i> AtRuleParser<'i> for TopParser {
     }
 
     fn rule_without_block(&mut self, p: Self::Prelude, start: &ParserState) -> Result<TopItem, ()> {
-        let loc = start.source_location();
-        Ok(TopItem::AtRule {
-            line: p.0.min(loc.line + 1),
-            column: loc.column,
-            name: p.2,
-            prelude: p.3,
-        })
+        Ok(at_rule(p, start))
     }
 
     fn parse_block(
@@ -331,13 +329,19 @@ impl<'i> AtRuleParser<'i> for TopParser {
         input: &mut Parser<'i>,
     ) -> Result<TopItem, ParseError<()>> {
         while input.next_including_whitespace_and_comments().is_ok() {}
-        let loc = start.source_location();
-        Ok(TopItem::AtRule {
-            line: p.0.min(loc.line + 1),
-            column: loc.column,
-            name: p.2,
-            prelude: p.3,
-        })
+        Ok(at_rule(p, start))
+    }
+}
+
+/// An at-rule item from its prelude: the line is the earlier of where
+/// the name and the prelude were read.
+fn at_rule(p: (u32, u32, String, Vec<Cv>), start: &ParserState) -> TopItem {
+    let loc = start.source_location();
+    TopItem::AtRule {
+        line: p.0.min(loc.line + 1),
+        column: loc.column,
+        name: p.2,
+        prelude: p.3,
     }
 }
 

@@ -336,38 +336,7 @@ impl<'r> Oven<'r> {
                         _ => self.push(Action::Content(None)),
                     },
                     "pending" | "nodes" | "clear" => {
-                        let bucket = match css::single_token(args) {
-                            Some(b) => Cow::Borrowed(b),
-                            None => Cow::Owned(css::serialize(args)),
-                        };
-                        let Some((owner, bucket)) = self.lookup_pending(&bucket) else {
-                            self.note(Level::Info, format!("{bucket} empty bucket"));
-                            continue;
-                        };
-                        let items = if name == "nodes" {
-                            self.steps[owner]
-                                .pending
-                                .get(&bucket)
-                                .cloned()
-                                .unwrap_or_default()
-                        } else {
-                            self.steps[owner]
-                                .pending
-                                .remove(&bucket)
-                                .unwrap_or_default()
-                        };
-                        match name.as_str() {
-                            "clear" => wastebin.extend(items),
-                            _ => {
-                                for (kind, n) in items {
-                                    let kind = match (name.as_str(), kind) {
-                                        ("nodes", PendKind::Move) => PendKind::NodeSet,
-                                        (_, k) => k,
-                                    };
-                                    self.push_pending(kind, n)?;
-                                }
-                            }
-                        }
+                        self.content_bucket(name, args, &mut wastebin)?
                     }
                     _ => self.warning(format!("Unknown function {name}")),
                 },
@@ -380,23 +349,55 @@ impl<'r> Oven<'r> {
         if pseudo.is_some() && self.actions.len() == before {
             wastebin.push((PendKind::Move, elem));
         }
+        self.throw_away(wastebin)
+    }
+
+    /// `pending()`, `nodes()`, `clear()` in `content`: queue the bucket's
+    /// nodes here (`nodes()` keeps the bucket), or put them in the bin.
+    fn content_bucket(
+        &mut self,
+        func: &str,
+        args: &[Cv],
+        wastebin: &mut Vec<(PendKind, NodeId)>,
+    ) -> Result<(), CollateError> {
+        let bucket = match css::single_token(args) {
+            Some(b) => Cow::Borrowed(b),
+            None => Cow::Owned(css::serialize(args)),
+        };
+        let Some((owner, bucket)) = self.lookup_pending(&bucket) else {
+            self.note(Level::Info, format!("{bucket} empty bucket"));
+            return Ok(());
+        };
+        let pending = &mut self.steps[owner].pending;
+        let items = if func == "nodes" {
+            pending.get(&bucket).cloned().unwrap_or_default()
+        } else {
+            pending.remove(&bucket).unwrap_or_default()
+        };
+        if func == "clear" {
+            wastebin.extend(items);
+            return Ok(());
+        }
+        for (kind, n) in items {
+            let kind = match (func, kind) {
+                ("nodes", PendKind::Move) => PendKind::NodeSet,
+                (_, k) => k,
+            };
+            self.push_pending(kind, n)?;
+        }
+        Ok(())
+    }
+
+    /// What is cleared (or an empty wrapper) goes into a detached bin.
+    fn throw_away(&mut self, wastebin: Vec<(PendKind, NodeId)>) -> Result<(), CollateError> {
         if !wastebin.is_empty() {
-            // what is cleared (or an empty wrapper) goes into a detached bin
             let div = self.doc.known.div;
             let bin = self.doc.new_element(EMPTY, div)?;
             self.doc.set_attr(bin, "class", "delete-me".into());
             if matches!(self.last(), Some(Action::Target(_))) {
                 self.pop();
             }
-            let t = self.new_target(Target {
-                tree: bin,
-                loc: None,
-                parent: None,
-                sort: None,
-                is_group: false,
-                group: None,
-                lang: None,
-            });
+            let t = self.new_target(Target::plain(bin));
             self.push(Action::Target(t));
             for (kind, n) in wastebin {
                 self.push_pending(kind, n)?;

@@ -119,6 +119,21 @@ pub(crate) fn root_content_language(doc: &Document) -> String {
     found
 }
 
+/// Elements cssselect2's `:enabled` and `:disabled` consider.
+fn is_form_control(name: &str) -> bool {
+    matches!(
+        name,
+        "button"
+            | "input"
+            | "select"
+            | "textarea"
+            | "option"
+            | "optgroup"
+            | "menuitem"
+            | "fieldset"
+    )
+}
+
 impl<'a> selectors::Element for El<'a> {
     type Impl = Impl;
 
@@ -252,32 +267,10 @@ impl<'a> selectors::Element for El<'a> {
                     || (name == "option" && attr("selected").is_some())
             }
             PseudoClass::Enabled => {
-                (matches!(
-                    name,
-                    "button"
-                        | "input"
-                        | "select"
-                        | "textarea"
-                        | "option"
-                        | "optgroup"
-                        | "menuitem"
-                        | "fieldset"
-                ) && attr("disabled").is_none())
+                (is_form_control(name) && attr("disabled").is_none())
                     || (matches!(name, "a" | "area" | "link") && attr("href").is_some())
             }
-            PseudoClass::Disabled => {
-                matches!(
-                    name,
-                    "button"
-                        | "input"
-                        | "select"
-                        | "textarea"
-                        | "option"
-                        | "optgroup"
-                        | "menuitem"
-                        | "fieldset"
-                ) && attr("disabled").is_some()
-            }
+            PseudoClass::Disabled => is_form_control(name) && attr("disabled").is_some(),
         }
     }
 

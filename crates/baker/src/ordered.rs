@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use super::dom::NodeId;
 use super::error::CollateError;
 use super::oven::{Oven, Target};
+use super::sortkey::KeyAt;
 
 /// Children of a container with their sort keys, as of `version`.
 struct Run {
@@ -49,7 +50,13 @@ impl Oven<'_> {
         let kids: Vec<NodeId> = self.doc.children(container).collect();
         let entries: Vec<(NodeId, Vec<u8>)> = kids
             .into_iter()
-            .map(|c| (c, self.collation.node_key(&self.doc, c, k, key_fn, coll)))
+            .map(|c| {
+                (
+                    c,
+                    self.collation
+                        .node_key(&self.doc, KeyAt::new(c, k, key_fn, coll)),
+                )
+            })
             .collect();
         let sorted = entries.windows(2).all(|w| w[0].1 <= w[1].1);
         self.runs.0.insert(
@@ -111,48 +118,53 @@ impl Oven<'_> {
         !self.doc.is_ancestor_or_self(container, node)
     }
 
-    /// `sort-by`: before the first child whose key sorts after the new one.
-    pub(crate) fn insert_sort(
+    /// What a sorted insertion starts with: the run of the target's
+    /// children (fresh) and the new node's sort key, or `None` when the
+    /// node was inserted already (no sort key function, or the plain scan
+    /// for a node inside the container).
+    fn prepare_run(
         &mut self,
         tg: &Target,
         node: NodeId,
         key: &Option<String>,
-    ) -> Result<(), CollateError> {
+        merge: bool,
+    ) -> Result<Option<(RunId, Vec<u8>)>, CollateError> {
         let coll = self.collator_for(&tg.lang);
         let mine = self.bytes_of(coll, key);
         let Some(k) = tg.sort else {
-            return self.doc.append(tg.tree, node);
+            self.doc.append(tg.tree, node)?;
+            return Ok(None);
         };
         let id = (tg.tree, k, coll);
         if !self.outside_of(tg.tree, node) {
             self.runs.0.remove(&id);
-            return self.scan_insert(tg.tree, k, coll, node, &mine, false);
+            self.scan_insert(tg.tree, k, coll, node, &mine, merge)?;
+            return Ok(None);
         }
         self.refresh_run(id);
-        let pos = self.search(id, &mine, true);
-        self.place(id, pos, node, mine)
+        Ok(Some((id, mine)))
     }
 
-    /// `group-by` without labels, or inside one label group: a node whose
-    /// key equals a child's is merged into it (all but its first child),
-    /// otherwise inserted before the first child with a greater key.
-    pub(crate) fn insert_group(
+    /// Inserts `node` into a sorted container. `sort-by` (`merge ==
+    /// false`): before the first child whose key sorts after the new one.
+    /// `group-by` without labels, or inside one label group (`merge`): a
+    /// node whose key equals a child's is merged into it (all but its first
+    /// child), otherwise inserted before the first child with a greater key.
+    pub(crate) fn insert_keyed(
         &mut self,
         tg: &Target,
         node: NodeId,
         key: &Option<String>,
+        merge: bool,
     ) -> Result<(), CollateError> {
-        let coll = self.collator_for(&tg.lang);
-        let mine = self.bytes_of(coll, key);
-        let Some(k) = tg.sort else {
-            return self.doc.append(tg.tree, node);
+        let Some((id, mine)) = self.prepare_run(tg, node, key, merge)? else {
+            return Ok(());
         };
-        let id = (tg.tree, k, coll);
-        if !self.outside_of(tg.tree, node) {
-            self.runs.0.remove(&id);
-            return self.scan_insert(tg.tree, k, coll, node, &mine, true);
+        if !merge {
+            let pos = self.search(id, &mine, true);
+            return self.place(id, pos, node, mine);
         }
-        self.refresh_run(id);
+        let (k, coll) = (id.1, id.2);
         let pos = self.search(id, &mine, false);
         let equal = self
             .runs
@@ -172,7 +184,9 @@ impl Oven<'_> {
         // run's order around it
         let recipe = self.recipe;
         let fresh = match recipe.keys.get(k as usize) {
-            Some(key_fn) => self.collation.node_key(&self.doc, into, k, key_fn, coll),
+            Some(key_fn) => self
+                .collation
+                .node_key(&self.doc, KeyAt::new(into, k, key_fn, coll)),
             None => mine,
         };
         let version = self.doc.version(tg.tree);
@@ -207,7 +221,7 @@ impl Oven<'_> {
         while let Some(c) = child {
             match self
                 .collation
-                .cmp_node_key(&self.doc, c, k, key_fn, coll, mine)
+                .cmp_node_key(&self.doc, KeyAt::new(c, k, key_fn, coll), mine)
             {
                 Ordering::Equal if merge => {
                     let rest: Vec<NodeId> = self.doc.children(node).skip(1).collect();

@@ -75,6 +75,22 @@ pub(crate) struct Target {
     pub(crate) lang: Option<Rc<str>>,
 }
 
+impl Target {
+    /// A target that takes content as it comes (no pseudo-element place, no
+    /// sorting): a wrapper, the bin.
+    pub(crate) fn plain(tree: NodeId) -> Target {
+        Target {
+            tree,
+            loc: None,
+            parent: None,
+            sort: None,
+            is_group: false,
+            group: None,
+            lang: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) enum Action<'r> {
     Target(u32),

@@ -322,51 +322,7 @@ impl Compiler {
                     continue;
                 }
             };
-            let mut passes = Vec::new();
-            let mut deferred = false;
-            collect_extras(&selector, &mut passes, &mut deferred);
-            passes.sort();
-            passes.dedup();
-            if passes.is_empty() {
-                passes.push("default".to_string());
-            }
-            let label = label_of(selector.pseudo_element(), deferred);
-            if label == Label::Ignored {
-                // the reference accepts such a rule and silently never runs it
-                let pe = selector
-                    .pseudo_element()
-                    .map(|p| p.label())
-                    .unwrap_or_default();
-                self.warn(
-                    Level::Info,
-                    sel_line,
-                    format!("Rules for ::{pe} never run: {text}"),
-                );
-            }
-            let entry = self.entries.len() as u32;
-            let specificity = selector.specificity();
-            let key = if label == Label::Ignored {
-                None
-            } else {
-                Some(IndexKey::of(&selector))
-            };
-            self.entries.push(Entry {
-                selector,
-                rule: rule_no,
-                label,
-                specificity,
-            });
-            for p in passes {
-                if !self.pass_index.contains_key(&p) {
-                    self.pass_names.push(p.clone());
-                }
-                self.order += 1;
-                let index = self.pass_index.entry(p).or_default();
-                // a rule easybake never runs is not indexed (its pass still exists)
-                if let Some(key) = &key {
-                    index.insert(key, self.order, entry);
-                }
-            }
+            self.add_selector(selector, rule_no, sel_line, text);
         }
         self.rules.push(RuleDef {
             line,
@@ -374,6 +330,52 @@ impl Compiler {
             decls,
         });
         Ok(())
+    }
+
+    /// Files one compiled selector of rule `rule_no` in the index of each
+    /// of its passes, labelled by its pseudo-element.
+    fn add_selector(&mut self, selector: Selector<Impl>, rule_no: u32, line: u32, text: &str) {
+        let mut passes = Vec::new();
+        let mut deferred = false;
+        collect_extras(&selector, &mut passes, &mut deferred);
+        passes.sort();
+        passes.dedup();
+        if passes.is_empty() {
+            passes.push("default".to_string());
+        }
+        let label = label_of(selector.pseudo_element(), deferred);
+        if label == Label::Ignored {
+            // the reference accepts such a rule and silently never runs it
+            let pe = selector
+                .pseudo_element()
+                .map(|p| p.label())
+                .unwrap_or_default();
+            self.warn(
+                Level::Info,
+                line,
+                format!("Rules for ::{pe} never run: {text}"),
+            );
+        }
+        let entry = self.entries.len() as u32;
+        let specificity = selector.specificity();
+        let key = (label != Label::Ignored).then(|| IndexKey::of(&selector));
+        self.entries.push(Entry {
+            selector,
+            rule: rule_no,
+            label,
+            specificity,
+        });
+        for p in passes {
+            if !self.pass_index.contains_key(&p) {
+                self.pass_names.push(p.clone());
+            }
+            self.order += 1;
+            let index = self.pass_index.entry(p).or_default();
+            // a rule easybake never runs is not indexed (its pass still exists)
+            if let Some(key) = &key {
+                index.insert(key, self.order, entry);
+            }
+        }
     }
 
     /// Pass order as easybake computes it: `default` first (renamed `0` when

@@ -115,6 +115,27 @@ impl KeyFn {
     }
 }
 
+/// A key to compute: key function `key_fn` (number `key_id` of the
+/// recipe) on `node`, collated with collator `coll`.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyAt<'k> {
+    pub(crate) node: NodeId,
+    pub(crate) key_id: u32,
+    pub(crate) key_fn: &'k KeyFn,
+    pub(crate) coll: usize,
+}
+
+impl<'k> KeyAt<'k> {
+    pub(crate) fn new(node: NodeId, key_id: u32, key_fn: &'k KeyFn, coll: usize) -> Self {
+        KeyAt {
+            node,
+            key_id,
+            key_fn,
+            coll,
+        }
+    }
+}
+
 /// Collators per language and cached sort keys.
 #[derive(Default)]
 pub(crate) struct Collation {
@@ -166,50 +187,33 @@ impl Collation {
         out
     }
 
-    /// Sort key bytes of `key_fn(node)` (cached like [`Self::cmp_node_key`]).
-    pub(crate) fn node_key(
-        &mut self,
-        doc: &Document,
-        node: NodeId,
-        key_id: u32,
-        key_fn: &KeyFn,
-        coll: usize,
-    ) -> Vec<u8> {
-        let version = doc.version(node);
-        if let Some((v, k)) = self.cache.get(&(node, key_id, coll)) {
-            if *v == version {
-                return k.clone();
-            }
+    /// The cached sort key of `at`'s key function on its node (a missing
+    /// key counts as ""), computed again only when the node's subtree changed.
+    fn cached_key(&mut self, doc: &Document, at: KeyAt<'_>) -> &[u8] {
+        let slot = (at.node, at.key_id, at.coll);
+        let version = doc.version(at.node);
+        let fresh = matches!(self.cache.get(&slot), Some((v, _)) if *v == version);
+        if !fresh {
+            let text = at.key_fn.eval(doc, at.node).unwrap_or_default();
+            let k = self.sort_key(at.coll, &text);
+            self.cache.insert(slot, (version, k));
         }
-        let text = key_fn.eval(doc, node).unwrap_or_default();
-        let k = self.sort_key(coll, &text);
-        self.cache
-            .insert((node, key_id, coll), (version, k.clone()));
-        k
+        self.cache.get(&slot).map_or(&[], |(_, k)| k.as_slice())
     }
 
-    /// Compares the sort key of `key_fn(node)` (a missing key counts as "")
-    /// with `other`; the key is cached while `node` is unchanged.
+    /// Sort key bytes of a node's key, cached.
+    pub(crate) fn node_key(&mut self, doc: &Document, at: KeyAt<'_>) -> Vec<u8> {
+        self.cached_key(doc, at).to_vec()
+    }
+
+    /// Compares a node's key with `other`, without copying it.
     pub(crate) fn cmp_node_key(
         &mut self,
         doc: &Document,
-        node: NodeId,
-        key_id: u32,
-        key_fn: &KeyFn,
-        coll: usize,
+        at: KeyAt<'_>,
         other: &[u8],
     ) -> std::cmp::Ordering {
-        let version = doc.version(node);
-        let fresh = matches!(self.cache.get(&(node, key_id, coll)), Some((v, _)) if *v == version);
-        if !fresh {
-            let text = key_fn.eval(doc, node).unwrap_or_default();
-            let k = self.sort_key(coll, &text);
-            self.cache.insert((node, key_id, coll), (version, k));
-        }
-        match self.cache.get(&(node, key_id, coll)) {
-            Some((_, k)) => k.as_slice().cmp(other),
-            None => std::cmp::Ordering::Less,
-        }
+        self.cached_key(doc, at).cmp(other)
     }
 }
 

@@ -10,22 +10,8 @@ use std::collections::HashMap;
 use super::css::{self, Cv, RawDecl};
 use super::recipe::DeclKind;
 
-/// Functions a `content` value may call.
-const CONTENT_FUNCS: &[&str] = &[
-    "string",
-    "counter",
-    "counters",
-    "target-counter",
-    "target-string",
-    "attr",
-    "uuid",
-    "first-letter",
-    "content",
-    "pending",
-    "nodes",
-    "clear",
-];
-/// Functions allowed where a string is computed (`class`, `attr-*`, arguments).
+/// Functions allowed where a string is computed (`class`, `attr-*`, arguments);
+/// `content` may also call `pending()`, `nodes()` and `clear()`.
 const STRING_FUNCS: &[&str] = &[
     "string",
     "counter",
@@ -89,9 +75,9 @@ pub(crate) fn declaration(
             if !is_xml_name(name) {
                 return Err(format!("{name:?} is not an attribute name"));
             }
-            validate_string_terms(v, STRING_FUNCS)
+            validate_terms(v, false)
         }
-        DeclKind::Content => validate_content(v),
+        DeclKind::Content => validate_terms(v, true),
         DeclKind::Sort { .. } | DeclKind::BrokenSort => Ok(()),
     }
 }
@@ -125,50 +111,44 @@ fn func_arity(name: &str, args: &[Cv]) -> Result<(), String> {
     }
 }
 
-/// Terms of a computed string: literals, strings, idents and known functions.
-fn validate_string_terms(v: &[Cv], funcs: &[&str]) -> Result<(), String> {
-    for t in v {
-        match t {
-            Cv::Ws(_) | Cv::Str(_) | Cv::Ident(_) | Cv::Lit(_) => {}
-            Cv::Func { name, args } if name == "pending" || name == "nodes" || name == "clear" => {
-                return Err(format!("{name}() is only allowed in content"));
-            }
-            Cv::Func { name, args } if funcs.contains(&name.as_str()) => {
-                func_arity(name, args)?;
-                for piece in css::split(args, ",") {
-                    validate_string_terms(piece, STRING_FUNCS)?;
-                }
-            }
-            Cv::Func { name, .. } => return Err(format!("unknown function {name}()")),
-            other => {
-                return Err(format!(
-                    "unexpected {}",
-                    css::serialize(std::slice::from_ref(other)).trim()
-                ));
-            }
-        }
+/// A known function's arguments: its arity, and each argument a computed string.
+fn validate_call(name: &str, args: &[Cv]) -> Result<(), String> {
+    func_arity(name, args)?;
+    for piece in css::split(args, ",") {
+        validate_terms(piece, false)?;
     }
     Ok(())
 }
 
-fn validate_content(v: &[Cv]) -> Result<(), String> {
+/// Terms of a computed string (`content == false`: literals, strings,
+/// idents and the string functions) or of a `content` value (strings,
+/// literals and the content functions, buckets included).
+fn validate_terms(v: &[Cv], content: bool) -> Result<(), String> {
+    let buckets = |name: &str| matches!(name, "pending" | "nodes" | "clear");
     for t in v {
         match t {
             Cv::Ws(_) | Cv::Str(_) | Cv::Lit(_) => {}
-            Cv::Func { name, args } if CONTENT_FUNCS.contains(&name.as_str()) => {
-                func_arity(name, args)?;
-                if !matches!(name.as_str(), "pending" | "nodes" | "clear") {
-                    for piece in css::split(args, ",") {
-                        validate_string_terms(piece, STRING_FUNCS)?;
-                    }
+            Cv::Ident(_) if !content => {}
+            Cv::Func { name, args } if buckets(name) => {
+                if !content {
+                    return Err(format!("{name}() is only allowed in content"));
                 }
+                func_arity(name, args)?;
+            }
+            Cv::Func { name, args } if STRING_FUNCS.contains(&name.as_str()) => {
+                validate_call(name, args)?
             }
             Cv::Func { name, .. } => return Err(format!("unknown function {name}()")),
             other => {
-                return Err(format!(
-                    "unexpected {} (content takes strings and functions)",
-                    css::serialize(std::slice::from_ref(other)).trim()
-                ))
+                let what = css::serialize(std::slice::from_ref(other));
+                return Err(if content {
+                    format!(
+                        "unexpected {} (content takes strings and functions)",
+                        what.trim()
+                    )
+                } else {
+                    format!("unexpected {}", what.trim())
+                });
             }
         }
     }
@@ -188,10 +168,7 @@ fn validate_string_set(v: &[Cv]) -> Result<(), String> {
                 if STRING_FUNCS.contains(&name.as_str())
                     && (has_name || name == "counter" || name == "first-letter") =>
             {
-                func_arity(name, args)?;
-                for piece in css::split(args, ",") {
-                    validate_string_terms(piece, STRING_FUNCS)?;
-                }
+                validate_call(name, args)?;
             }
             Cv::Func { name, .. } if name == "pending" => {
                 return Err("pending() is not allowed".into())

@@ -91,20 +91,13 @@ impl<'r> Oven<'r> {
         Rc::from(select::lang_of(&self.doc, self.entered, &self.root_lang))
     }
 
-    /// Rules of `pass` matching `node`, by specificity then source order.
-    fn match_rules(
-        &self,
-        pass: usize,
-        node: NodeId,
-        root_lang: &str,
-        caches: &mut SelectorCaches,
-        scratch: &mut Scratch<'r>,
-    ) -> Vec<(Label, u32)> {
+    /// The index's lists of rules of `pass` that may match `node`: by its
+    /// id, classes, attributes, type and namespace, and those filed nowhere.
+    fn candidates(&self, pass: usize, node: NodeId, cands: &mut Vec<&'r [Slot]>) {
         let recipe = self.recipe;
         let index = &recipe.passes[pass].index;
         let doc = &self.doc;
         let n = doc.node(node);
-        let cands = &mut scratch.cands;
         cands.clear();
         for a in &n.attrs {
             if a.ns != EMPTY {
@@ -153,6 +146,21 @@ impl<'r> Oven<'r> {
         if !index.other.is_empty() {
             cands.push(&index.other);
         }
+    }
+
+    /// Rules of `pass` matching `node`, by specificity then source order.
+    fn match_rules(
+        &self,
+        pass: usize,
+        node: NodeId,
+        root_lang: &str,
+        caches: &mut SelectorCaches,
+        scratch: &mut Scratch<'r>,
+    ) -> Vec<(Label, u32)> {
+        let recipe = self.recipe;
+        let doc = &self.doc;
+        self.candidates(pass, node, &mut scratch.cands);
+        let cands = &scratch.cands;
         let hits = &mut scratch.hits;
         hits.clear();
         for &list in cands.iter() {
@@ -332,15 +340,7 @@ impl<'r> Oven<'r> {
         let div = self.doc.known.div;
         let wrapper = self.doc.new_element(EMPTY, div)?;
         self.push(Action::Move(wrapper));
-        let t = self.new_target(Target {
-            tree: wrapper,
-            loc: None,
-            parent: None,
-            sort: None,
-            is_group: false,
-            group: None,
-            lang: None,
-        });
+        let t = self.new_target(Target::plain(wrapper));
         self.push(Action::Target(t));
         Ok(())
     }

@@ -141,23 +141,11 @@ impl Document {
         self.reconcile(node);
     }
 
-    /// Links `child` last under `parent`, as it is (the parser's and the
-    /// copier's building step).
+    /// Links `child` (from wherever it is) last under `parent`, namespaces
+    /// as they are.
     fn link_last(&mut self, parent: NodeId, child: NodeId) {
         self.detach(child);
-        let last = self.node(parent).last_child;
-        {
-            let c = self.node_mut(child);
-            c.parent = parent.0;
-            c.prev = last;
-            c.next = NIL;
-        }
-        if last != NIL {
-            self.nodes[last as usize].next = child.0;
-        } else {
-            self.node_mut(parent).first_child = child.0;
-        }
-        self.node_mut(parent).last_child = child.0;
+        self.link_new_last(parent, child);
         self.touch(parent);
     }
 
