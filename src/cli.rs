@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::{self, migrate};
 use crate::{admin, bench, cluster, daemon, demo, event, logging, shutdown, systemd};
 
@@ -196,17 +196,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // server the demo tries first anyway.
     let url_given =
         cli.database_url.is_some() || std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty());
-    let cfg = Config::load(
-        cli.config.as_deref(),
-        std::env::vars(),
-        cli.database_url.as_deref(),
-    )?;
+    let cfg = load_config(cli.config.as_deref(), cli.database_url.as_deref())?;
     let mut log = cfg.log.clone();
     if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         // These print their own story; only problems should interrupt it.
         log.level = "warn".to_owned();
     }
-    logging::init(&log);
+    logging::init(&log.level, log.format);
     // The collate step runs its bakes in processes of this very binary.
     match std::env::current_exe() {
         Ok(me) => crate::pipeline::collate::set_bake_program(me),
@@ -285,9 +281,7 @@ async fn run_cmd(
     // A reload reads the same file, environment and flags as the start did.
     let reload = daemon::Reload {
         requests: reload,
-        load: Box::new(move || {
-            Config::load(file.as_deref(), std::env::vars(), database_url.as_deref())
-        }),
+        load: Box::new(move || load_config(file.as_deref(), database_url.as_deref())),
     };
     let result =
         daemon::run_with_reload(cfg, shutdown, event::channel(), ready, Some(reload)).await;
@@ -295,6 +289,14 @@ async fn run_cmd(
     let _ = notifier.await;
     result?;
     Ok(())
+}
+
+/// The configuration from `file`, the process environment and `--database-url`, with
+/// every sink's table checked by its sink.
+fn load_config(file: Option<&Path>, database_url: Option<&str>) -> Result<Config, ConfigError> {
+    let cfg = Config::load(file, std::env::vars(), database_url)?;
+    crate::outbox::validate(&cfg.outbox)?;
+    Ok(cfg)
 }
 
 async fn relay_cmd(cfg: Config) -> anyhow::Result<()> {

@@ -34,6 +34,7 @@
 //! transaction) live in SQL under `sql/`, where the database enforces them.
 
 pub mod admin;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -5,7 +5,7 @@
 //!
 //! Every function is a no-op without `NOTIFY_SOCKET`, so the daemon runs the same outside
 //! systemd. What "ready" and "healthy" mean is decided by the daemon (its `ready` watch,
-//! see [`crate::daemon::run`]); this module only speaks the protocol.
+//! which `daemon::run` keeps); this module only speaks the protocol.
 
 use std::time::{Duration, Instant};
 

@@ -35,10 +35,10 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{BackoffConfig, Config, SinkConfig};
+use crate::backoff::BackoffConfig;
+use crate::config::{Config, ConfigError, OutboxConfig, SinkConfig};
 use crate::db::{self, sql};
 use crate::event::{Event, Events};
-use crate::worker::retry_delay;
 
 /// Delivered events deleted per purge statement (small batches keep locks and WAL short).
 const PURGE_BATCH: i32 = 1000;
@@ -65,6 +65,9 @@ pub enum SinkError {
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A sink's configuration cannot work (see [`validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A sink could not be set up from its configuration.
     #[error("outbox sink {sink}: {reason}")]
     Setup {
@@ -73,6 +76,42 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// A key of one sink's table that cannot be used; each sink's file checks its own
+/// (`nats::validate`, `webhook::validate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The key within the sink's table (`url`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Invalid {
+    fn new(field: &'static str, problem: impl Into<String>) -> Invalid {
+        Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Checks every `[[outbox.sinks]]` table with its sink's rules; the error names the sink
+/// by index (`outbox.sinks[1].url`). [`Config::load`] checks what all sinks share (names,
+/// batch size, backoff); the CLI calls both, and building the sinks checks again.
+pub fn validate(cfg: &OutboxConfig) -> Result<(), ConfigError> {
+    for (i, sink) in cfg.sinks.iter().enumerate() {
+        let checked = match sink {
+            SinkConfig::Nats(n) => nats::validate(n),
+            SinkConfig::Webhook(w) => webhook::validate(w),
+        };
+        checked.map_err(|e| ConfigError::Sink {
+            key: format!("outbox.sinks[{i}].{}", e.field),
+            problem: e.problem,
+        })?;
+    }
+    Ok(())
 }
 
 /// A sink's acknowledgement.
@@ -123,6 +162,7 @@ pub trait Sink: Send + Sync {
 
 /// Builds the sinks of `[[outbox.sinks]]`, in order, under their resolved names.
 pub fn sinks_from_config(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, Error> {
+    validate(&cfg.outbox)?;
     let names = cfg.outbox.sink_names();
     cfg.outbox
         .sinks
@@ -484,8 +524,7 @@ impl Relay {
                             let n = u32::try_from(attempt).unwrap_or(1);
                             Outcome::Retry {
                                 error,
-                                after: retry_delay(n, &self.backoff, rand::random::<f64>())
-                                    .max(at_least),
+                                after: self.backoff.delay(n).max(at_least),
                             }
                         };
                         match e {
@@ -727,6 +766,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{env, write};
 
     fn claimed(id: i64, document: &str) -> Claimed {
         Claimed {
@@ -786,5 +826,72 @@ mod tests {
         assert!(plain.get("body").is_none());
         assert_eq!(with["body"], "<p>x</p>");
         assert_eq!(o.version, Some(3));
+    }
+
+    #[test]
+    fn sink_problems_name_the_sink_and_key() {
+        for (text, key) in [
+            ("[[outbox.sinks]]\nkind = \"nats\"\n", "outbox.sinks[0].url"),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\n[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"ftp://h/x\"\n",
+                "outbox.sinks[1].url",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/x\"\nsecret = \"\"\n",
+                "outbox.sinks[0].secret",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"{document}.x\"\n",
+                "outbox.sinks[0].subject",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a.{title}\"\n",
+                "outbox.sinks[0].subject",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nstream = \"a.b\"\n",
+                "outbox.sinks[0].stream",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nname = \"x\"\nurl = \"nats://h:1\"\n[[outbox.sinks]]\nkind = \"webhook\"\nname = \"x\"\nurl = \"http://h/\"\n",
+                "outbox.sinks[1].name",
+            ),
+            ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
+                "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nnkey_seed_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].nkey_seed_file Cargo.toml does not hold an NKey seed",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ntls_cert_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].tls_cert_file",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"Cargo.toml\"\nnkey_seed_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].nkey_seed_file",
+            ),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None)
+                .and_then(|c| validate(&c.outbox))
+                .expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert!(matches!(err, ConfigError::Sink { .. }), "{text}: {err:?}");
+        }
+        // Wrong kind and unknown keys are refused by the parser, naming what is wrong.
+        for (text, word) in [
+            ("[[outbox.sinks]]\nkind = \"kafka\"\n", "kafka"),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nstream = \"S\"\n",
+                "stream",
+            ),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
+            assert!(err.to_string().contains(word), "{text}: {err}");
+        }
     }
 }

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{BackoffConfig, Config, WorkerConfig};
+use crate::backoff::BackoffConfig;
+use crate::config::{Config, WorkerConfig};
 use crate::db::{self, sql, State};
 use crate::event::{Event, Events};
 use crate::pipeline::{Pipeline, RecipeSource, Work};
@@ -547,7 +548,7 @@ impl Context {
         if attempt >= self.max_attempts {
             Outcome::Error(format!("gave up after {attempt} attempts: {error}"))
         } else {
-            let after = retry_delay(attempt, &self.backoff, rand::random::<f64>());
+            let after = self.backoff.delay(attempt);
             tracing::info!(attempt, retry_in_ms = after.as_millis() as u64, error = %error, "transient failure; will retry");
             Outcome::Retry { error, after }
         }
@@ -611,19 +612,6 @@ impl Context {
     fn recipes_lock(&self) -> MutexGuard<'_, HashMap<i64, Arc<RecipeSource>>> {
         self.recipes.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Delay before retry number `attempt` (1-based): `initial * 2^(attempt-1)`, capped at
-/// `max`, then scaled by a jitter factor in [0.5, 1.0) so that versions failing together
-/// do not retry together. `unit` is a uniform random number in [0, 1).
-pub fn retry_delay(attempt: u32, backoff: &BackoffConfig, unit: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    let base = backoff
-        .initial
-        .checked_mul(1u32 << exp)
-        .unwrap_or(backoff.max)
-        .min(backoff.max);
-    base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
 }
 
 /// Records outcomes in batches.
@@ -822,39 +810,6 @@ impl Renewer {
                     tracing::warn!(error = %e, held = held.len(), "renewing leases failed");
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn backoff(initial_ms: u64, max_ms: u64) -> BackoffConfig {
-        BackoffConfig {
-            initial: Duration::from_millis(initial_ms),
-            max: Duration::from_millis(max_ms),
-        }
-    }
-
-    #[test]
-    fn retry_delays_double_up_to_the_maximum() {
-        let b = backoff(100, 1000);
-        let full = |n| retry_delay(n, &b, 0.999_999_9);
-        assert!(full(1) <= Duration::from_millis(100) && full(1) > Duration::from_millis(99));
-        assert!(full(2) > Duration::from_millis(199));
-        assert!(full(4) > Duration::from_millis(799));
-        assert_eq!(retry_delay(5, &b, 1.0), Duration::from_millis(1000));
-        assert_eq!(retry_delay(60, &b, 1.0), Duration::from_millis(1000));
-    }
-
-    #[test]
-    fn jitter_keeps_at_least_half_the_delay() {
-        let b = backoff(1000, 600_000);
-        assert_eq!(retry_delay(1, &b, 0.0), Duration::from_millis(500));
-        for u in [0.0, 0.25, 0.5, 0.99] {
-            let d = retry_delay(3, &b, u);
-            assert!(d >= Duration::from_millis(2000) && d <= Duration::from_millis(4000));
         }
     }
 }
