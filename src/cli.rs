@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::db::{self, migrate};
-use crate::{admin, bench, cluster, daemon, demo, event, logging, shutdown, systemd};
+use crate::{admin, bench, cluster, daemon, demo, event, logging, shutdown};
 
 /// postpub: claims versions of documents published into PostgreSQL, collates them with
 /// their CSS recipe and publishes them: exactly one current version per document, an
@@ -264,30 +264,14 @@ async fn run_cmd(
     let shutdown = shutdown::Shutdown::new();
     let (_signals, reload) =
         shutdown::install(shutdown.clone()).context("installing signal handlers")?;
-    let (ready, ready_rx) = watch::channel(false);
-    // systemd (Type=notify): READY/WATCHDOG follow `ready`, STOPPING the stop signal.
-    let notifier_done = tokio_util::sync::CancellationToken::new();
-    let notifier = tokio::spawn(
-        systemd::Notifier {
-            ready: ready_rx,
-            stop: shutdown.soft.clone(),
-            // The daemon answers SIGHUP itself (RELOADING=1, then READY=1).
-            reload: None,
-            watchdog: systemd::watchdog_interval(),
-            grace: systemd::UNHEALTHY_GRACE,
-        }
-        .run(notifier_done.clone()),
-    );
+    let (ready, _) = watch::channel(false);
     // A reload reads the same file, environment and flags as the start did.
     let reload = daemon::Reload {
         requests: reload,
         load: Box::new(move || load_config(file.as_deref(), database_url.as_deref())),
     };
-    let result =
-        daemon::run_with_reload(cfg, shutdown, event::channel(), ready, Some(reload)).await;
-    notifier_done.cancel();
-    let _ = notifier.await;
-    result?;
+    // systemd (Type=notify): the daemon's notifier follows `ready` and the stop signal.
+    daemon::run_with_reload(cfg, shutdown, event::channel(), ready, Some(reload)).await?;
     Ok(())
 }
 

@@ -51,6 +51,7 @@ pub mod listener;
 pub mod logging;
 pub mod outbox;
 pub mod pipeline;
+pub mod service;
 pub mod shutdown;
 pub mod systemd;
 pub mod worker;
