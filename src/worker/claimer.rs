@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::claim::{self, Claimed, Outcome};
-use super::process::{Processor, RecipeCache};
+use super::process::Processor;
 use super::registry::{Done, InFlight, Registry};
 use super::slots::Slots;
 use crate::config::{Config, WorkerConfig};
@@ -28,14 +28,10 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    pub(super) fn new(
-        cfg: &Config,
-        base: &Base,
-        recipes: &RecipeCache,
-    ) -> Result<Settings, String> {
+    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Settings, String> {
         Ok(Settings {
             worker: cfg.worker.clone(),
-            process: Arc::new(Processor::new(cfg, base, recipes)?),
+            process: Arc::new(Processor::new(cfg, base)?),
         })
     }
 }
@@ -58,7 +54,6 @@ pub(super) struct ClaimLoop {
     pub(super) hard: CancellationToken,
     pub(super) slots: Slots,
     pub(super) settings: Settings,
-    pub(super) recipes: RecipeCache,
 }
 
 impl ClaimLoop {
@@ -157,7 +152,7 @@ impl ClaimLoop {
     /// changed. A pipeline that cannot be built leaves the previous settings in force.
     fn reload(&mut self) -> Option<Duration> {
         let cfg = self.config.borrow_and_update().clone();
-        let new = match Settings::new(&cfg, &self.base, &self.recipes) {
+        let new = match Settings::new(&cfg, &self.base) {
             Ok(new) => new,
             Err(e) => {
                 tracing::error!(error = %e, "reloaded pipeline cannot be built; keeping the previous one");

@@ -40,7 +40,6 @@ use crate::service::Base;
 use crate::shutdown::Shutdown;
 use claimer::{ClaimLoop, Settings};
 use finisher::Finisher;
-use process::RecipeCache;
 use registry::{Done, Registry};
 use renewer::Renewer;
 use slots::Slots;
@@ -103,9 +102,8 @@ impl Worker {
     /// `shutdown_timeout` passed) cancels work in flight.
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), Error> {
         tracing::debug!(actor = %self.base.actor, "worker started");
-        let recipes = RecipeCache::default();
         let initial = self.config.borrow_and_update().clone();
-        let settings = Settings::new(&initial, &self.base, &recipes).map_err(Error::Pipeline)?;
+        let settings = Settings::new(&initial, &self.base).map_err(Error::Pipeline)?;
         let registry = Registry::default();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let done_rx = Arc::new(tokio::sync::Mutex::new(done_rx));
@@ -130,7 +128,6 @@ impl Worker {
             tasks: TaskTracker::new(),
             hard: shutdown.hard.clone(),
             settings,
-            recipes,
         };
         let stop_deadline = claimer.run(&shutdown.soft).await;
         drain(claimer, stop_deadline, finishers).await;

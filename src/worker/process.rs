@@ -1,8 +1,7 @@
 //! The per-version process: loads the body (and recipe), runs the pipeline, and turns
 //! what happened into an [`Outcome`]: publish, retry with backoff, or error.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::claim::{Claimed, Outcome};
@@ -13,12 +12,6 @@ use crate::event::Event;
 use crate::pipeline::{Pipeline, RecipeSource, Work};
 use crate::service::Base;
 
-/// Recipes kept in memory; recipes never change, so the cache never goes stale.
-const RECIPE_CACHE_SIZE: usize = 256;
-
-/// Recipes by id, shared across reloads (recipes never change).
-pub(super) type RecipeCache = Arc<Mutex<HashMap<i64, Arc<RecipeSource>>>>;
-
 /// What processing needs, shared by every version's task. A reload builds a new one;
 /// tasks already running keep the one they started with.
 pub(super) struct Processor {
@@ -27,16 +20,11 @@ pub(super) struct Processor {
     pub(super) max_body_bytes: u64,
     max_attempts: u32,
     backoff: BackoffConfig,
-    recipes: RecipeCache,
 }
 
 impl Processor {
     /// The processing `cfg` asks for; fails when its pipeline cannot be built.
-    pub(super) fn new(
-        cfg: &Config,
-        base: &Base,
-        recipes: &RecipeCache,
-    ) -> Result<Processor, String> {
+    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Processor, String> {
         let pipeline =
             Arc::new(Pipeline::from_config(&cfg.pipeline)?.with_events(base.events.clone()));
         Ok(Processor {
@@ -45,7 +33,6 @@ impl Processor {
             max_body_bytes: cfg.pipeline.max_body_bytes,
             max_attempts: cfg.worker.max_attempts,
             backoff: cfg.worker.backoff.clone(),
-            recipes: recipes.clone(),
         })
     }
 
@@ -122,13 +109,14 @@ impl Processor {
         })
     }
 
+    /// The recipe's CSS: from the step that keeps recipes, else from the database.
     async fn recipe(
         &self,
         client: &deadpool_postgres::Client,
         id: i64,
     ) -> Result<Arc<RecipeSource>, db::Error> {
-        if let Some(r) = self.recipes_lock().get(&id) {
-            return Ok(r.clone());
+        if let Some(r) = self.pipeline.cached_recipe(id) {
+            return Ok(r);
         }
         let stmt = client
             .prepare_cached(sql::FETCH_RECIPE)
@@ -138,19 +126,11 @@ impl Processor {
             .query_one(&stmt, &[&id])
             .await
             .map_err(db::Error::query("loading the recipe"))?;
-        let recipe = Arc::new(RecipeSource {
+        Ok(Arc::new(RecipeSource {
             id,
-            css: row.get(0),
-        });
-        let mut cache = self.recipes_lock();
-        if cache.len() >= RECIPE_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(id, recipe.clone());
-        Ok(recipe)
-    }
-
-    fn recipes_lock(&self) -> MutexGuard<'_, HashMap<i64, Arc<RecipeSource>>> {
-        self.recipes.lock().unwrap_or_else(|p| p.into_inner())
+            css: row
+                .try_get("css")
+                .map_err(db::Error::query("reading the recipe"))?,
+        }))
     }
 }
