@@ -50,6 +50,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod outbox;
+pub mod output;
 pub mod pipeline;
 pub mod service;
 pub mod shutdown;
