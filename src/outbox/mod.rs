@@ -36,7 +36,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::backoff::BackoffConfig;
+use crate::backoff::{BackoffConfig, DbRetry};
 use crate::config::{Config, ConfigError, OutboxConfig, SinkConfig};
 use crate::db::{self, sql};
 use crate::event::Event;
@@ -266,7 +266,7 @@ impl Relay {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
         let mut next_purge = Instant::now();
-        let mut db_backoff = Duration::from_millis(100);
+        let mut retry = DbRetry::default();
         // When failed deliveries this relay scheduled become due (others' are found by the
         // poll).
         let mut retries: BTreeSet<Instant> = BTreeSet::new();
@@ -302,7 +302,7 @@ impl Relay {
             retries = retries.split_off(&now);
             match round {
                 Ok(r) => {
-                    db_backoff = Duration::from_millis(100);
+                    retry.reset();
                     retries.extend(r.retries.iter().map(|d| now + *d));
                     if r.delivered > 0 {
                         // Progress: the next events of those documents may be deliverable.
@@ -315,13 +315,10 @@ impl Relay {
                 }
                 Err(e) => {
                     db::retire_sessions_after(&e);
-                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "outbox round failed");
-                    tokio::select! {
-                        biased;
-                        _ = soft.cancelled() => break,
-                        _ = tokio::time::sleep(db_backoff) => {}
+                    tracing::warn!(error = %e, retry_in_ms = retry.pause().as_millis() as u64, "outbox round failed");
+                    if !retry.wait(&soft).await {
+                        break;
                     }
-                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             }
