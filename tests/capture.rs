@@ -162,17 +162,12 @@ async fn a_row_that_cannot_be_published_fails_the_application_statement() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let (_app, a) = setup(&db).await;
-    let e = a
-        .execute(
-            "insert into app.modules (name, content) values ('nobody', null)",
-            &[],
-        )
-        .await
-        .expect_err("a null body is refused");
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(
+        &a,
+        "insert into app.modules (name, content) values ('nobody', null)",
+        &[],
+    )
+    .await;
     assert!(
         msg.contains("modules/nobody") && msg.contains("must not be null"),
         "{msg}"
@@ -191,17 +186,12 @@ async fn a_row_that_cannot_be_published_fails_the_application_statement() {
     )
     .await
     .expect("attach");
-    let e = a
-        .execute(
-            "insert into app.modules (name, content) values ('x', '<p>x</p>')",
-            &[],
-        )
-        .await
-        .expect_err("bad column");
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(
+        &a,
+        "insert into app.modules (name, content) values ('x', '<p>x</p>')",
+        &[],
+    )
+    .await;
     assert!(msg.contains("app.modules") && msg.contains("nmae"), "{msg}");
 }
 

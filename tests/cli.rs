@@ -99,39 +99,30 @@ async fn publish_status_and_requeue_from_the_command_line() {
     std::fs::write(&recipe, "p { color: inherit; }").expect("write");
     let url = db.url.as_str();
 
-    let o = run(&[
-        "publish",
-        "--database-url",
-        url,
-        "--document",
-        "cli-doc",
-        "--body",
-        body.to_str().unwrap_or_default(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id: i64 = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .expect("prints the version id");
+    // `postpub publish` of cli-doc with `extra` arguments; prints the new version's id.
+    let publish = |extra: &[&str]| -> i64 {
+        let mut args = vec![
+            "publish",
+            "--database-url",
+            url,
+            "--document",
+            "cli-doc",
+            "--body",
+            body.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("prints the version id")
+    };
+    let id = publish(&[]);
     let c = db.client().await;
     assert_eq!(db.state(&c, id).await, "current");
 
-    let o = run(&[
-        "publish",
-        "--database-url",
-        url,
-        "--document",
-        "cli-doc",
-        "--body",
-        body.to_str().unwrap_or_default(),
-        "--recipe",
-        recipe.to_str().unwrap_or_default(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let with_recipe: i64 = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .expect("id");
+    let with_recipe = publish(&["--recipe", recipe.to_str().unwrap_or_default()]);
     assert_eq!(db.state(&c, with_recipe).await, "post-publication");
 
     // Make it errored by hand, as a failing pipeline would, then requeue it.

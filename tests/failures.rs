@@ -138,23 +138,9 @@ async fn requeue_of_a_version_that_is_not_errored_is_refused_clearly() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let v = db.publish(&c, "doc", "<p>x</p>", None).await;
-    let err = c
-        .execute("select postpub.requeue($1)", &[&v])
-        .await
-        .expect_err("refused");
-    let msg = err
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(&c, "select postpub.requeue($1)", &[&v]).await;
     assert!(msg.contains("is current, not errored"), "{msg}");
-    let err = c
-        .execute("select postpub.requeue(999999)", &[])
-        .await
-        .expect_err("refused");
-    let msg = err
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(&c, "select postpub.requeue(999999)", &[]).await;
     assert!(msg.contains("does not exist"), "{msg}");
 }
 

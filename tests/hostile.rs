@@ -484,20 +484,13 @@ async fn hundreds_of_parallel_scrapes_all_report_the_database_up() {
 async fn a_reloaded_max_body_bytes_reaches_publish() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let dir = std::env::temp_dir().join(format!("postpub-hostile-reload-{}", db.name));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("postpub.toml");
-    let write = |bytes: u64| {
-        std::fs::write(
-            &cfg,
-            process::config(
-                &db.url,
-                "",
-                &format!("steps = [\"noop\"]\nmax_body_bytes = {bytes}"),
-                "",
-            ),
+    let cfg = |bytes: u64| {
+        process::config(
+            &db.url,
+            "",
+            &format!("steps = [\"noop\"]\nmax_body_bytes = {bytes}"),
+            "",
         )
-        .expect("config")
     };
     let limit = || async {
         c.query_one("select max_body_bytes from postpub.settings", &[])
@@ -505,23 +498,14 @@ async fn a_reloaded_max_body_bytes_reaches_publish() {
             .expect("settings")
             .get::<_, i64>(0)
     };
-    write(2000);
-    let mut d = common::Proc::new(
-        Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
+    let mut d = Proc::start(&cfg(2000));
     wait_until(
         Duration::from_secs(15),
         "the limit stored at start",
         || async { limit().await == 2000 },
     )
     .await;
-    write(3000);
+    d.rewrite_config(&cfg(3000));
     d.signal("-HUP");
     wait_until(
         Duration::from_secs(15),
@@ -533,5 +517,4 @@ async fn a_reloaded_max_body_bytes_reaches_publish() {
     db.publish(&c, "fits-now", &body, None).await;
     d.signal("-TERM");
     assert!(d.wait_exit(Duration::from_secs(20)).await.success());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,10 +40,8 @@ async fn readyz_is_503_while_draining_and_healthz_stays_200() {
     let c = db.client().await;
     let script = Script::new("body=$(cat); sleep 3; printf '%s' \"$body\"");
     let port = free_port();
-    let mut cfg = db.config();
+    let mut cfg = db.command_config(&script);
     cfg.http.listen = format!("127.0.0.1:{port}");
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
     let d = Daemon::start(cfg).await;
     let v = db.publish(&c, "slow", "<p>x</p>", Some("p {}")).await;
     wait_until(Duration::from_secs(10), "version in flight", || async {
@@ -131,32 +129,16 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
     // its backend can be found; the rescuer still runs every lease / 2.
     cfg.worker.poll_interval = Duration::from_secs(60);
     let mut d = Daemon::start(cfg).await;
-    // A version some other daemon claimed and abandoned: its lease already expired. Made
-    // in the publishing transaction, so that the running daemon never sees it pending (its
-    // claim updates the row by id once it holds the document lock, which this raw UPDATE
-    // does not take: faked separately, the claim could take the version over first).
-    c.batch_execute("begin").await.expect("begin");
-    let v = db.publish(&c, "abandoned", "<p>x</p>", Some("p {}")).await;
-    c.execute(
-        "update postpub.versions set state = 'processing', attempts = 1, locked_by = 'gone',
-                locked_until = now() - interval '1 minute', lease_token = 1 where id = $1",
-        &[&v],
-    )
-    .await
-    .expect("fake an abandoned lease");
-    c.batch_execute("commit").await.expect("commit");
+    // A version some other daemon claimed and abandoned: its lease already expired. (Its
+    // claim updates the row by id once it holds the document lock, which the faking
+    // UPDATE does not take: hence made in the publishing transaction.)
+    let v = db.publish_abandoned(&c, "abandoned").await;
     d.wait_event(
         Duration::from_secs(30),
         |e| matches!(e, postpub::event::Event::Rescued { version_id, .. } if *version_id == v),
     )
     .await;
-    c.execute(
-        "select pg_terminate_backend(pid) from pg_stat_activity
-          where datname = current_database() and query ilike 'listen%'",
-        &[],
-    )
-    .await
-    .expect("kill the listener");
+    common::terminate_listeners(&c).await;
     d.wait_event(Duration::from_secs(30), |e| {
         matches!(
             e,
@@ -272,10 +254,8 @@ async fn collated_content_is_served_and_unfinished_versions_are_not() {
     let c = db.client().await;
     let script = Script::new("tr a-z A-Z");
     let port = free_port();
-    let mut cfg = db.config();
+    let mut cfg = db.command_config(&script);
     cfg.http.listen = format!("127.0.0.1:{port}");
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
     let d = Daemon::start(cfg).await;
 
     // Errored versions never reach the API.

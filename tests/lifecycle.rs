@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::{wait_until, Daemon, TestDb};
 use postpub::db::State;
 use postpub::event::Event;
+use tokio_postgres::Client;
 
 const RECIPE: &str = "p { color: inherit; }";
 
@@ -207,21 +208,10 @@ async fn a_version_without_a_recipe_is_current_in_the_publishing_transaction() {
         .get(0);
     assert_eq!(events, 2);
     // The API's own checks.
-    let err = c
-        .query_one("select postpub.publish('', 'x')", &[])
-        .await
-        .expect_err("empty document refused");
-    let msg = err.as_db_error().map(|e| e.message()).unwrap_or("");
-    assert!(msg.contains("non-empty"), "{err:?}");
-    let err = c
-        .query_one("select postpub.publish('d', null)", &[])
-        .await
-        .expect_err("null body refused");
-    assert!(err
-        .as_db_error()
-        .map(|e| e.message())
-        .unwrap_or("")
-        .contains("must not be null"));
+    let msg = common::refused(&c, "select postpub.publish('', 'x')", &[]).await;
+    assert!(msg.contains("non-empty"), "{msg}");
+    let msg = common::refused(&c, "select postpub.publish('d', null)", &[]).await;
+    assert!(msg.contains("must not be null"), "{msg}");
     db.assert_invariants(&c).await;
 }
 
@@ -317,20 +307,23 @@ async fn deleting_a_live_document_emits_deleted_and_a_second_delete_emits_nothin
     d.stop().await;
 }
 
-#[tokio::test]
-async fn publishing_while_a_version_is_processing_is_handled_next() {
+/// A daemon whose step takes 0.5 s, and version 1 of `doc` in processing there.
+async fn v1_processing(doc: &str) -> (TestDb, Client, Daemon, i64, common::Script) {
     let db = TestDb::new().await;
     let c = db.client().await;
     let script = common::Script::new("body=$(cat); sleep 0.5; printf '%s' \"$body\"");
-    let mut cfg = db.config();
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
-    let d = Daemon::start(cfg).await;
-    let v1 = db.publish(&c, "busy", "<p>1</p>", Some(RECIPE)).await;
+    let d = Daemon::start(db.command_config(&script)).await;
+    let v1 = db.publish(&c, doc, "<p>1</p>", Some(RECIPE)).await;
     wait_until(Duration::from_secs(10), "v1 processing", || async {
         db.state(&c, v1).await == "processing"
     })
     .await;
+    (db, c, d, v1, script)
+}
+
+#[tokio::test]
+async fn publishing_while_a_version_is_processing_is_handled_next() {
+    let (db, c, d, v1, _script) = v1_processing("busy").await;
     let v2 = db.publish(&c, "busy", "<p>2</p>", Some(RECIPE)).await;
     wait_until(Duration::from_secs(10), "v2 current", || async {
         db.state(&c, v2).await == "current"
@@ -347,18 +340,7 @@ async fn publishing_while_a_version_is_processing_is_handled_next() {
 
 #[tokio::test]
 async fn a_processing_version_overtaken_by_a_newer_current_one_is_superseded_not_published() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let script = common::Script::new("body=$(cat); sleep 0.5; printf '%s' \"$body\"");
-    let mut cfg = db.config();
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
-    let d = Daemon::start(cfg).await;
-    let v1 = db.publish(&c, "race", "<p>1</p>", Some(RECIPE)).await;
-    wait_until(Duration::from_secs(10), "v1 processing", || async {
-        db.state(&c, v1).await == "processing"
-    })
-    .await;
+    let (db, c, d, v1, _script) = v1_processing("race").await;
     // Published without a recipe: current at once, while v1 is still being worked on.
     let v2 = db.publish(&c, "race", "<p>2</p>", None).await;
     assert_eq!(db.state(&c, v2).await, "current");

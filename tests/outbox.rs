@@ -364,6 +364,11 @@ async fn undelivered(c: &Client) -> i64 {
     .get(0)
 }
 
+/// Waits until every event of the outbox was delivered.
+async fn all_delivered(c: &Client, within: Duration, what: &str) {
+    wait_until(within, what, || async { undelivered(c).await == 0 }).await
+}
+
 /// event_id -> (document, version) of every outbox event.
 async fn events_by_id(c: &Client) -> HashMap<String, (String, i64)> {
     c.query(
@@ -434,10 +439,7 @@ async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order()
 
     let t0 = Instant::now();
     let d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
-    wait_until(Duration::from_secs(60), "every event delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(60), "every event delivered").await;
     let took = t0.elapsed();
     eprintln!(
         "relay: 10000 events to JetStream in {took:?} ({:.0} events/s, {} build, incl. startup)",
@@ -485,10 +487,7 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
     let mut nats = NatsServer::start().await;
     let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     db.publish(&c, "warm-up", "<p>w</p>", None).await;
-    wait_until(Duration::from_secs(10), "warm-up delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "warm-up delivered").await;
 
     nats.stop();
     c.batch_execute(
@@ -537,10 +536,10 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
     );
 
     nats.restart().await;
-    wait_until(
+    all_delivered(
+        &c,
         Duration::from_secs(30),
         "every event delivered after the outage",
-        || async { undelivered(&c).await == 0 },
     )
     .await;
     d.stop().await;
@@ -636,10 +635,7 @@ async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplica
         ),
         "JetStream's PubAck says duplicate: {dup:?}"
     );
-    wait_until(Duration::from_secs(10), "recorded as delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "recorded as delivered").await;
     d.stop().await;
 
     assert_eq!(
@@ -727,14 +723,7 @@ async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeu
         .await
         .expect("second")
         .get(0);
-    let err = c
-        .query_one("select postpub.requeue_event($1)", &[&second])
-        .await
-        .expect_err("not parked");
-    let msg = err
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(&c, "select postpub.requeue_event($1)", &[&second]).await;
     assert!(msg.contains("is not parked"), "{msg}");
 
     // Fixed on the receiver's side; the operator requeues from the command line.
@@ -754,12 +743,7 @@ async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeu
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_until(
-        Duration::from_secs(10),
-        "bad v1 and v2 delivered",
-        || async { undelivered(&c).await == 0 },
-    )
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "bad v1 and v2 delivered").await;
     d.stop().await;
 
     let bad: Vec<Received> = hook
@@ -805,10 +789,7 @@ async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_orde
     .expect("publish 600");
     let a = Daemon::start(cfg.clone()).await;
     let b = Daemon::start(cfg).await;
-    wait_until(Duration::from_secs(30), "every event delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(30), "every event delivered").await;
     a.stop().await;
     b.stop().await;
     let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
@@ -845,10 +826,7 @@ async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
     // The good sink has the heads; nothing is delivered until both have them.
     assert_eq!(undelivered(&c).await, 4);
     flaky.answer_all(200);
-    wait_until(Duration::from_secs(10), "every event delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "every event delivered").await;
     d.stop().await;
     let events = events_by_id(&c).await;
     for hook in [&good, &flaky] {
@@ -1015,10 +993,7 @@ async fn removing_a_sink_settles_the_events_only_it_still_owed() {
 
     let d = Daemon::start(config(&db, vec![keep])).await;
     db.publish(&c, "s", "<p>2</p>", None).await;
-    wait_until(Duration::from_secs(10), "both events delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "both events delivered").await;
     d.stop().await;
     let keys: Vec<String> = kept.accepted().into_iter().map(|r| r.key).collect();
     assert_complete_and_ordered("the kept sink", &keys, &events_by_id(&c).await);
@@ -1044,12 +1019,7 @@ async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
         "{failed:?}"
     );
     nats.restart().await;
-    wait_until(
-        Duration::from_secs(15),
-        "delivered once NATS is up",
-        || async { undelivered(&c).await == 0 },
-    )
-    .await;
+    all_delivered(&c, Duration::from_secs(15), "delivered once NATS is up").await;
     d.stop().await;
     let ids: Vec<String> = nats
         .messages("POSTPUB")
@@ -1096,10 +1066,7 @@ async fn a_webhook_retry_after_is_honoured() {
         "{error}"
     );
     hook.answer_all(200);
-    wait_until(Duration::from_secs(10), "delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "delivered").await;
     d.stop().await;
     let requests = hook.requests();
     assert_eq!(requests.len(), 2, "one refusal, one delivery: {requests:?}");

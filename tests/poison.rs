@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::outcome as row;
 use common::process::{self, Proc};
-use common::{assert_settled, wait_until, Script, TestDb};
+use common::{assert_settled, held_by, wait_until, Script, TestDb};
 use tokio_postgres::Client;
 
 /// Hangs on HANG, floods stdout on FLOOD, passes everything else through. `exec`, so the
@@ -238,7 +238,7 @@ async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memo
     );
     assert_settled(&c).await;
     daemon.signal("-TERM");
-    assert!(daemon.wait_exit(Duration::from_secs(15)).success());
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
     // The programs killed for their timeout or their output are gone, not orphaned.
     let pids = std::fs::read_to_string(script.dir.join("pids")).expect("step pids");
     let left: Vec<&str> = pids
@@ -272,16 +272,8 @@ async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_
         .expect("publish 16 MB")
         .get(0);
     let t0 = Instant::now();
-    let held_by_a = format!(":{}:", a.pid());
     wait_until(Duration::from_secs(15), "A holds it", || async {
-        c.query_one(
-            "select count(*) from postpub.versions where state = 'processing' and locked_by like '%' || $1 || '%'",
-            &[&held_by_a],
-        )
-        .await
-        .expect("count")
-        .get::<_, i64>(0)
-            == 1
+        held_by(&c, a.pid()).await == 1
     })
     .await;
     // B would rescue it the moment A's lease ran out.
@@ -311,6 +303,6 @@ async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_
     assert_settled(&c).await;
     for d in [&mut a, &mut b] {
         d.signal("-TERM");
-        assert!(d.wait_exit(Duration::from_secs(15)).success());
+        assert!(d.wait_exit(Duration::from_secs(15)).await.success());
     }
 }

@@ -156,19 +156,8 @@ async fn the_daemon_runs_end_to_end_as_a_postpub_worker_login() {
         .await;
     let gone = db.publish(&c, "w/gone", "<p>bye</p>", None).await;
     let tomb = db.delete(&c, "w/gone").await;
-    // An abandoned lease, for the rescuer. Made in the publishing transaction, so that the
-    // running daemon never sees it pending: faked afterwards, the daemon could publish it
-    // first, and the fake lease would then have it published twice (as in tests/http.rs).
-    c.batch_execute("begin").await.expect("begin");
-    let stuck = db.publish(&c, "w/stuck", "<p>x</p>", Some("p {}")).await;
-    c.execute(
-        "update postpub.versions set state = 'processing', attempts = 1, locked_by = 'gone',
-                locked_until = now() - interval '1 minute', lease_token = 1 where id = $1",
-        &[&stuck],
-    )
-    .await
-    .expect("abandoned lease");
-    c.batch_execute("commit").await.expect("commit");
+    // An abandoned lease, for the rescuer.
+    let stuck = db.publish_abandoned(&c, "w/stuck").await;
     wait_until(Duration::from_secs(15), "every version settled", || async {
         db.state(&c, ok).await == "current"
             && db.state(&c, bad).await == "errored"
