@@ -11,8 +11,7 @@ const RECIPE: &str = "p { color: inherit; }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_documents() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.concurrency = 4;
     cfg.worker.batch_size = 16;
@@ -39,14 +38,11 @@ async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_docum
         || async { db.pending(&c).await == 0 && db.counts(&c).await.get("current") == Some(&1000) },
     )
     .await;
-    let old: i64 = c
-        .query_one(
-            "select count(*) from postpub.versions where state = 'current' and version <> 2",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
+    let old = common::count(
+        &c,
+        "select count(*) from postpub.versions where state = 'current' and version <> 2",
+    )
+    .await;
     assert_eq!(old, 0, "every current version is the newest");
     db.assert_invariants(&c).await;
     for d in daemons {
@@ -138,8 +134,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
 
 #[tokio::test]
 async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v = db.publish(&c, "orphan", "<p>x</p>", Some(RECIPE)).await;
     // A daemon that claimed and died: lease already expired.
     c.batch_execute(&format!(
@@ -176,8 +171,7 @@ async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
 
 #[tokio::test]
 async fn a_version_rescued_after_its_last_attempt_is_errored_not_retried_forever() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v = db.publish(&c, "poison", "<p>x</p>", Some(RECIPE)).await;
     c.batch_execute(&format!(
         "update postpub.versions set attempts = 2 where id = {v};

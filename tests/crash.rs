@@ -31,8 +31,7 @@ fn end_orphans(script: &Script) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_step_has_its_versions_rescued_by_another_after_the_lease() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new(STEP);
     let lease = Duration::from_secs(2);
     let mut a = Proc::start(&process::config(

@@ -36,8 +36,7 @@ async fn healthz_and_readyz_answer_200_when_the_daemon_is_ready() {
 
 #[tokio::test]
 async fn readyz_is_503_while_draining_and_healthz_stays_200() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 3; printf '%s' \"$body\"");
     let port = free_port();
     let mut cfg = db.command_config(&script);
@@ -62,8 +61,7 @@ async fn readyz_is_503_while_draining_and_healthz_stays_200() {
 
 #[tokio::test]
 async fn metrics_expose_every_family_with_the_postpub_prefix() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (mut d, port) = daemon_with_http(&db, &["validate"]).await;
     let ok = db.publish(&c, "m/ok", "<p>fine</p>", Some("p {}")).await;
     let bad = db
@@ -119,9 +117,7 @@ async fn metrics_expose_every_family_with_the_postpub_prefix() {
 
 #[tokio::test]
 async fn metrics_count_listener_reconnects_and_lease_rescues() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let port = free_port();
     let mut cfg = db.config();
     cfg.http.listen = format!("127.0.0.1:{port}");
@@ -157,8 +153,7 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
 
 #[tokio::test]
 async fn documents_are_served_with_etags_and_only_while_current() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (d, port) = daemon_with_http(&db, &["noop"]).await;
 
     let v1 = db
@@ -250,8 +245,7 @@ async fn documents_are_served_with_etags_and_only_while_current() {
 
 #[tokio::test]
 async fn collated_content_is_served_and_unfinished_versions_are_not() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("tr a-z A-Z");
     let port = free_port();
     let mut cfg = db.command_config(&script);

@@ -119,8 +119,7 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions_go_on() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // Budgets far above the memory limit: the bomb slips past them (as something the
     // budgets do not foresee would) and meets the bake process's address-space limit.
     let mut d = daemon(&db, UNBOUNDED_BUDGETS);
@@ -182,8 +181,7 @@ async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variants_of_the_bomb_each_error_once_and_the_rest_flows() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut d = daemon(&db, "");
     let body = format!(
         "<html><body>{}</body></html>",
@@ -225,8 +223,7 @@ async fn variants_of_the_bomb_each_error_once_and_the_rest_flows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replaced() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let d = daemon(&db, "timeout = \"2s\"");
     publish_current(&db, &c, "warm").await;
     let idle = bake_processes(&d);
@@ -281,8 +278,7 @@ async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replace
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bake_process_killed_mid_bake_errors_that_version_naming_the_signal() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // A bake that takes a while: many elements, each numbered.
     let css = "section { counter-increment: s; } section::before { content: counter(s); }";
     let body = format!(

@@ -11,8 +11,7 @@ use postpub::event::Event;
 
 #[tokio::test]
 async fn killing_the_listeners_backend_loses_nothing() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.poll_interval = Duration::from_secs(60); // only LISTEN can wake it in time
     let mut d = Daemon::start(cfg).await;
@@ -51,8 +50,7 @@ async fn killing_the_listeners_backend_loses_nothing() {
 
 #[tokio::test]
 async fn terminating_every_backend_of_the_daemon_loses_nothing() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.poll_interval = Duration::from_secs(60);
     let d = Daemon::start(cfg).await;
@@ -89,8 +87,7 @@ async fn terminating_every_backend_of_the_daemon_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_comes_back_quickly_however_often_its_backend_is_terminated() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.poll_interval = Duration::from_secs(60); // only LISTEN can wake it in time
     cfg.worker.concurrency = 8;

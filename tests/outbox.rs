@@ -424,9 +424,7 @@ fn spawn_relay(cfg: &Config, events: event::Events) -> (tokio::task::JoinHandle<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let nats = NatsServer::start().await;
     c.batch_execute(
         "select count(postpub.publish('doc-' || (i % 100), '<p>' || i || '</p>'))
@@ -468,22 +466,17 @@ async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order()
         );
     }
     assert!(m.json.get("body").is_none(), "no body unless include_body");
-    let left: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox_deliveries where delivered_at is null",
-            &[],
-        )
-        .await
-        .expect("deliveries")
-        .get(0);
+    let left = common::count(
+        &c,
+        "select count(*) from postpub.outbox_deliveries where delivered_at is null",
+    )
+    .await;
     assert_eq!(left, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_delays_events_but_loses_and_duplicates_none() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut nats = NatsServer::start().await;
     let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     db.publish(&c, "warm-up", "<p>w</p>", None).await;
@@ -520,16 +513,13 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
         "failures are recorded for a retry"
     );
     // Only heads are tried: later events of a document wait for the first.
-    let tried_beyond_head: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox o where o.attempts > 0 and exists
+    let tried_beyond_head = common::count(
+        &c,
+        "select count(*) from postpub.outbox o where o.attempts > 0 and exists
                (select 1 from postpub.outbox p where p.document = o.document and p.id < o.id
                   and p.delivered_at is null)",
-            &[],
-        )
-        .await
-        .expect("order")
-        .get(0);
+    )
+    .await;
     assert_eq!(
         tried_beyond_head, 0,
         "an event was tried before an earlier one of its document"
@@ -556,9 +546,7 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplicate() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let nats = NatsServer::start().await;
     let hook = Hook::start().await;
     let cfg = config(
@@ -656,9 +644,7 @@ async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeued() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     hook.answer("bad", 400);
     let mut sink = webhook_sink("hook", &hook.url());
@@ -772,9 +758,7 @@ async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_order() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     let mut cfg = config(
         &db,
@@ -798,9 +782,7 @@ async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_orde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let good = Hook::start().await;
     let flaky = Hook::start().await;
     flaky.answer_all(503);
@@ -833,21 +815,17 @@ async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
         let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
         assert_complete_and_ordered("each sink", &keys, &events);
     }
-    let tries: i64 = c
-        .query_one(
-            "select max(attempts)::bigint from postpub.outbox_deliveries where sink = 'good'",
-            &[],
-        )
-        .await
-        .expect("attempts")
-        .get(0);
+    let tries = common::count(
+        &c,
+        "select max(attempts)::bigint from postpub.outbox_deliveries where sink = 'good'",
+    )
+    .await;
     assert_eq!(tries, 1, "the good sink was tried once per event");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sinks_events_stay_in_the_table_untouched() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let d = Daemon::start(config(&db, vec![])).await;
     // Through the worker, so the daemon has certainly been running a while.
     let id = db
@@ -877,8 +855,7 @@ async fn without_sinks_events_stay_in_the_table_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     hook.answer("stuck", 400);
     let mut cfg = config(
@@ -896,11 +873,7 @@ async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept(
         Duration::from_secs(15),
         "delivered events deleted",
         || async {
-            let n: i64 = c
-                .query_one("select count(*) from postpub.outbox", &[])
-                .await
-                .expect("count")
-                .get(0);
+            let n = common::count(&c, "select count(*) from postpub.outbox").await;
             n == 1
         },
     )
@@ -915,36 +888,29 @@ async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept(
         .expect("the parked event is kept")
         .get(0);
     assert_eq!(left, "stuck");
-    let orphans: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox_deliveries d
+    let orphans = common::count(
+        &c,
+        "select count(*) from postpub.outbox_deliveries d
               where not exists (select 1 from postpub.outbox o where o.id = d.outbox_id)",
-            &[],
-        )
-        .await
-        .expect("deliveries")
-        .get(0);
+    )
+    .await;
     assert_eq!(orphans, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_names_become_one_escaped_subject_token_per_kind() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let nats = NatsServer::start().await;
     let d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     let doc = "books/a.b c*>é";
     db.publish(&c, doc, "<p>1</p>", None).await;
     db.delete(&c, doc).await; // through the worker: a `deleted` event
     wait_until(Duration::from_secs(10), "both events delivered", || async {
-        let n: i64 = c
-            .query_one(
-                "select count(*) from postpub.outbox where delivered_at is not null",
-                &[],
-            )
-            .await
-            .expect("count")
-            .get(0);
+        let n = common::count(
+            &c,
+            "select count(*) from postpub.outbox where delivered_at is not null",
+        )
+        .await;
         n == 2
     })
     .await;
@@ -967,8 +933,7 @@ async fn document_names_become_one_escaped_subject_token_per_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_sink_settles_the_events_only_it_still_owed() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let kept = Hook::start().await;
     let removed = Hook::start().await;
     removed.answer_all(503);
@@ -1001,8 +966,7 @@ async fn removing_a_sink_settles_the_events_only_it_still_owed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut nats = NatsServer::not_started();
     let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     for i in 0..3 {
@@ -1035,8 +999,7 @@ async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
 /// `last_error`, and the event is delivered once the receiver accepts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_retry_after_is_honoured() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     hook.answer_all(429);
     hook.retry_after("2");
@@ -1142,8 +1105,7 @@ async fn a_nats_server_requiring_an_nkey_gets_events_from_a_sink_with_the_seed()
         user.public_key()
     ))
     .await;
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     db.publish(&c, "secret", "<p>s</p>", None).await;
 
     let error = refusal_with(&db, &c, nats_sink(&server.url(), "SECURE")).await;
@@ -1188,8 +1150,7 @@ async fn a_tls_nats_server_gets_events_from_a_sink_that_trusts_its_ca() {
         key_file.display()
     ))
     .await;
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     db.publish(&c, "private", "<p>p</p>", None).await;
 
     let untrusting = nats_sink_with(&server, "TLS", |n| n.tls_required = true);

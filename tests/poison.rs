@@ -38,8 +38,7 @@ async fn versions_and_documents(c: &Client) -> (i64, i64) {
 
 #[tokio::test]
 async fn text_postgresql_cannot_hold_is_refused_by_publish_and_nothing_is_written() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (_db, c) = TestDb::with_client().await;
     let before = versions_and_documents(&c).await;
     // (how it is sent, statement, SQLSTATE, message fragment)
     let cases: [(&str, &str, &str, &str); 5] = [
@@ -112,8 +111,7 @@ async fn text_postgresql_cannot_hold_is_refused_by_publish_and_nothing_is_writte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memory_stays_bounded() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new(STEP);
     let mut daemon = Proc::start(&process::config(
         &db.url,
@@ -133,14 +131,11 @@ async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memo
         .publish(&c, "malformed", "<div><p>unclosed</div>", recipe)
         .await;
     let nul_ref = db.publish(&c, "nul-ref", "<p>a&#0;b</p>", recipe).await;
-    let huge: i64 = c
-        .query_one(
-            "select postpub.publish('huge', '<p>' || repeat('x', 50 * 1024 * 1024) || '</p>', 'p {}')",
-            &[],
-        )
-        .await
-        .expect("publish 50 MB")
-        .get(0);
+    let huge = common::count(
+        &c,
+        "select postpub.publish('huge', '<p>' || repeat('x', 50 * 1024 * 1024) || '</p>', 'p {}')",
+    )
+    .await;
     // Good documents alongside, while the poison is being processed.
     let mut good = Vec::new();
     for i in 0..20 {
@@ -250,8 +245,7 @@ async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_one_cpu() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let cfg = |url: &str| {
         process::config(
             url,
@@ -263,14 +257,11 @@ async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_
     // A one-CPU deployment (a container limited to one CPU gets one runtime thread).
     let mut a = Proc::start_with_env(&cfg(&db.url), &[("TOKIO_WORKER_THREADS", "1")]);
     // 16 MB of text: several seconds of validation in a debug build, 0.5 s in release.
-    let big: i64 = c
-        .query_one(
-            "select postpub.publish('big', '<p>' || repeat('x', 16 * 1024 * 1024) || '</p>', 'p {}')",
-            &[],
-        )
-        .await
-        .expect("publish 16 MB")
-        .get(0);
+    let big = common::count(
+        &c,
+        "select postpub.publish('big', '<p>' || repeat('x', 16 * 1024 * 1024) || '</p>', 'p {}')",
+    )
+    .await;
     let t0 = Instant::now();
     wait_until(Duration::from_secs(15), "A holds it", || async {
         held_by(&c, a.pid()).await == 1

@@ -33,8 +33,7 @@ fn count_in_log(path: &std::path::Path, needle: &str) -> usize {
 
 #[tokio::test]
 async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 0.4; printf '%s' \"$body\"");
     let mut child = Proc::start(&config(&db, &script, 1, "[\"command\"]", "info"));
     let log_path = child.log.clone();

@@ -32,8 +32,7 @@ async fn terminate(daemon: &mut Proc, within: Duration) -> (ExitStatus, Duration
 
 #[tokio::test]
 async fn sigterm_during_work_finishes_it_and_leaves_nothing_processing() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 1; printf '%s' \"$body\"");
     let mut daemon = start(&db, &script, 4, "10s");
     for i in 0..8 {
@@ -58,8 +57,7 @@ async fn sigterm_during_work_finishes_it_and_leaves_nothing_processing() {
 
 #[tokio::test]
 async fn work_still_running_at_the_shutdown_timeout_is_released_without_counting_the_attempt() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("cat >/dev/null; sleep 30");
     let mut daemon = start(&db, &script, 4, "1s");
     let v = db.publish(&c, "slow", "<p>x</p>", Some("p {}")).await;
@@ -89,8 +87,7 @@ async fn terminate_with_100_in_flight(
     step: &str,
     shutdown_timeout: &str,
 ) -> (TestDb, Client, Proc, ExitStatus, Duration) {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new(step);
     let mut daemon = start(&db, &script, 100, shutdown_timeout);
     c.batch_execute(

@@ -145,14 +145,11 @@ async fn soak_under_repeated_crashes_restarts_and_stalls_loses_and_doubles_nothi
     }
     let (ids, refused) = acked.lock().unwrap().clone();
     let acc = assert_nothing_lost(&c, &ids).await;
-    let errored: i64 = c
-        .query_one(
-            "select count(*) from postpub.versions where state = 'errored'",
-            &[],
-        )
-        .await
-        .expect("errored")
-        .get(0);
+    let errored = common::count(
+        &c,
+        "select count(*) from postpub.versions where state = 'errored'",
+    )
+    .await;
     println!(
         "faults {faults:?}; {} publishes acknowledged, {refused} refused; {acc:?}; errored {errored}",
         ids.len()

@@ -286,6 +286,15 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// A fresh, migrated database and a connection to it: the start of most tests (with
+    /// the test logs on when `RUST_LOG` asks for them).
+    pub async fn with_client() -> (TestDb, Client) {
+        init_logs();
+        let db = TestDb::new().await;
+        let c = db.client().await;
+        (db, c)
+    }
+
     /// An empty database (not migrated).
     pub async fn empty() -> TestDb {
         let name = format!(
@@ -587,7 +596,7 @@ pub fn init_logs() {
 }
 
 /// The single number `sql` selects.
-pub async fn count(c: &Client, sql: &str) -> i64 {
+pub async fn count(c: &impl tokio_postgres::GenericClient, sql: &str) -> i64 {
     c.query_one(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
