@@ -50,12 +50,30 @@ async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_docum
     }
 }
 
+/// Finishes one claimed version as `worker` would; what became of it.
+async fn finish_one(
+    c: &deadpool_postgres::Object,
+    worker: &str,
+    id: i64,
+    token: i64,
+    outcome: Outcome,
+) -> Vec<(i64, Finished)> {
+    claim::finish_batch(c, worker, &[Finish { id, token, outcome }])
+        .await
+        .unwrap_or_else(|e| panic!("{worker} finishing {id}: {e}"))
+}
+
+/// A fresh database and a connection from the daemon's own pool (what `claim` takes).
+async fn pooled() -> (TestDb, deadpool_postgres::Pool, deadpool_postgres::Object) {
+    let db = TestDb::new().await;
+    let (pool, _) = postpub::db::pool(&db.config().database).expect("pool");
+    let c = pool.get().await.expect("conn");
+    (db, pool, c)
+}
+
 #[tokio::test]
 async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
-    let db = TestDb::new().await;
-    let pool_cfg = db.config();
-    let (pool, _) = postpub::db::pool(&pool_cfg.database).expect("pool");
-    let c = pool.get().await.expect("conn");
+    let (db, _pool, c) = pooled().await;
     let v = db.publish(&c, "fenced", "<p>x</p>", Some(RECIPE)).await;
 
     // Worker A claims with a 1 s lease and then stalls.
@@ -63,7 +81,21 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
         .await
         .expect("claim a");
     assert_eq!(a.len(), 1);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A stalls until its lease has run out.
+    wait_until(
+        Duration::from_secs(10),
+        "A's 1 s lease to run out",
+        || async {
+            c.query_one(
+                "select locked_until < now() from postpub.versions where id = $1",
+                &[&v],
+            )
+            .await
+            .expect("lease")
+            .get::<_, bool>(0)
+        },
+    )
+    .await;
     let rescued = claim::rescue_expired(&c, "rescuer", 5)
         .await
         .expect("rescue");
@@ -82,17 +114,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     assert_eq!(b[0].attempts, 2);
 
     // A wakes up and tries to error it: fenced off, nothing written.
-    let late = claim::finish_batch(
-        &c,
-        "worker-a",
-        &[Finish {
-            id: v,
-            token: a[0].token,
-            outcome: Outcome::Error("late".into()),
-        }],
-    )
-    .await
-    .expect("finish a");
+    let late = finish_one(&c, "worker-a", v, a[0].token, Outcome::Error("late".into())).await;
     assert_eq!(late, vec![(v, Finished::Lost)]);
     assert_eq!(db.state(&c, v).await, "processing");
     // A's renewal does not extend B's lease either.
@@ -102,20 +124,17 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     assert!(renewed.is_empty());
 
     // B finishes normally.
-    let done = claim::finish_batch(
+    let done = finish_one(
         &c,
         "worker-b",
-        &[Finish {
-            id: v,
-            token: b[0].token,
-            outcome: Outcome::Publish {
-                collated: Some("<p>X</p>".into()),
-                warnings: vec![],
-            },
-        }],
+        v,
+        b[0].token,
+        Outcome::Publish {
+            collated: Some("<p>X</p>".into()),
+            warnings: vec![],
+        },
     )
-    .await
-    .expect("finish b");
+    .await;
     assert_eq!(
         done,
         vec![(v, Finished::State(postpub::db::State::Current))]
@@ -194,10 +213,7 @@ async fn a_version_rescued_after_its_last_attempt_is_errored_not_retried_forever
 /// operator requeued an old errored version) is superseded, never claimed.
 #[tokio::test]
 async fn a_claim_takes_the_newest_pending_version_and_supersedes_what_can_never_be_current() {
-    let db = TestDb::new().await;
-    let pool_cfg = db.config();
-    let (pool, _) = postpub::db::pool(&pool_cfg.database).expect("pool");
-    let c = pool.get().await.expect("conn");
+    let (db, _pool, c) = pooled().await;
     let lease = Duration::from_secs(30);
 
     // "three": versions 1..3 pending at once.

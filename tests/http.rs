@@ -76,14 +76,17 @@ async fn metrics_expose_every_family_with_the_postpub_prefix() {
         matches!(e, postpub::event::Event::Finished { version_id, .. } if *version_id == bad || *version_id == ok)
     })
     .await;
-    let mut m = get(port, "/metrics", &[]).await;
-    for _ in 0..50 {
-        if m.body.contains("outcome=\"errored\"} 1") && m.body.contains("outcome=\"current\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        m = get(port, "/metrics", &[]).await;
-    }
+    let m = common::wait_for(
+        Duration::from_secs(5),
+        "both outcomes counted in /metrics",
+        || async {
+            let m = get(port, "/metrics", &[]).await;
+            let counted = m.body.contains("outcome=\"errored\"} 1")
+                && m.body.contains("outcome=\"current\"} 1");
+            counted.then_some(m)
+        },
+    )
+    .await;
     assert_eq!(m.status, 200);
     assert!(
         m.header("content-type").unwrap_or("").contains("text"),

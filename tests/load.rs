@@ -64,7 +64,8 @@ async fn four_daemons_process_20000_versions_over_500_documents_each_exactly_onc
         )
         .await
         .expect("publish a batch");
-        // Keep publishing spread over a while, so that claims and publishes interleave.
+        // The scenario's pace, not a wait: publishing spread over a while, so that claims
+        // and publishes interleave.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let published_in = t0.elapsed();

@@ -119,6 +119,12 @@ impl NatsServer {
         async_nats::jetstream::new(client)
     }
 
+    /// The message ids (`Nats-Msg-Id`) of `stream`, in stream order.
+    async fn msg_ids(&self, stream: &str) -> Vec<String> {
+        let msgs = self.messages(stream).await;
+        msgs.into_iter().map(|m| m.msg_id).collect()
+    }
+
     /// Every message of `stream`, in stream order.
     async fn messages(&self, stream: &str) -> Vec<StreamMsg> {
         use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -263,6 +269,12 @@ impl Hook {
             .into_iter()
             .filter(|r| r.status < 300)
             .collect()
+    }
+
+    /// Checks that it accepted every event of `events` once, each document's in order.
+    fn assert_got_all(&self, what: &str, events: &HashMap<String, (String, i64)>) {
+        let keys: Vec<String> = self.accepted().into_iter().map(|r| r.key).collect();
+        assert_complete_and_ordered(what, &keys, events);
     }
 }
 
@@ -535,12 +547,7 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
     d.stop().await;
 
     let events = events_by_id(&c).await;
-    let ids: Vec<String> = nats
-        .messages("POSTPUB")
-        .await
-        .into_iter()
-        .map(|m| m.msg_id)
-        .collect();
+    let ids = nats.msg_ids("POSTPUB").await;
     assert_complete_and_ordered("stream after the outage", &ids, &events);
 }
 
@@ -776,8 +783,7 @@ async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_orde
     all_delivered(&c, Duration::from_secs(30), "every event delivered").await;
     a.stop().await;
     b.stop().await;
-    let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
-    assert_complete_and_ordered("webhook", &keys, &events_by_id(&c).await);
+    hook.assert_got_all("webhook", &events_by_id(&c).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,8 +818,7 @@ async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
     d.stop().await;
     let events = events_by_id(&c).await;
     for hook in [&good, &flaky] {
-        let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
-        assert_complete_and_ordered("each sink", &keys, &events);
+        hook.assert_got_all("each sink", &events);
     }
     let tries = common::count(
         &c,
@@ -960,8 +965,7 @@ async fn removing_a_sink_settles_the_events_only_it_still_owed() {
     db.publish(&c, "s", "<p>2</p>", None).await;
     all_delivered(&c, Duration::from_secs(10), "both events delivered").await;
     d.stop().await;
-    let keys: Vec<String> = kept.accepted().into_iter().map(|r| r.key).collect();
-    assert_complete_and_ordered("the kept sink", &keys, &events_by_id(&c).await);
+    kept.assert_got_all("the kept sink", &events_by_id(&c).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -985,12 +989,7 @@ async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
     nats.restart().await;
     all_delivered(&c, Duration::from_secs(15), "delivered once NATS is up").await;
     d.stop().await;
-    let ids: Vec<String> = nats
-        .messages("POSTPUB")
-        .await
-        .into_iter()
-        .map(|m| m.msg_id)
-        .collect();
+    let ids = nats.msg_ids("POSTPUB").await;
     assert_complete_and_ordered("stream", &ids, &events_by_id(&c).await);
 }
 

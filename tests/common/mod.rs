@@ -274,9 +274,10 @@ impl TestDb {
                 Ok(()) => break,
                 // "source database is being accessed by other users": another process is
                 // copying it right now.
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
+                    // Backoff before the next try (the copy takes a moment), not a wait for
+                    // a condition: the CREATE itself is the probe.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("create {name}: {e}"),
