@@ -600,7 +600,11 @@ impl Config {
         self.database.validate()?;
         self.validate_pipeline()?;
         if let Err(e) = crate::logging::check_level(&self.log.level) {
-            return bad("log.level", format!("is not a valid filter: {e}"));
+            let reason = match e {
+                crate::logging::LevelError::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return bad("log.level", format!("is not a valid filter: {reason}"));
         }
         if self.pipeline.max_body_bytes == 0 {
             return bad("pipeline.max_body_bytes", "must be more than 0");

@@ -34,7 +34,7 @@ pub enum StartError {
     Db(#[from] db::Error),
     /// The pipeline could not be built.
     #[error("pipeline: {0}")]
-    Pipeline(String),
+    Pipeline(#[from] crate::pipeline::BuildError),
     /// `http.listen` could not be bound.
     #[error(transparent)]
     Http(#[from] http::BindError),
@@ -100,7 +100,7 @@ pub async fn run_with_reload(
         "" => None,
         addr => Some(http::bind(addr).await?),
     };
-    let pipeline = Pipeline::from_config(&cfg.pipeline).map_err(StartError::Pipeline)?;
+    let pipeline = Pipeline::from_config(&cfg.pipeline)?;
     let base = Base {
         pool: pool.clone(),
         target: target.clone(),

@@ -20,6 +20,7 @@ use crate::backoff::DbRetry;
 use crate::config::{Config, WorkerConfig};
 use crate::db;
 use crate::event::Event;
+use crate::pipeline::BuildError;
 use crate::service::Base;
 
 /// The claim loop's view of the configuration, rebuilt on reload.
@@ -29,7 +30,7 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Settings, String> {
+    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Settings, BuildError> {
         Ok(Settings {
             worker: cfg.worker.clone(),
             process: Arc::new(Processor::new(cfg, base)?),
