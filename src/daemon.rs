@@ -62,8 +62,7 @@ fn listener(
     events: &Events,
 ) -> Listener {
     Listener::new(
-        cfg.database.listen_url().to_owned(),
-        cfg.database.connect_timeout,
+        db::Spec::listen(&cfg.database),
         cfg.worker.poll_interval,
         wakeups.clone(),
         ready,

@@ -7,8 +7,13 @@
 //!
 //! Architecture map (one module per concern):
 //! - [`config`]   — TOML + `POSTPUB__*` + `DATABASE_URL` layering, validated once.
-//! - [`db`]       — connections, the pool, typed errors, `State`; [`db::migrate`] applies
-//!   `sql/NNNN_*.sql`; [`db::sql`] holds the statements of `sql/queries/`.
+//! - [`db`]       — connections, the pool, typed errors, `State`; [`db::endpoint`] turns a
+//!   URL, `[database]` and the environment into connections (TLS in [`db::tls`]);
+//!   [`db::migrate`] applies `sql/NNNN_*.sql`; [`db::sql`] holds the statements of
+//!   `sql/queries/`.
+//! - [`conninfo`] — libpq connection strings: the TLS and password parameters psql users
+//!   write, taken out before the driver reads the rest (syntax only; `config` and `db`
+//!   both use it).
 //! - [`listener`] — the dedicated LISTEN connection: reconnect, re-LISTEN, wake-ups.
 //! - [`worker`]   — claim loop, finisher and lease renewer; [`worker::claim`] wraps the
 //!   claim/finish SQL; [`worker::rescuer`] takes back expired leases.
@@ -41,6 +46,7 @@ pub mod cluster;
 /// and `postpub bake` call.
 pub use postpub_baker as collate;
 pub mod config;
+pub mod conninfo;
 pub mod daemon;
 pub mod db;
 pub mod demo;

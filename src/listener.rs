@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
@@ -49,8 +49,9 @@ impl Wakeups {
 
 /// The LISTEN service.
 pub struct Listener {
-    /// Where to connect (the direct URL when the pool goes through a pooler).
-    url: String,
+    /// Where to connect (the direct URL when the pool goes through a pooler), resolved
+    /// again at each reconnect so a rotated password file is read.
+    spec: db::Spec,
     /// Connect timeout, also used for the health query.
     connect_timeout: Duration,
     /// How often the connection is checked with `select 1`.
@@ -66,16 +67,15 @@ pub struct Listener {
 impl Listener {
     /// A listener; `ready` turns true once LISTEN is active.
     pub fn new(
-        url: String,
-        connect_timeout: Duration,
+        spec: db::Spec,
         health_interval: Duration,
         wakeups: Wakeups,
         ready: watch::Sender<bool>,
         events: Events,
     ) -> Self {
         Self {
-            url,
-            connect_timeout,
+            connect_timeout: spec.connect_timeout,
+            spec,
             health_interval,
             wakeups,
             ready,
@@ -121,18 +121,8 @@ impl Listener {
     /// One connection's life: connect, LISTEN, wake everyone, forward notifications.
     /// Returns `Ok` when cancelled, `Err(reason)` when the connection is lost.
     async fn session(&self, cancel: &CancellationToken, reconnects: u64) -> Result<(), String> {
-        let cfg = db::pg_config(&self.url, self.connect_timeout).map_err(|e| e.to_string())?;
-        let (client, mut connection) =
-            tokio::time::timeout(self.connect_timeout, cfg.connect(NoTls))
-                .await
-                .map_err(|_| format!("connecting to {} timed out", db::target(&cfg)))?
-                .map_err(|e| {
-                    format!(
-                        "cannot connect to {}: {}",
-                        db::target(&cfg),
-                        db::describe(&e)
-                    )
-                })?;
+        let endpoint = self.spec.resolve().map_err(|e| e.to_string())?;
+        let (client, mut connection) = endpoint.connect_raw().await.map_err(|e| e.to_string())?;
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
