@@ -79,9 +79,11 @@ impl Spec {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
+        let mut password_path = None;
         if pg.get_password().is_none() {
-            if let Some(pw) = password(self, &split.params, &pg, env)? {
+            if let Some((pw, from_file)) = password(self, &split.params, &pg, env)? {
                 pg.password(pw);
+                password_path = from_file;
             }
         }
         let connector = MakeRustls::new(tls.clone()).map_err(|e| Error::Tls {
@@ -93,6 +95,7 @@ impl Spec {
             pg,
             connector,
             tls,
+            password_path,
             connect_timeout: self.connect_timeout,
         })
     }
@@ -114,6 +117,8 @@ pub struct Endpoint {
     connector: MakeRustls,
     tls: tls::Settings,
     target: String,
+    /// The password file the password came from, read again for each pooled connection.
+    password_path: Option<PathBuf>,
     connect_timeout: Duration,
 }
 
@@ -143,9 +148,17 @@ impl Endpoint {
         &self.pg
     }
 
-    /// The connector for pools ([`deadpool_postgres::Manager`]).
-    pub fn connector(&self) -> MakeRustls {
-        self.connector.clone()
+    /// A pool manager whose new connections read the password file again, so a rotated
+    /// password reaches the pool without a restart.
+    pub fn manager(&self, config: deadpool_postgres::ManagerConfig) -> deadpool_postgres::Manager {
+        deadpool_postgres::Manager::from_connect(
+            self.pg.clone(),
+            Reconnect {
+                connector: self.connector.clone(),
+                password_path: self.password_path.clone(),
+            },
+            config,
+        )
     }
 
     /// Opens a connection and hands over its driver (the LISTEN connection polls it for
@@ -182,6 +195,44 @@ impl Endpoint {
             }
         });
         Ok(client)
+    }
+}
+
+/// How the pool opens connections: our TLS connector, and the password file read again.
+struct Reconnect {
+    connector: MakeRustls,
+    password_path: Option<PathBuf>,
+}
+
+impl deadpool_postgres::Connect for Reconnect {
+    fn connect(
+        &self,
+        pg: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let mut pg = pg.clone();
+        if let Some(path) = &self.password_path {
+            match read_password_file(path) {
+                Ok(pw) => {
+                    pg.password(pw);
+                }
+                // The driver's error type cannot carry ours: keep the password we have,
+                // which the server then judges.
+                Err(e) => tracing::warn!(error = %e, "keeping the password read before"),
+            }
+        }
+        let tls = self.connector.clone();
+        Box::pin(async move {
+            let (client, connection) = pg.connect(tls).await?;
+            let handle = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "database connection closed");
+                }
+            });
+            Ok((client, handle))
+        })
     }
 }
 
@@ -262,19 +313,20 @@ fn conninfo_root(v: &str) -> RootCert {
 }
 
 /// The password when the URL has none: the password file, `PGPASSWORD`, then the
-/// `.pgpass` file (`passfile`, `PGPASSFILE`, `~/.pgpass`).
+/// `.pgpass` file (`passfile`, `PGPASSFILE`, `~/.pgpass`); with the password file's path
+/// when it came from there.
 fn password(
     spec: &Spec,
     params: &conninfo::Params,
     pg: &tokio_postgres::Config,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<(String, Option<PathBuf>)>, Error> {
     if let Some(file) = &spec.password_file {
         let path = conninfo::credential_path(file, env("CREDENTIALS_DIRECTORY").as_deref());
-        return read_password_file(&path).map(Some);
+        return read_password_file(&path).map(|pw| Some((pw, Some(path))));
     }
     if let Some(pw) = env("PGPASSWORD") {
-        return Ok(Some(pw));
+        return Ok(Some((pw, None)));
     }
     let passfile = params
         .passfile
@@ -300,7 +352,7 @@ fn password(
     let port = pg.get_ports().first().copied().unwrap_or(5432);
     let user = pg.get_user().unwrap_or("postgres");
     let db = pg.get_dbname().unwrap_or(user);
-    Ok(conninfo::pgpass_lookup(&text, &host, port, db, user))
+    Ok(conninfo::pgpass_lookup(&text, &host, port, db, user).map(|pw| (pw, None)))
 }
 
 fn is_group_or_world_readable(path: &Path) -> bool {

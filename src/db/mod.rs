@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -339,13 +339,9 @@ pub fn pool_with(
 ) -> Result<(Pool, String), Error> {
     let endpoint = Spec::main(cfg).resolve()?;
     let target = endpoint.target().to_owned();
-    let manager = Manager::from_config(
-        endpoint.pg_config().clone(),
-        endpoint.connector(),
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = endpoint.manager(ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    });
     clock_base();
     let mut builder = Pool::builder(manager)
         .max_size(size)

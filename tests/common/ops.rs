@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::NoTls;
 
 use super::server_url;
 
@@ -163,7 +162,7 @@ impl Drop for LoginRole {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await else {
+                let Ok((c, conn)) = super::connect_raw(&server_url()).await else {
                     return;
                 };
                 tokio::spawn(conn);
@@ -175,7 +174,7 @@ impl Drop for LoginRole {
                     .await;
                 // A role that owns objects or holds grants cannot be dropped until they go.
                 for url in dbs {
-                    if let Ok((d, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                    if let Ok((d, conn)) = super::connect_raw(&url).await {
                         tokio::spawn(conn);
                         let _ = d
                             .batch_execute(&format!("drop owned by {name} cascade"))
