@@ -124,7 +124,17 @@ pub async fn connect_raw(
     ),
     db::Error,
 > {
-    db::Spec::url(url, Duration::from_secs(10))
+    // Not postpub's application name: tests find (and terminate) the daemon's sessions
+    // by it.
+    let url = if url.contains("application_name") {
+        url.to_owned()
+    } else if url.starts_with("postgres") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}application_name=postpub-test")
+    } else {
+        format!("{url} application_name=postpub-test")
+    };
+    db::Spec::url(&url, Duration::from_secs(10))
         .resolve()?
         .connect_raw()
         .await
