@@ -191,6 +191,13 @@ async fn migrate_run_status_and_relay_work_with_verify_full() {
         .expect("pg_stat_ssl")
         .get(0);
     assert!(ssl, "our own connection is not encrypted");
+    // SCRAM with channel binding to the server's certificate (SCRAM-SHA-256-PLUS).
+    postpub::db::connect(
+        &format!("{url}&channel_binding=require"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("a connection with channel binding");
     let daemon = Daemon::start(tls.config(url.clone())).await;
     let id: i64 = c
         .query_one(

@@ -363,12 +363,99 @@ fn certificate_reason(c: &CertificateError) -> String {
 pub struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
 
 impl tokio_postgres::tls::TlsStream for RustlsStream {
+    /// SCRAM channel binding (`tls-server-end-point`, RFC 5929): the hash of the server's
+    /// certificate, so a password exchange cannot be relayed through someone else's TLS
+    /// session even when the mode does not check the certificate. None when the
+    /// certificate's signature names no usable hash (the server cannot bind then either).
     fn channel_binding(&self) -> ChannelBinding {
-        // SCRAM channel binding (tls-server-end-point) needs the hash named by the
-        // certificate's signature algorithm; without it the server is authenticated by
-        // its certificate alone, as with libpq's default channel_binding=prefer and a
-        // non-OpenSSL build.
-        ChannelBinding::none()
+        let cert = self
+            .0
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        match cert.and_then(|c| end_point_hash(c.as_ref())) {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
+    }
+}
+
+/// The certificate's hash as `tls-server-end-point` wants it: with the hash of its
+/// signature algorithm, SHA-256 for MD5 and SHA-1.
+fn end_point_hash(der: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest as _;
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, … }, … }
+    let (_, cert, _) = der_item(der)?;
+    let (_, _tbs, rest) = der_item(cert)?;
+    let (_, algorithm, _) = der_item(rest)?;
+    let (tag, oid, _) = der_item(algorithm)?;
+    if tag != 0x06 {
+        return None;
+    }
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let hash = match (oid.strip_prefix(RSA), oid.strip_prefix(ECDSA)) {
+        // md5, sha1, sha256 WithRSAEncryption; ecdsa-with-SHA1, ecdsa-with-SHA256
+        (Some([0x04 | 0x05 | 0x0b]), _) | (_, Some([0x01] | [0x03, 0x02])) => 256,
+        (Some([0x0c]), _) | (_, Some([0x03, 0x03])) => 384,
+        (Some([0x0d]), _) | (_, Some([0x03, 0x04])) => 512,
+        _ => return None,
+    };
+    Some(match hash {
+        256 => sha2::Sha256::digest(der).to_vec(),
+        384 => sha2::Sha384::digest(der).to_vec(),
+        _ => sha2::Sha512::digest(der).to_vec(),
+    })
+}
+
+/// One DER item: its tag, its content and what follows it.
+fn der_item(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = data.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_binding_hash_follows_the_signature_algorithm() {
+        use sha2::Digest as _;
+        // rcgen signs with ECDSA P-256 and SHA-256 by default.
+        let cert = rcgen::generate_simple_self_signed(vec!["h".to_owned()])
+            .expect("rcgen")
+            .cert;
+        let der = cert.der().to_vec();
+        assert_eq!(
+            end_point_hash(&der),
+            Some(sha2::Sha256::digest(&der).to_vec())
+        );
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["h".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let der = cert.der().to_vec();
+        assert_eq!(
+            end_point_hash(&der),
+            Some(sha2::Sha384::digest(&der).to_vec())
+        );
+        assert_eq!(end_point_hash(b"not a certificate"), None);
+        assert_eq!(end_point_hash(&der[..10]), None);
     }
 }
 
