@@ -154,7 +154,7 @@ struct Bench {
 impl Bench {
     async fn create(cfg: &Config) -> anyhow::Result<Bench> {
         let name = format!("postpub_bench_{}", std::process::id());
-        let admin = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+        let admin = db::Spec::main(&cfg.database).connect().await?;
         admin
             .batch_execute(&format!("drop database if exists {name} with (force)"))
             .await
@@ -167,7 +167,7 @@ impl Bench {
         let admin_url = cfg.database.url.clone();
         cfg.database.url = db::url_with_database(&admin_url, &name)?;
         cfg.database.listen_url = String::new();
-        let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+        let mut client = db::Spec::main(&cfg.database).connect().await?;
         migrate::migrate(&mut client).await?;
         Ok(Bench {
             cfg,
@@ -180,7 +180,11 @@ impl Bench {
     /// (also after an interruption, when the scenario did not get to remove it itself).
     async fn drop_database(&self) {
         let _ = std::fs::remove_file(self.config_path());
-        if let Ok(admin) = db::connect(&self.admin_url, self.cfg.database.connect_timeout).await {
+        let admin = db::Spec {
+            url: self.admin_url.clone(),
+            ..db::Spec::main(&self.cfg.database)
+        };
+        if let Ok(admin) = admin.connect().await {
             let _ = admin
                 .batch_execute(&format!(
                     "drop database if exists {} with (force)",
@@ -191,7 +195,7 @@ impl Bench {
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(db::connect(&self.cfg.database.url, self.cfg.database.connect_timeout).await?)
+        Ok(db::Spec::main(&self.cfg.database).connect().await?)
     }
 
     async fn run_all(&self, args: &BenchArgs) -> anyhow::Result<Map<String, Value>> {
