@@ -176,7 +176,7 @@ struct Bench {
 impl Bench {
     async fn create(cfg: &Config) -> anyhow::Result<Bench> {
         let name = format!("postpub_bench_{}", std::process::id());
-        let admin = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+        let admin = db::Spec::main(&cfg.database).connect().await?;
         admin
             .batch_execute(&sql::for_database(sql::DROP_DATABASE, &name))
             .await
@@ -189,7 +189,7 @@ impl Bench {
         let admin_url = cfg.database.url.clone();
         cfg.database.url = db::url_with_database(&admin_url, &name)?;
         cfg.database.listen_url = String::new();
-        let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+        let mut client = db::Spec::main(&cfg.database).connect().await?;
         migrate::migrate(&mut client).await?;
         Ok(Bench {
             cfg,
@@ -202,7 +202,11 @@ impl Bench {
     /// (also after an interruption, when the scenario did not get to remove it itself).
     async fn drop_database(&self) {
         let _ = std::fs::remove_file(self.config_path());
-        if let Ok(admin) = db::connect(&self.admin_url, self.cfg.database.connect_timeout).await {
+        let admin = db::Spec {
+            url: self.admin_url.clone(),
+            ..db::Spec::main(&self.cfg.database)
+        };
+        if let Ok(admin) = admin.connect().await {
             let _ = admin
                 .batch_execute(&sql::for_database(sql::DROP_DATABASE, &self.name))
                 .await;
@@ -210,7 +214,7 @@ impl Bench {
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(db::connect(&self.cfg.database.url, self.cfg.database.connect_timeout).await?)
+        Ok(db::Spec::main(&self.cfg.database).connect().await?)
     }
 
     async fn run_all(&self, args: &BenchArgs) -> anyhow::Result<Map<String, Value>> {

@@ -78,8 +78,14 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// Connection URL for the work pool.
     pub url: String,
+    /// File holding the password for `url` (first line), when the URL has none; a
+    /// relative path is looked up in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
+    /// when set. Empty = none (then `PGPASSWORD`, then `~/.pgpass`, as libpq).
+    pub password_file: String,
     /// Direct connection for LISTEN when `url` goes through PgBouncer; empty = `url`.
     pub listen_url: String,
+    /// Password file for `listen_url`; empty = `password_file`.
+    pub listen_password_file: String,
     /// Connections in the work pool.
     pub pool_size: usize,
     /// How long to wait for a new connection before calling the database unreachable.
@@ -91,7 +97,9 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: DEFAULT_DATABASE_URL.to_owned(),
+            password_file: String::new(),
             listen_url: String::new(),
+            listen_password_file: String::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
         }
@@ -119,17 +127,25 @@ impl DatabaseConfig {
             if key == "database.listen_url" && url.trim().is_empty() {
                 continue;
             }
-            if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                let cause = std::error::Error::source(&e)
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default();
+            if let Err(e) = crate::conninfo::parse(url) {
                 return bad(
                     key,
-                    format!(
-                        "is not a PostgreSQL connection URL ({e}{cause}): {}",
-                        redact(url)
-                    ),
+                    format!("is not a PostgreSQL connection URL ({e}): {}", redact(url)),
                 );
+            }
+        }
+        let credentials = std::env::var("CREDENTIALS_DIRECTORY").ok();
+        for (key, file) in [
+            ("database.password_file", &self.password_file),
+            ("database.listen_password_file", &self.listen_password_file),
+        ] {
+            if file.trim().is_empty() {
+                continue;
+            }
+            let path = crate::conninfo::credential_path(Path::new(file), credentials.as_deref());
+            // Readable now, so a typo is a usage error; read again at each connect.
+            if let Err(e) = std::fs::File::open(&path) {
+                return bad(key, format!("cannot be read: {}: {e}", path.display()));
             }
         }
         Ok(())

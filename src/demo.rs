@@ -59,7 +59,7 @@ pub async fn main(cfg: &Config, database: &str, url_given: bool) -> anyhow::Resu
     if url_given {
         return run(cfg, database, &interrupt, false).await;
     }
-    let (why, refused) = match db::connect(&cfg.database.url, cfg.database.connect_timeout).await {
+    let (why, refused) = match db::Spec::main(&cfg.database).connect().await {
         Ok(_) => return run(cfg, database, &interrupt, false).await,
         Err(e) => match cluster::stand_in_reason(&e) {
             Some(why) => (why, e),
@@ -158,7 +158,7 @@ the throwaway PostgreSQL goes now; give --database-url to keep {database} for ex
 
 /// Creates and migrates the demo database; returns the daemon's settings and a client.
 async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_postgres::Client)> {
-    let admin_client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    let admin_client = db::Spec::main(&cfg.database).connect().await?;
     // Separate statements: DROP/CREATE DATABASE refuse to run in a transaction block.
     admin_client
         .batch_execute(&sql::for_database(sql::DROP_DATABASE, database))
@@ -178,7 +178,7 @@ async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_
     cfg.worker.backoff.initial = Duration::from_millis(100);
     cfg.http.listen = String::new();
 
-    let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    let mut client = db::Spec::main(&cfg.database).connect().await?;
     let report = migrate::migrate(&mut client).await?;
     crate::say!(
         "created database {database} and migrated it to schema version {}",

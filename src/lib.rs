@@ -9,12 +9,17 @@
 //! between them and what each may not know). Top-level modules import each other
 //! without cycles.
 //! - [`config`]   — TOML + `POSTPUB__*` + `DATABASE_URL` layering, validated once; it
-//!   imports only leaves ([`backoff`], [`logging`], [`collate`]).
+//!   imports only leaves ([`backoff`], [`logging`], [`collate`], [`conninfo`]).
 //! - [`backoff`]  — retry delays (exponential, with jitter) and the pause after a failed
 //!   database round; the worker and the relay share it.
-//! - [`db`]       — connections, the pool, typed errors, `State`; [`db::migrate`] applies
-//!   `sql/NNNN_*.sql`; [`db::sql`] holds the statements of `sql/queries/`; [`db::row`]
-//!   reads query results into a struct per query, by column name.
+//! - [`conninfo`] — libpq connection strings: the TLS and password parameters psql users
+//!   write, taken out before the driver reads the rest (syntax only; `config` and `db`
+//!   both use it).
+//! - [`db`]       — connections, the pool, typed errors, `State`; [`db::endpoint`] turns a
+//!   URL, `[database]` and the environment into connections (TLS in [`db::tls`]);
+//!   [`db::migrate`] applies `sql/NNNN_*.sql`; [`db::sql`] holds the statements of
+//!   `sql/queries/`; [`db::row`] reads query results into a struct per query, by column
+//!   name.
 //! - [`service`]  — what every service gets from the daemon (pool, target, actor,
 //!   events).
 //! - [`listener`] — the dedicated LISTEN connection: reconnect, re-LISTEN, wake-ups.
@@ -56,6 +61,7 @@ pub mod cluster;
 /// and `postpub bake` call.
 pub use postpub_baker as collate;
 pub mod config;
+pub mod conninfo;
 pub mod daemon;
 pub mod db;
 pub mod demo;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use postpub::cluster::Binaries;
 use postpub::config::Config;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The database the cluster's daemons use (migrated by [`Cluster::start`]).
 pub const DB: &str = "postpub";
@@ -52,7 +52,7 @@ impl Cluster {
             .batch_execute(&format!("create database {DB}"))
             .await
             .expect("create database");
-        let (mut client, conn) = tokio_postgres::connect(&cluster.url(), NoTls)
+        let (mut client, conn) = super::connect_raw(&cluster.url())
             .await
             .expect("connect to the cluster's database");
         let h = tokio::spawn(conn);
@@ -170,6 +170,14 @@ impl Cluster {
             .push(path.clone());
         self.inner.chown(&path).expect("chown the mount");
         Some(path)
+    }
+
+    /// TLS only from now on: see `postpub::cluster::Cluster::require_tls` (restarts the
+    /// server; [`Cluster::admin`] and [`Cluster::client`] need a password after this).
+    pub async fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        if let Err(e) = self.inner.require_tls(cert_pem, key_pem) {
+            panic!("{e}\nserver log:\n{}", self.log());
+        }
     }
 
     /// The server log so far (for messages and assertions).

@@ -19,7 +19,7 @@ use postpub::db;
 use postpub::event::{self, Event};
 use postpub::shutdown::Shutdown;
 use tokio::sync::{broadcast, watch};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The server the tests share when `DATABASE_URL` is unset.
 const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -113,8 +113,35 @@ fn fingerprint() -> String {
     format!("postpub-template-{h:016x}")
 }
 
+/// Opens a connection as postpub does (`db::Endpoint`: libpq's TLS settings and password
+/// lookup) and hands over its driver.
+pub async fn connect_raw(
+    url: &str,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, db::tls::RustlsStream>,
+    ),
+    db::Error,
+> {
+    // Not postpub's application name: tests find (and terminate) the daemon's sessions
+    // by it.
+    let url = if url.contains("application_name") {
+        url.to_owned()
+    } else if url.starts_with("postgres") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}application_name=postpub-test")
+    } else {
+        format!("{url} application_name=postpub-test")
+    };
+    db::Spec::url(&url, Duration::from_secs(10))
+        .resolve()?
+        .connect_raw()
+        .await
+}
+
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    let (client, conn) = connect_raw(url)
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     tokio::spawn(async move {
@@ -161,9 +188,7 @@ async fn ensure_template() {
             }
             {
                 let url = db::url_with_database(&server_url(), template).expect("url");
-                let (mut client, conn) = tokio_postgres::connect(&url, NoTls)
-                    .await
-                    .expect("connect template");
+                let (mut client, conn) = connect_raw(&url).await.expect("connect template");
                 let h = tokio::spawn(conn);
                 db::migrate::migrate(&mut client)
                     .await
@@ -406,7 +431,7 @@ impl Drop for TestDb {
         }
         let name = self.name.clone();
         on_own_runtime(async move {
-            if let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
+            if let Ok((c, conn)) = connect_raw(&server_url()).await {
                 tokio::spawn(conn);
                 let _ = c
                     .batch_execute(&format!("drop database if exists {name} with (force)"))
@@ -544,7 +569,7 @@ pub async fn reconnect(url: &str) -> Client {
         Duration::from_secs(30),
         &format!("{url} to accept connections"),
         || async {
-            let (c, conn) = tokio_postgres::connect(url, NoTls).await.ok()?;
+            let (c, conn) = connect_raw(url).await.ok()?;
             tokio::spawn(conn);
             Some(c)
         },

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::NoTls;
 
 use super::server_url;
 
@@ -157,7 +156,7 @@ impl Drop for LoginRole {
         let name = self.name.clone();
         let dbs = std::mem::take(&mut *self.dbs.lock().unwrap_or_else(|p| p.into_inner()));
         super::on_own_runtime(async move {
-            let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await else {
+            let Ok((c, conn)) = super::connect_raw(&server_url()).await else {
                 return;
             };
             tokio::spawn(conn);
@@ -169,7 +168,7 @@ impl Drop for LoginRole {
                 .await;
             // A role that owns objects or holds grants cannot be dropped until they go.
             for url in dbs {
-                if let Ok((d, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                if let Ok((d, conn)) = super::connect_raw(&url).await {
                     tokio::spawn(conn);
                     let _ = d
                         .batch_execute(&format!("drop owned by {name} cascade"))
