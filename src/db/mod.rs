@@ -5,6 +5,7 @@
 //! connects, and sorts failures into "try again" and "give up" ([`classify`]).
 
 pub mod migrate;
+pub mod row;
 pub mod sql;
 
 use std::borrow::Cow;
