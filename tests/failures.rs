@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::outcome as row;
 use common::{wait_until, Daemon, Script, TestDb};
 
 const RECIPE: &str = "p { color: inherit; }";
@@ -16,17 +17,6 @@ case "$body" in
   *TRANSIENT*) echo "transient failure requested" >&2; exit 75 ;;
 esac
 printf '%s' "$body""#;
-
-async fn row(c: &tokio_postgres::Client, id: i64) -> (String, i32, String) {
-    let r = c
-        .query_one(
-            "select state::text, attempts, coalesce(last_error, '') from postpub.versions where id = $1",
-            &[&id],
-        )
-        .await
-        .expect("row");
-    (r.get(0), r.get(1), r.get(2))
-}
 
 #[tokio::test]
 async fn transient_failures_retry_until_max_attempts_and_permanent_ones_error_at_once() {

@@ -10,20 +10,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ops::{free_port, get};
+use common::ops::get;
 use common::{assert_settled, holds_for, wait_until, Daemon, Script, TestDb};
 use tokio_postgres::Client;
 
 /// A daemon with HTTP on a free port and the given pipeline.
 async fn daemon(db: &TestDb, steps: &[&str], program: Option<&Script>) -> (Daemon, u16) {
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = steps.iter().map(|s| s.to_string()).collect();
     if let Some(script) = program {
         cfg.pipeline.command.program = script.program();
     }
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(cfg).await;
     wait_until(Duration::from_secs(10), "/readyz 200", || async {
         get(port, "/readyz", &[]).await.status == 200
     })

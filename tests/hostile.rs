@@ -198,11 +198,9 @@ async fn xhtml_with_an_xml_declaration_validates_and_collates_to_current() {
 
 /// A daemon with HTTP on a free port and the given pipeline.
 async fn with_http(db: &TestDb, steps: &[&str]) -> (Daemon, u16) {
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = steps.iter().map(|s| s.to_string()).collect();
-    (Daemon::start(cfg).await, port)
+    Daemon::start_with_http(cfg).await
 }
 
 #[tokio::test]

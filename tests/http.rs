@@ -6,17 +6,14 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::ops::{free_port, get};
+use common::ops::get;
 use common::{bin, wait_until, Daemon, Script, TestDb};
 
 /// A daemon serving HTTP on a free port; `steps` as given.
 async fn daemon_with_http(db: &TestDb, steps: &[&str]) -> (Daemon, u16) {
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = steps.iter().map(|s| s.to_string()).collect();
-    let d = Daemon::start(cfg).await;
-    (d, port)
+    Daemon::start_with_http(cfg).await
 }
 
 #[tokio::test]
@@ -38,10 +35,7 @@ async fn healthz_and_readyz_answer_200_when_the_daemon_is_ready() {
 async fn readyz_is_503_while_draining_and_healthz_stays_200() {
     let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 3; printf '%s' \"$body\"");
-    let port = free_port();
-    let mut cfg = db.command_config(&script);
-    cfg.http.listen = format!("127.0.0.1:{port}");
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(db.command_config(&script)).await;
     let v = db.publish(&c, "slow", "<p>x</p>", Some("p {}")).await;
     wait_until(Duration::from_secs(10), "version in flight", || async {
         db.state(&c, v).await == "processing"
@@ -121,13 +115,11 @@ async fn metrics_expose_every_family_with_the_postpub_prefix() {
 #[tokio::test]
 async fn metrics_count_listener_reconnects_and_lease_rescues() {
     let (db, c) = TestDb::with_client().await;
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     // The listener's last query stays `LISTEN postpub` (no health check in between), so
     // its backend can be found; the rescuer still runs every lease / 2.
     cfg.worker.poll_interval = Duration::from_secs(60);
-    let mut d = Daemon::start(cfg).await;
+    let (mut d, port) = Daemon::start_with_http(cfg).await;
     // A version some other daemon claimed and abandoned: its lease already expired. (Its
     // claim updates the row by id once it holds the document lock, which the faking
     // UPDATE does not take: hence made in the publishing transaction.)
@@ -250,10 +242,7 @@ async fn documents_are_served_with_etags_and_only_while_current() {
 async fn collated_content_is_served_and_unfinished_versions_are_not() {
     let (db, c) = TestDb::with_client().await;
     let script = Script::new("tr a-z A-Z");
-    let port = free_port();
-    let mut cfg = db.command_config(&script);
-    cfg.http.listen = format!("127.0.0.1:{port}");
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(db.command_config(&script)).await;
 
     // Errored versions never reach the API.
     c.batch_execute(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::ops::free_port;
 use common::{wait_until, Daemon, TestDb};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -24,13 +25,6 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------- nats-server
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A private nats-server with JetStream; stopped and its store removed when dropped.
 struct NatsServer {

@@ -19,24 +19,11 @@ fn config(db: &TestDb, script: &Script, concurrency: usize, steps: &str, level: 
     )
 }
 
-fn log_has(path: &std::path::Path, needle: &str) -> bool {
-    std::fs::read_to_string(path)
-        .map(|s| s.contains(needle))
-        .unwrap_or(false)
-}
-
-fn count_in_log(path: &std::path::Path, needle: &str) -> usize {
-    std::fs::read_to_string(path)
-        .map(|s| s.matches(needle).count())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 0.4; printf '%s' \"$body\"");
     let mut child = Proc::start(&config(&db, &script, 1, "[\"command\"]", "info"));
-    let log_path = child.log.clone();
 
     let mut ids = Vec::new();
     for i in 0..9 {
@@ -66,7 +53,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     wait_until(
         Duration::from_secs(10),
         "the reload to be applied",
-        || async { log_has(&log_path, "configuration reloaded") },
+        || async { child.logs().contains("configuration reloaded") },
     )
     .await;
     wait_until(
@@ -84,16 +71,19 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         || async { db.state(&c, bad).await == "errored" },
     )
     .await;
-    assert!(log_has(&log_path, "DEBUG"), "log.level = debug took effect");
+    assert!(
+        child.logs().contains("DEBUG"),
+        "log.level = debug took effect"
+    );
 
     // An invalid file is refused; the running configuration (with validate) stays.
     child.rewrite_config("[worker]\nconcurrency = \"lots\"\n");
-    let refused_before = count_in_log(&log_path, "configuration reload refused");
+    let refused_before = child.logs().matches("configuration reload refused").count();
     child.signal("-HUP");
     wait_until(
         Duration::from_secs(10),
         "the refusal to be logged",
-        || async { count_in_log(&log_path, "configuration reload refused") > refused_before },
+        || async { child.logs().matches("configuration reload refused").count() > refused_before },
     )
     .await;
     assert!(child.running(), "still running");

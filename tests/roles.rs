@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::ops::{free_port, get, sqlstate, LoginRole};
+use common::ops::{get, sqlstate, LoginRole};
 use common::{wait_until, Daemon, TestDb};
 
 const DENIED: &str = "42501";
@@ -136,12 +136,10 @@ async fn the_daemon_runs_end_to_end_as_a_postpub_worker_login() {
         assert_eq!(sqlstate(&e), DENIED, "{sql}: {e}");
     }
 
-    let port = free_port();
     let mut cfg = db.config();
     cfg.database.url = role.url(&db);
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = vec!["validate".to_owned()];
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(cfg).await;
 
     let ok = db.publish(&c, "w/ok", "<p>fine</p>", Some("p {}")).await;
     let bad = db

@@ -483,6 +483,13 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::start`] with HTTP on a free port of 127.0.0.1; that port.
+    pub async fn start_with_http(mut cfg: Config) -> (Daemon, u16) {
+        let port = ops::free_port();
+        cfg.http.listen = format!("127.0.0.1:{port}");
+        (Daemon::start(cfg).await, port)
+    }
+
     /// Stops it and checks that it stopped in time (no leaked task keeps it alive).
     pub async fn stop(self) {
         self.shutdown.soft.cancel();
