@@ -430,6 +430,10 @@ pub enum SinkConfig {
     Nats(NatsSinkConfig),
     /// `kind = "webhook"`: HTTP POST.
     Webhook(WebhookSinkConfig),
+    /// `kind = "kafka"`: a Kafka topic (keys and validation in `outbox::kafka`).
+    Kafka(crate::outbox::kafka::KafkaSinkConfig),
+    /// `kind = "amqp"`: a RabbitMQ exchange (keys and validation in `outbox::amqp`).
+    Amqp(crate::outbox::amqp::AmqpSinkConfig),
 }
 
 impl SinkConfig {
@@ -438,6 +442,8 @@ impl SinkConfig {
         match self {
             SinkConfig::Nats(_) => "nats",
             SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Amqp(_) => "amqp",
         }
     }
 
@@ -446,6 +452,8 @@ impl SinkConfig {
         match self {
             SinkConfig::Nats(s) => &s.name,
             SinkConfig::Webhook(s) => &s.name,
+            SinkConfig::Kafka(s) => &s.name,
+            SinkConfig::Amqp(s) => &s.name,
         }
     }
 }
@@ -730,6 +738,8 @@ impl Config {
                     ("ack_timeout", n.ack_timeout, ms(1), HOUR),
                 ],
                 SinkConfig::Webhook(h) => &[("timeout", h.timeout, ms(1), HOUR)],
+                // Checked by their own `validate`.
+                SinkConfig::Kafka(_) | SinkConfig::Amqp(_) => &[],
             };
             for &(key, value, min, max) in keys {
                 if let Some(problem) = out_of_bounds(value, min, max) {
@@ -892,6 +902,16 @@ impl Config {
                     }
                     if !(1..=1000).contains(&w.concurrency) {
                         return bad(key("concurrency"), "must be between 1 and 1000");
+                    }
+                }
+                SinkConfig::Kafka(k) => {
+                    if let Err((field, problem)) = crate::outbox::kafka::validate(k) {
+                        return bad(key(field), problem);
+                    }
+                }
+                SinkConfig::Amqp(a) => {
+                    if let Err((field, problem)) = crate::outbox::amqp::validate(a) {
+                        return bad(key(field), problem);
                     }
                 }
             }

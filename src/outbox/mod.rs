@@ -1,6 +1,6 @@
 //! The outbox relay: delivers the events that `postpub.publish` and `postpub._finish` write
 //! to `postpub.outbox` (in the transaction that makes a version current) to the configured
-//! sinks, one file per sink ([`nats`], [`webhook`]).
+//! sinks, one file per sink ([`nats`], [`webhook`], [`kafka`], [`amqp`]).
 //!
 //! Guarantees, and who keeps them:
 //! * never lost: an event leaves the table only through retention, once every sink has
@@ -21,6 +21,8 @@
 //! (`postpub requeue --event`). This module leaves the SQL rules to SQL and the wire
 //! protocols to the sinks.
 
+pub mod amqp;
+pub mod kafka;
 pub mod nats;
 pub mod webhook;
 
@@ -132,6 +134,8 @@ pub fn sinks_from_config(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, Error> {
             Ok(match s {
                 SinkConfig::Nats(n) => Arc::new(nats::NatsSink::new(name, n.clone())),
                 SinkConfig::Webhook(w) => Arc::new(webhook::WebhookSink::new(name, w)?),
+                SinkConfig::Kafka(k) => Arc::new(kafka::KafkaSink::new(name, k.clone())?),
+                SinkConfig::Amqp(a) => Arc::new(amqp::AmqpSink::new(name, a.clone())?),
             })
         })
         .collect()
