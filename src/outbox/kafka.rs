@@ -218,6 +218,11 @@ impl ClientContext for Context {
         if last.as_ref().is_none_or(|(_, l)| *l != line) {
             tracing::warn!(sink = %self.sink, error = %line, "kafka client error");
         }
+        // "All brokers are down" follows the error that says why (refused, authentication,
+        // certificate); keep that one.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
+            return;
+        }
         *last = Some((Instant::now(), line));
     }
 }
@@ -263,15 +268,37 @@ impl KafkaSink {
             .clone()
     }
 
-    /// After a fatal error (e.g. the broker lost our producer id) the producer accepts
-    /// nothing more: the next send gets a new one.
-    fn replace_if_fatal(&self, used: &Arc<Client>) -> Option<String> {
-        let (_, reason) = used.client().fatal_error()?;
+    /// After a fatal error, or one that leaves the idempotent producer's id or epoch unusable
+    /// (the broker fenced it or forgot it, e.g. after an epoch bump following a timeout),
+    /// the producer accepts nothing more: the next send gets a new one. Returns the reason
+    /// when the producer was replaced.
+    fn replace_if_broken(
+        &self,
+        used: &Arc<Client>,
+        code: Option<RDKafkaErrorCode>,
+    ) -> Option<String> {
+        let reason = match used.client().fatal_error() {
+            Some((_, reason)) => reason,
+            None if matches!(
+                code,
+                Some(
+                    RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::UnknownProducerId
+                        | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                        | RDKafkaErrorCode::Fatal
+                )
+            ) =>
+            {
+                "the broker no longer accepts this producer's id or epoch".to_owned()
+            }
+            None => return None,
+        };
         let mut current = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::ptr_eq(&current, used) {
             match create(&self.client_config, &self.context) {
                 Ok(p) => {
-                    tracing::warn!(sink = %self.name, reason = %reason, "kafka producer failed fatally; a new one takes over");
+                    tracing::warn!(sink = %self.name, reason = %reason, "kafka producer unusable; a new one takes over");
                     *current = Arc::new(p);
                 }
                 Err(e) => {
@@ -316,14 +343,14 @@ impl KafkaSink {
         match producer.send(record, self.cfg.ack_timeout).await {
             Ok(_) => Ok(Ack { duplicate: false }),
             Err((e, _)) => {
-                let fatal = self.replace_if_fatal(&producer);
-                Err(self.classify(&e, &topic, fatal))
+                let replaced = self.replace_if_broken(&producer, e.rdkafka_error_code());
+                Err(self.classify(&e, &topic, replaced))
             }
         }
     }
 
     /// Sorts a failed send: only "too large" can never succeed.
-    fn classify(&self, e: &KafkaError, topic: &str, fatal: Option<String>) -> SinkError {
+    fn classify(&self, e: &KafkaError, topic: &str, replaced: Option<String>) -> SinkError {
         let code = e.rdkafka_error_code();
         let what = format!("producing to Kafka topic {topic}: {e}");
         match code {
@@ -335,11 +362,17 @@ impl KafkaSink {
                 "{what} (max_message_bytes = {})",
                 self.cfg.max_message_bytes
             )),
-            _ => {
-                let why = fatal
+            // No acknowledgement in time: the client's own errors say why (broker down,
+            // authentication refused, certificate not trusted).
+            Some(RDKafkaErrorCode::MessageTimedOut) => {
+                let why = replaced
                     .or_else(|| self.recent_client_error())
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
+                SinkError::Transient(format!("{what}{why}"))
+            }
+            _ => {
+                let why = replaced.map(|r| format!(" ({r})")).unwrap_or_default();
                 SinkError::Transient(format!("{what}{why}"))
             }
         }
