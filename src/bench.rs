@@ -131,10 +131,10 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     };
     bench.drop_database().await;
     let report = result?;
-    print_table(&report);
+    print_table(&report)?;
     if let Some(path) = &args.json {
         write_json(path, &report)?;
-        println!("wrote {}", path.display());
+        crate::say!("wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -663,7 +663,7 @@ fn collate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.child {
         let size = args.mb.first().copied().unwrap_or(1.0);
         let r = cb::measure(size).context("baking the generated book")?;
-        println!("{}", r.to_json());
+        crate::say!("{}", r.to_json())?;
         return Ok(());
     }
     let exe = std::env::current_exe().context("finding the postpub binary")?;
@@ -751,10 +751,10 @@ fn collate(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = Map::new();
     report.insert("machine".into(), machine());
     report.insert("collate".into(), section);
-    print_table(&report);
+    print_table(&report)?;
     if let Some(path) = &args.json {
         write_json(path, &report)?;
-        println!("wrote {}", path.display());
+        crate::say!("wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -817,15 +817,16 @@ fn machine() -> Value {
     json!({ "cpus": cpus, "postpub": env!("CARGO_PKG_VERSION") })
 }
 
-fn print_table(report: &Map<String, Value>) {
-    println!("{:<44} {:>14}", "figure", "value");
+fn print_table(report: &Map<String, Value>) -> Result<(), crate::output::StdoutError> {
+    crate::say!("{:<44} {:>14}", "figure", "value")?;
     for (section, v) in report {
         if let Value::Object(m) = v {
             for (k, x) in m {
-                println!("{:<44} {:>14}", format!("{section}.{k}"), x.to_string());
+                crate::say!("{:<44} {:>14}", format!("{section}.{k}"), x.to_string())?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

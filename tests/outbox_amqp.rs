@@ -19,9 +19,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
+use postpub::config::AmqpSinkConfig;
 use postpub::config::SinkConfig;
 use postpub::event::Event;
-use postpub::outbox::amqp::AmqpSinkConfig;
 use uuid::Uuid;
 
 const BROKER: &str = "127.0.0.1:5672";

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
 use common::sinks::{
-    assert_once_in_order, config, delivery_with, events_by_id, refusal_with, tried_beyond_head,
-    undelivered,
+    assert_once_in_order, config, events_by_id, refusal_with, tried_beyond_head, undelivered,
 };
 use common::{wait_until, Daemon, TestDb};
+use postpub::config::KafkaSinkConfig;
 use postpub::config::SinkConfig;
 use postpub::event::Event;
-use postpub::outbox::kafka::KafkaSinkConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;

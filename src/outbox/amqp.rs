@@ -16,7 +16,6 @@
 //! a message larger than the broker takes (the broker's `max_message_size`, or this sink's
 //! `max_message_bytes`): that one is parked.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -27,56 +26,11 @@ use lapin::options::{
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::nats::escape_token;
-use super::{error_chain, Ack, Error, Outgoing, Sink, SinkError};
-
-/// `[[outbox.sinks]]` with `kind = "amqp"`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AmqpSinkConfig {
-    /// Name deliveries are tracked under; "" = `amqp-<index>`.
-    pub name: String,
-    /// `amqp://user:password@host:5672/vhost` (`%2f` for `/`) or `amqps://…`.
-    pub url: String,
-    /// Exchange template; `{kind}` is replaced.
-    pub exchange: String,
-    /// Routing key template; `{kind}`, `{document}` (escaped) and `{version}` are replaced.
-    pub routing_key: String,
-    /// Declare a durable topic exchange and a durable queue bound to it with `#`.
-    pub declare: bool,
-    /// The queue `declare` creates.
-    pub queue: String,
-    /// How long to wait for a connection or a confirm before the attempt fails.
-    #[serde(with = "humantime_serde")]
-    pub ack_timeout: Duration,
-    /// Largest message sent (RabbitMQ's default `max_message_size` is 128 MiB); a larger
-    /// event is parked.
-    pub max_message_bytes: usize,
-    /// Add the version's content (`body`) to the event JSON.
-    pub include_body: bool,
-    /// PEM file of the CA(s) that signed the broker's certificate, for `amqps://`.
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-impl Default for AmqpSinkConfig {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            url: String::new(),
-            exchange: "postpub".to_owned(),
-            routing_key: "{kind}.{document}".to_owned(),
-            declare: false,
-            queue: "postpub".to_owned(),
-            ack_timeout: Duration::from_secs(10),
-            max_message_bytes: 128 << 20,
-            include_body: false,
-            tls_ca_file: None,
-        }
-    }
-}
+use super::{error_chain, Ack, Error, Invalid, Outgoing, Sink, SinkError};
+use crate::config::AmqpSinkConfig;
 
 /// Longest exchange name or routing key (AMQP short strings).
 const MAX_SHORT: usize = 255;
@@ -86,8 +40,8 @@ const MAX_SHORT: usize = 255;
 const SETUP_RETRY: Duration = Duration::from_secs(1);
 
 /// Checks a `kind = "amqp"` table; the error names the key within the table.
-pub fn validate(a: &AmqpSinkConfig) -> Result<(), (&'static str, String)> {
-    let bad = |key: &'static str, problem: String| Err((key, problem));
+pub fn validate(a: &AmqpSinkConfig) -> Result<(), Invalid> {
+    let bad = |key: &'static str, problem: String| Err(Invalid::new(key, problem));
     match a.url.parse::<lapin::uri::AMQPUri>() {
         _ if a.url.trim().is_empty() => {
             return bad(
@@ -455,16 +409,19 @@ mod tests {
     #[test]
     fn urls_and_templates_are_checked() {
         assert!(validate(&sink("amqp://guest:guest@127.0.0.1:5672/%2f")).is_ok());
-        assert_eq!(validate(&sink("")).map_err(|e| e.0), Err("url"));
-        assert_eq!(validate(&sink("http://h/")).map_err(|e| e.0), Err("url"));
+        assert_eq!(validate(&sink("")).map_err(|e| e.field), Err("url"));
+        assert_eq!(
+            validate(&sink("http://h/")).map_err(|e| e.field),
+            Err("url")
+        );
         let mut s = sink("amqp://h");
         s.routing_key = "{title}".into();
-        assert_eq!(validate(&s).map_err(|e| e.0), Err("routing_key"));
+        assert_eq!(validate(&s).map_err(|e| e.field), Err("routing_key"));
         let mut s = sink("amqp://h");
         s.exchange = String::new();
         assert!(validate(&s).is_ok(), "the default exchange is allowed");
         s.declare = true;
-        assert_eq!(validate(&s).map_err(|e| e.0), Err("exchange"));
+        assert_eq!(validate(&s).map_err(|e| e.field), Err("exchange"));
     }
 
     #[test]

@@ -19,65 +19,17 @@
 //! refused by librdkafka itself (`max_message_bytes`, like the broker's `message.max.bytes`)
 //! or by the broker, and parked.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::{Ack, Error, Invalid, Outgoing, Sink, SinkError};
+use crate::config::KafkaSinkConfig;
 use futures_util::future::BoxFuture;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use serde::{Deserialize, Serialize};
-
-use super::{Ack, Error, Outgoing, Sink, SinkError};
-
-/// `[[outbox.sinks]]` with `kind = "kafka"`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaSinkConfig {
-    /// Name deliveries are tracked under; "" = `kafka-<index>`.
-    pub name: String,
-    /// Bootstrap brokers, comma-separated `host:port`.
-    pub brokers: String,
-    /// Topic template; `{kind}` becomes `published` or `deleted`.
-    pub topic: String,
-    /// How long a send may wait for the broker's acknowledgement (librdkafka's
-    /// `message.timeout.ms`, retries included) before it fails and is retried later.
-    #[serde(with = "humantime_serde")]
-    pub ack_timeout: Duration,
-    /// Largest message produced (librdkafka's `message.max.bytes`); keep it at or below the
-    /// broker's `message.max.bytes`. A larger event is parked.
-    pub max_message_bytes: usize,
-    /// Add the version's content (`body`) to the event JSON.
-    pub include_body: bool,
-    /// Connect with TLS (also implied by `tls_ca_file`).
-    pub tls: bool,
-    /// PEM file of the CA(s) that signed the brokers' certificates (else the system roots).
-    pub tls_ca_file: Option<PathBuf>,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; needs `sasl_credentials_file`.
-    pub sasl_mechanism: Option<String>,
-    /// A file of two lines: the user name, then the password.
-    pub sasl_credentials_file: Option<PathBuf>,
-}
-
-impl Default for KafkaSinkConfig {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            brokers: String::new(),
-            topic: "postpub".to_owned(),
-            ack_timeout: Duration::from_secs(10),
-            max_message_bytes: 1_000_000,
-            include_body: false,
-            tls: false,
-            tls_ca_file: None,
-            sasl_mechanism: None,
-            sasl_credentials_file: None,
-        }
-    }
-}
 
 /// SASL mechanisms librdkafka implements without Kerberos.
 const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
@@ -86,8 +38,8 @@ const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 const MAX_TOPIC: usize = 249;
 
 /// Checks a `kind = "kafka"` table; the error names the key within the table.
-pub fn validate(k: &KafkaSinkConfig) -> Result<(), (&'static str, String)> {
-    let bad = |key: &'static str, problem: String| Err((key, problem));
+pub fn validate(k: &KafkaSinkConfig) -> Result<(), Invalid> {
+    let bad = |key: &'static str, problem: String| Err(Invalid::new(key, problem));
     if k.brokers.trim().is_empty() {
         return bad("brokers", "must be set (e.g. \"127.0.0.1:9092\")".into());
     }
@@ -133,7 +85,7 @@ pub fn validate(k: &KafkaSinkConfig) -> Result<(), (&'static str, String)> {
                     format!("must be one of {}, not {m:?}", MECHANISMS.join(", ")),
                 );
             }
-            read_credentials(path).map_err(|p| ("sasl_credentials_file", p))?;
+            read_credentials(path).map_err(|p| Invalid::new("sasl_credentials_file", p))?;
         }
         (Some(_), None) => {
             return bad(
@@ -453,17 +405,20 @@ mod tests {
     fn brokers_and_topics_are_checked() {
         assert!(validate(&sink("127.0.0.1:9092", "postpub")).is_ok());
         assert!(validate(&sink("a:1, b:2", "events.{kind}")).is_ok());
-        assert_eq!(validate(&sink("", "t")).map_err(|e| e.0), Err("brokers"));
         assert_eq!(
-            validate(&sink("host", "t")).map_err(|e| e.0),
+            validate(&sink("", "t")).map_err(|e| e.field),
             Err("brokers")
         );
         assert_eq!(
-            validate(&sink("h:1", "a topic")).map_err(|e| e.0),
+            validate(&sink("host", "t")).map_err(|e| e.field),
+            Err("brokers")
+        );
+        assert_eq!(
+            validate(&sink("h:1", "a topic")).map_err(|e| e.field),
             Err("topic")
         );
         assert_eq!(
-            validate(&sink("h:1", "x.{document}")).map_err(|e| e.0),
+            validate(&sink("h:1", "x.{document}")).map_err(|e| e.field),
             Err("topic")
         );
         assert_eq!(render_topic("pp.{kind}", "deleted"), "pp.deleted");
@@ -477,11 +432,11 @@ mod tests {
         std::fs::write(&good, "alice\ns3cret:x\n").expect("write");
         let bad = dir.join("bad");
         std::fs::write(&bad, "alice:s3cret\n").expect("write");
-        let with = |m: Option<&str>, f: Option<&PathBuf>| {
+        let with = |m: Option<&str>, f: Option<&std::path::PathBuf>| {
             let mut k = sink("h:1", "t");
             k.sasl_mechanism = m.map(str::to_owned);
             k.sasl_credentials_file = f.cloned();
-            validate(&k).map_err(|e| e.0)
+            validate(&k).map_err(|e| e.field)
         };
         assert_eq!(with(Some("SCRAM-SHA-256"), Some(&good)), Ok(()));
         assert_eq!(
