@@ -1164,7 +1164,7 @@ include_body = true
         let f = write(&out);
         let cfg = Config::load(Some(&f.0), env(&[]), None).expect("examples parse");
         let kinds: Vec<&str> = cfg.outbox.sinks.iter().map(SinkConfig::kind).collect();
-        assert_eq!(kinds, ["nats", "webhook"]);
+        assert_eq!(kinds, ["nats", "webhook", "kafka", "amqp"]);
         assert_eq!(
             cfg.outbox.sinks[0],
             SinkConfig::Nats(NatsSinkConfig {
@@ -1172,6 +1172,22 @@ include_body = true
                 ..NatsSinkConfig::default()
             }),
             "the nats example shows the defaults"
+        );
+        assert_eq!(
+            cfg.outbox.sinks[2],
+            SinkConfig::Kafka(KafkaSinkConfig {
+                brokers: "127.0.0.1:9092".into(),
+                ..KafkaSinkConfig::default()
+            }),
+            "the kafka example shows the defaults"
+        );
+        assert_eq!(
+            cfg.outbox.sinks[3],
+            SinkConfig::Amqp(AmqpSinkConfig {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                ..AmqpSinkConfig::default()
+            }),
+            "the amqp example shows the defaults"
         );
     }
 

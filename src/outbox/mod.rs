@@ -845,6 +845,18 @@ mod tests {
             ),
             ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
             (
+                "[[outbox.sinks]]\nkind = \"kafka\"\n",
+                "outbox.sinks[0].brokers",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"kafka\"\nbrokers = \"h:9092\"\nsasl_mechanism = \"PLAIN\"\n",
+                "outbox.sinks[0].sasl_credentials_file",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"amqp\"\nurl = \"amqp://h\"\nrouting_key = \"{title}\"\n",
+                "outbox.sinks[0].routing_key",
+            ),
+            (
                 "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
                 "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
             ),
@@ -870,7 +882,7 @@ mod tests {
         }
         // Wrong kind and unknown keys are refused by the parser, naming what is wrong.
         for (text, word) in [
-            ("[[outbox.sinks]]\nkind = \"kafka\"\n", "kafka"),
+            ("[[outbox.sinks]]\nkind = \"mqtt\"\n", "mqtt"),
             (
                 "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nstream = \"S\"\n",
                 "stream",
