@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
 use common::sinks::{
-    assert_once_in_order, config, events_by_id, refusal_with, tried_beyond_head, undelivered,
+    assert_once_in_order, config, events_by_id, idle_outage, refusal_with, undelivered,
 };
 use common::{wait_until, Daemon, TestDb};
 use lapin::options::{
@@ -21,7 +21,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use postpub::config::AmqpSinkConfig;
 use postpub::config::SinkConfig;
-use postpub::event::Event;
 use uuid::Uuid;
 
 const BROKER: &str = "127.0.0.1:5672";
@@ -222,32 +221,7 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
     let c = db.client().await;
     let url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let mut d = Daemon::start(config(&db, vec![SinkConfig::Amqp(names.sink(&url))])).await;
-    db.publish(&c, "warm-up", "<p>w</p>", None).await;
-    wait_until(Duration::from_secs(20), "warm-up delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
-
-    proxy.cut();
-    c.batch_execute(
-        "select count(postpub.publish('outage-' || (i % 10), '<p>' || i || '</p>'))
-           from generate_series(1, 300) i",
-    )
-    .await
-    .expect("publish during the outage");
-    d.wait_event(Duration::from_secs(20), |e| {
-        matches!(e, Event::DeliveryFailed { .. })
-    })
-    .await;
-    assert!(undelivered(&c).await >= 300, "nothing delivered while cut");
-    assert_eq!(tried_beyond_head(&c).await, 0, "only heads are tried");
-    proxy.restore().await;
-    wait_until(
-        Duration::from_secs(60),
-        "delivered after the outage",
-        || async { undelivered(&c).await == 0 },
-    )
-    .await;
+    idle_outage(&db, &c, &mut d, &proxy).await;
     d.stop().await;
 
     let events = events_by_id(&c).await;

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
 use common::sinks::{
-    assert_once_in_order, config, events_by_id, refusal_with, tried_beyond_head, undelivered,
+    assert_once_in_order, config, events_by_id, idle_outage, refusal_with, undelivered,
 };
 use common::{wait_until, Daemon, TestDb};
 use postpub::config::KafkaSinkConfig;
 use postpub::config::SinkConfig;
-use postpub::event::Event;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -309,32 +308,7 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
     let mut sink = kafka_sink(&kafka.addr, "postpub");
     sink.ack_timeout = Duration::from_secs(5);
     let mut d = Daemon::start(config(&db, vec![SinkConfig::Kafka(sink)])).await;
-    db.publish(&c, "warm-up", "<p>w</p>", None).await;
-    wait_until(Duration::from_secs(20), "warm-up delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
-
-    proxy.cut();
-    c.batch_execute(
-        "select count(postpub.publish('outage-' || (i % 10), '<p>' || i || '</p>'))
-           from generate_series(1, 300) i",
-    )
-    .await
-    .expect("publish during the outage");
-    d.wait_event(Duration::from_secs(20), |e| {
-        matches!(e, Event::DeliveryFailed { .. })
-    })
-    .await;
-    assert!(undelivered(&c).await >= 300, "nothing delivered while cut");
-    assert_eq!(tried_beyond_head(&c).await, 0, "only heads are tried");
-    proxy.restore().await;
-    wait_until(
-        Duration::from_secs(60),
-        "delivered after the outage",
-        || async { undelivered(&c).await == 0 },
-    )
-    .await;
+    idle_outage(&db, &c, &mut d, &proxy).await;
 
     // A short cut in the middle of a burst.
     c.batch_execute(

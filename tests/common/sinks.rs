@@ -120,3 +120,35 @@ pub async fn tried_beyond_head(c: &Client) -> i64 {
     .expect("order")
     .get(0)
 }
+
+/// An outage while idle: once a warm-up event is through, `proxy` (between the relay and
+/// the broker) is cut; 300 events over 10 documents are published and wait (a failure is
+/// recorded, only each document's head is tried); the line is restored and every event is
+/// delivered.
+pub async fn idle_outage(db: &TestDb, c: &Client, d: &mut Daemon, proxy: &super::proxy::TcpProxy) {
+    db.publish(c, "warm-up", "<p>w</p>", None).await;
+    wait_until(Duration::from_secs(20), "warm-up delivered", || async {
+        undelivered(c).await == 0
+    })
+    .await;
+    proxy.cut();
+    c.batch_execute(
+        "select count(postpub.publish('outage-' || (i % 10), '<p>' || i || '</p>'))
+           from generate_series(1, 300) i",
+    )
+    .await
+    .expect("publish during the outage");
+    d.wait_event(Duration::from_secs(20), |e| {
+        matches!(e, postpub::event::Event::DeliveryFailed { .. })
+    })
+    .await;
+    assert!(undelivered(c).await >= 300, "nothing delivered while cut");
+    assert_eq!(tried_beyond_head(c).await, 0, "only heads are tried");
+    proxy.restore().await;
+    wait_until(
+        Duration::from_secs(60),
+        "delivered after the outage",
+        || async { undelivered(c).await == 0 },
+    )
+    .await;
+}
