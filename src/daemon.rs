@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
+use crate::console::Console;
 use crate::db::{self, migrate};
 use crate::event::Events;
 use crate::http::{self, HttpServer, Metrics, Recorder};
@@ -154,17 +155,20 @@ pub async fn run_with_reload(
         };
         let (http_pool, _) = db::pool(&http_db)?;
         let (stream_pool, _) = db::pool_with(&cfg.database, http::STREAMS, None)?;
-        edge.spawn(
-            HttpServer::new(
-                listener,
-                http_pool,
-                stream_pool,
-                target.clone(),
-                ready.subscribe(),
-                metrics,
-            )
-            .run(edge_stop.clone()),
+        let mut server = HttpServer::new(
+            listener,
+            http_pool.clone(),
+            stream_pool,
+            target.clone(),
+            ready.subscribe(),
+            metrics,
         );
+        if cfg.console.enabled {
+            let console = Console::new(&cfg, http_pool, target.clone(), events.clone());
+            edge.spawn(console.clone().record(edge_stop.clone()));
+            server = server.with_console(console);
+        }
+        edge.spawn(server.run(edge_stop.clone()));
     }
 
     tracker.spawn(listener(&cfg, &wakeups, listening_tx, &events).run(shutdown.soft.clone()));
@@ -267,6 +271,7 @@ async fn reloader(
                 for (key, differs) in [
                     ("database", applied.database != old.database),
                     ("http", applied.http != old.http),
+                    ("console", applied.console != old.console),
                     ("log.format", applied.log.format != old.log.format),
                 ] {
                     if differs {
@@ -278,6 +283,7 @@ async fn reloader(
                 }
                 applied.database = old.database.clone();
                 applied.http = old.http.clone();
+                applied.console = old.console.clone();
                 applied.log.format = old.log.format;
                 if applied.log.level != old.log.level {
                     if let Err(e) = crate::logging::set_level(&applied.log.level) {

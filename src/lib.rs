@@ -21,6 +21,7 @@
 //!   parks, deletes delivered events after retention.
 //! - [`daemon`]   — wires the services together for `postpub run` (and `postpub relay`).
 //! - [`http`]     — `/healthz`, `/readyz`, `/metrics` and the read-only document API.
+//! - [`console`]  — the operator console under `/console` on the HTTP server.
 //! - [`systemd`]  — `Type=notify`: READY, WATCHDOG, RELOADING and STOPPING.
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
@@ -41,6 +42,7 @@ pub mod cluster;
 /// and `postpub bake` call.
 pub use postpub_baker as collate;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod db;
 pub mod demo;

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "input_limits",
         sql: include_str!("../../sql/0006_input_limits.sql"),
     },
+    Migration {
+        version: 7,
+        name: "console",
+        sql: include_str!("../../sql/0007_console.sql"),
+    },
 ];
 
 /// The schema version this binary needs.

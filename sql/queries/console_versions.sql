@@ -1,0 +1,22 @@
+-- console_versions: one page of the versions list, newest first, by keyset (ids below $5),
+-- so a page costs the same at the millionth version as at the first; never a count.
+-- Run with its parameters as constants (a fresh statement each time), so that the planner
+-- drops the filters not given and picks the partial index of the state asked for.
+-- $1 state ('' = any), $2 document filter ('' = none), $3 true: $2 is a prefix, false: a
+-- substring (of at most 1000 matching documents), $4 created at or after ('' = any),
+-- $5 created before ('' = any), $6 ids below (null = from the newest), $7 page size.
+select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_error, ''),
+       v.is_tombstone, to_char(v.created_at, 'YYYY-MM-DD HH24:MI:SS'),
+       to_char(v.state_changed_at, 'YYYY-MM-DD HH24:MI:SS')
+  from postpub.versions v
+ where ($1::text = '' or v.state = nullif($1::text, '')::postpub.state)
+   and ($2::text = ''
+        or ($3::bool and v.document >= $2::text and v.document < $2::text || chr(1114111))
+        or (not $3::bool and v.document in (select d.document from postpub.documents d
+                                             where strpos(d.document, $2::text) > 0
+                                             limit 1000)))
+   and ($4::text = '' or v.created_at >= nullif($4::text, '')::timestamptz)
+   and ($5::text = '' or v.created_at < nullif($5::text, '')::timestamptz)
+   and ($6::bigint is null or v.id < $6::bigint)
+ order by v.id desc
+ limit $7
