@@ -25,23 +25,28 @@ pub(super) fn versions_form(
     with_document: bool,
 ) -> Markup {
     let can = who.is_operator();
+    let table = html! {
+        table {
+            thead { tr {
+                @if can { th scope="col" { input #select-all type="checkbox" aria-label="Select every errored version on this page"; } }
+                th.num scope="col" { "Id" }
+                @if with_document { th scope="col" { "Document" } }
+                th scope="col" { "Version" } th scope="col" { "State" } th.num scope="col" { "Attempts" }
+                th scope="col" { "Error" } th scope="col" { "Created" } th scope="col" { "Changed" }
+                @if can { th scope="col" { "Action" } }
+            } }
+            tbody { @for r in rows { (version_row(r, can, with_document)) } }
+        }
+    };
     html! {
-        @if rows.is_empty() { p { "No versions match." } } @else {
+        @if rows.is_empty() { p { "No versions match." } }
+        @else if !can { (table) }
+        @else {
             form method="post" action="/console/requeue" {
                 (csrf(token))
                 input type="hidden" name="back" value=(back);
-                table {
-                    thead { tr {
-                        @if can { th scope="col" { input #select-all type="checkbox" aria-label="Select every errored version on this page"; } }
-                        th.num scope="col" { "Id" }
-                        @if with_document { th scope="col" { "Document" } }
-                        th scope="col" { "Version" } th scope="col" { "State" } th.num scope="col" { "Attempts" }
-                        th scope="col" { "Error" } th scope="col" { "Created" } th scope="col" { "Changed" }
-                        @if can { th scope="col" { "Action" } }
-                    } }
-                    tbody { @for r in rows { (version_row(r, can, with_document)) } }
-                }
-                @if can && rows.iter().any(|r| r.state == "errored") {
+                (table)
+                @if rows.iter().any(|r| r.state == "errored") {
                     button type="submit" { "Requeue selected" }
                 }
             }
