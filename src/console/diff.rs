@@ -1,5 +1,5 @@
 //! A line diff between two versions' bodies, for the document page. Published HTML often
-//! comes on few, very long lines, so lines are also broken between tags (`><`) before
+//! comes on few, very long lines, so lines longer than 60 bytes are also broken between tags (`><`) before
 //! diffing. Common leading and trailing lines are trimmed first; the middle is diffed by
 //! longest common subsequence when it is small enough ([`MAX_CELLS`]), and otherwise shown
 //! as one removed block and one added block.
@@ -22,7 +22,7 @@ pub enum Line<'a> {
 fn lines(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     for line in text.lines() {
-        if line.len() <= 160 {
+        if line.len() <= 60 {
             out.push(line);
             continue;
         }

@@ -25,10 +25,11 @@ pub(super) fn versions_form(
     with_document: bool,
 ) -> Markup {
     let can = who.is_operator();
+    let any_errored = rows.iter().any(|r| r.state == "errored");
     let table = html! {
         table {
             thead { tr {
-                @if can { th scope="col" { input #select-all type="checkbox" aria-label="Select every errored version on this page"; } }
+                @if can { th scope="col" { @if any_errored { input #select-all type="checkbox" aria-label="Select every errored version on this page"; } } }
                 th.num scope="col" { "Id" }
                 @if with_document { th scope="col" { "Document" } }
                 th scope="col" { "Version" } th scope="col" { "State" } th.num scope="col" { "Attempts" }
@@ -46,7 +47,7 @@ pub(super) fn versions_form(
                 (csrf(token))
                 input type="hidden" name="back" value=(back);
                 (table)
-                @if rows.iter().any(|r| r.state == "errored") {
+                @if any_errored {
                     button type="submit" { "Requeue selected" }
                 }
             }

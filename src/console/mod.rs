@@ -160,7 +160,8 @@ fn secure(h: &mut HeaderMap, preview: bool) {
         if preview { "SAMEORIGIN" } else { "DENY" },
     );
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // Not no-referrer: browsers then send `Origin: null` on our own form posts.
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::CACHE_CONTROL, "no-store");
     set(
         h,

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod ops;
 pub mod process;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::future::Future;
