@@ -124,6 +124,14 @@ async fn run(
         _ = interrupt.soft.cancelled() => Err(interrupted()),
         r = showcase(&cfg, client, &mut ready) => r,
     };
+    if outcome.is_ok() && !cfg.http.listen.is_empty() {
+        println!(
+            "\nthe daemon keeps running: operator console at http://{}/console (metrics at /metrics); Ctrl-C to stop",
+            cfg.http.listen
+        );
+        interrupt.soft.cancelled().await;
+        println!("stopping");
+    }
     if outcome.is_err() {
         // Interrupted or failed: nothing in flight is worth waiting for.
         shutdown.hard.cancel();
@@ -172,7 +180,7 @@ async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_
     cfg.pipeline.steps = vec!["validate".into(), "collate".into()];
     cfg.worker.poll_interval = Duration::from_millis(500);
     cfg.worker.backoff.initial = Duration::from_millis(100);
-    cfg.http.listen = String::new();
+    // http.listen as the caller set it: empty, or `--serve`'s address for the console.
 
     let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
     let report = migrate::migrate(&mut client).await?;
