@@ -19,6 +19,7 @@
 
 pub mod access;
 mod actions;
+pub mod bench;
 pub mod diff;
 mod document;
 pub mod live;
