@@ -141,10 +141,10 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     };
     bench.drop_database().await;
     let report = result?;
-    print_table(&report);
+    print_table(&report)?;
     if let Some(path) = &args.json {
         write_json(path, &report)?;
-        println!("wrote {}", path.display());
+        crate::say!("wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -252,7 +252,7 @@ impl Bench {
                 .await
                 .map_err(db::Error::query("vacuuming the console bench tables"))?;
             let total = i64::from(to) * i64::from(PER_DOC);
-            println!(
+            eprintln!(
                 "console: {total} versions filled in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
@@ -725,7 +725,7 @@ fn collate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.child {
         let size = args.mb.first().copied().unwrap_or(1.0);
         let r = cb::measure(size).context("baking the generated book")?;
-        println!("{}", r.to_json());
+        crate::say!("{}", r.to_json())?;
         return Ok(());
     }
     let exe = std::env::current_exe().context("finding the postpub binary")?;
@@ -813,10 +813,10 @@ fn collate(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = Map::new();
     report.insert("machine".into(), machine());
     report.insert("collate".into(), section);
-    print_table(&report);
+    print_table(&report)?;
     if let Some(path) = &args.json {
         write_json(path, &report)?;
-        println!("wrote {}", path.display());
+        crate::say!("wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -949,15 +949,16 @@ async fn console_pages(c: &Client, total: i64) -> anyhow::Result<Vec<(&'static s
     ])
 }
 
-fn print_table(report: &Map<String, Value>) {
-    println!("{:<44} {:>14}", "figure", "value");
+fn print_table(report: &Map<String, Value>) -> Result<(), crate::output::StdoutError> {
+    crate::say!("{:<44} {:>14}", "figure", "value")?;
     for (section, v) in report {
         if let Value::Object(m) = v {
             for (k, x) in m {
-                println!("{:<44} {:>14}", format!("{section}.{k}"), x.to_string());
+                crate::say!("{:<44} {:>14}", format!("{section}.{k}"), x.to_string())?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

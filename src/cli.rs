@@ -8,9 +8,9 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::{self, migrate};
-use crate::{admin, bench, cluster, daemon, demo, event, logging, shutdown, systemd};
+use crate::{admin, bench, cluster, daemon, demo, event, logging, shutdown};
 
 /// postpub: claims versions of documents published into PostgreSQL, collates them with
 /// their CSS recipe and publishes them: exactly one current version per document, an
@@ -205,17 +205,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // server the demo tries first anyway.
     let url_given =
         cli.database_url.is_some() || std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty());
-    let cfg = Config::load(
-        cli.config.as_deref(),
-        std::env::vars(),
-        cli.database_url.as_deref(),
-    )?;
+    let cfg = load_config(cli.config.as_deref(), cli.database_url.as_deref())?;
     let mut log = cfg.log.clone();
     if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         // These print their own story; only problems should interrupt it.
         log.level = "warn".to_owned();
     }
-    logging::init(&log);
+    logging::init(&log.level, log.format);
     // The collate step runs its bakes in processes of this very binary.
     match std::env::current_exe() {
         Ok(me) => crate::pipeline::collate::set_bake_program(me),
@@ -304,33 +300,23 @@ async fn run_cmd(
     let shutdown = shutdown::Shutdown::new();
     let (_signals, reload) =
         shutdown::install(shutdown.clone()).context("installing signal handlers")?;
-    let (ready, ready_rx) = watch::channel(false);
-    // systemd (Type=notify): READY/WATCHDOG follow `ready`, STOPPING the stop signal.
-    let notifier_done = tokio_util::sync::CancellationToken::new();
-    let notifier = tokio::spawn(
-        systemd::Notifier {
-            ready: ready_rx,
-            stop: shutdown.soft.clone(),
-            // The daemon answers SIGHUP itself (RELOADING=1, then READY=1).
-            reload: None,
-            watchdog: systemd::watchdog_interval(),
-            grace: systemd::UNHEALTHY_GRACE,
-        }
-        .run(notifier_done.clone()),
-    );
+    let (ready, _) = watch::channel(false);
     // A reload reads the same file, environment and flags as the start did.
     let reload = daemon::Reload {
         requests: reload,
-        load: Box::new(move || {
-            Config::load(file.as_deref(), std::env::vars(), database_url.as_deref())
-        }),
+        load: Box::new(move || load_config(file.as_deref(), database_url.as_deref())),
     };
-    let result =
-        daemon::run_with_reload(cfg, shutdown, event::channel(), ready, Some(reload)).await;
-    notifier_done.cancel();
-    let _ = notifier.await;
-    result?;
+    // systemd (Type=notify): the daemon's notifier follows `ready` and the stop signal.
+    daemon::run_with_reload(cfg, shutdown, event::channel(), ready, Some(reload)).await?;
     Ok(())
+}
+
+/// The configuration from `file`, the process environment and `--database-url`, with
+/// every sink's table checked by its sink.
+fn load_config(file: Option<&Path>, database_url: Option<&str>) -> Result<Config, ConfigError> {
+    let cfg = Config::load(file, std::env::vars(), database_url)?;
+    crate::outbox::validate(&cfg.outbox)?;
+    Ok(cfg)
 }
 
 async fn relay_cmd(cfg: Config) -> anyhow::Result<()> {

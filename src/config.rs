@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backoff::BackoffConfig;
+pub use crate::logging::LogFormat;
+
 /// Default database URL (SPEC: *Names*).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postgres";
 
@@ -191,27 +194,6 @@ impl WorkerConfig {
     /// How often held leases are renewed: three chances before one expires.
     pub fn renew_interval(&self) -> Duration {
         self.lease / 3
-    }
-}
-
-/// Exponential backoff bounds: `initial * 2^(attempt-1)`, capped at `max`, with jitter.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BackoffConfig {
-    /// Delay after the first transient failure.
-    #[serde(with = "humantime_serde")]
-    pub initial: Duration,
-    /// Longest delay.
-    #[serde(with = "humantime_serde")]
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(600),
-        }
     }
 }
 
@@ -433,16 +415,6 @@ impl Default for LogConfig {
             level: "info".to_owned(),
         }
     }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line.
-    Json,
 }
 
 /// `[outbox]`: delivery of published/deleted events by the relay.
@@ -835,27 +807,12 @@ impl Config {
                 return Err(ConfigError::Value { key, problem });
             }
         }
-        for (i, sink) in o.sinks.iter().enumerate() {
-            let keys: &[(&str, Duration, Duration, Duration)] = match sink {
-                SinkConfig::Nats(n) => &[
-                    ("duplicate_window", n.duplicate_window, zero, MAX_BACKOFF),
-                    ("ack_timeout", n.ack_timeout, ms(1), HOUR),
-                ],
-                SinkConfig::Webhook(h) => &[("timeout", h.timeout, ms(1), HOUR)],
-            };
-            for &(key, value, min, max) in keys {
-                if let Some(problem) = out_of_bounds(value, min, max) {
-                    return Err(ConfigError::Sink {
-                        key: format!("outbox.sinks[{i}].{key}"),
-                        problem,
-                    });
-                }
-            }
-        }
         Ok(())
     }
 
-    /// Checks `[outbox]` and every `[[outbox.sinks]]` table; messages name the sink by index.
+    /// Checks `[outbox]` and what every `[[outbox.sinks]]` table shares (its name); each
+    /// sink's own keys are checked by its sink (`outbox::validate`). Messages name the sink
+    /// by index.
     fn validate_outbox(&self) -> Result<(), ConfigError> {
         fn bad(key: String, problem: impl Into<String>) -> Result<(), ConfigError> {
             Err(ConfigError::Sink {
@@ -874,7 +831,7 @@ impl Config {
             );
         }
         let names = o.sink_names();
-        for (i, (sink, name)) in o.sinks.iter().zip(&names).enumerate() {
+        for (i, name) in names.iter().enumerate() {
             let key = |k: &str| format!("outbox.sinks[{i}].{k}");
             let name_ok = !name.is_empty()
                 && name.len() <= 64
@@ -893,130 +850,16 @@ impl Config {
                     format!("{name:?} is already the name of another sink (names must be unique)"),
                 );
             }
-            match sink {
-                SinkConfig::Nats(n) => {
-                    if n.url.trim().is_empty() {
-                        return bad(key("url"), "must be set (e.g. \"nats://127.0.0.1:4222\")");
-                    }
-                    for part in n.url.split(',') {
-                        if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
-                            return bad(
-                                key("url"),
-                                format!("must be a NATS server URL: {part:?}: {e}"),
-                            );
-                        }
-                    }
-                    let stream_ok = !n.stream.is_empty()
-                        && n.stream.len() <= 255
-                        && !n
-                            .stream
-                            .chars()
-                            .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c));
-                    if !stream_ok {
-                        return bad(
-                            key("stream"),
-                            "must be a JetStream stream name: not empty, without spaces, '.', '*', '>', '/' or '\\'",
-                        );
-                    }
-                    if let Err(problem) = crate::outbox::nats::check_template(&n.subject) {
-                        return bad(key("subject"), problem);
-                    }
-                    if n.create_stream && crate::outbox::nats::stream_subject(&n.subject).is_none()
-                    {
-                        return bad(
-                            key("subject"),
-                            "must start with a literal token (like \"postpub.\") when create_stream is true, so the stream's subjects can be derived from it",
-                        );
-                    }
-                    if n.credentials_file.is_some() && n.nkey_seed_file.is_some() {
-                        return bad(
-                            key("nkey_seed_file"),
-                            "cannot be used together with credentials_file (a .creds file holds its own seed)",
-                        );
-                    }
-                    if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
-                        return bad(
-                            key("tls_cert_file"),
-                            "tls_cert_file and tls_key_file go together (the client certificate and its key)",
-                        );
-                    }
-                    for (field, path) in [
-                        ("credentials_file", &n.credentials_file),
-                        ("tls_ca_file", &n.tls_ca_file),
-                        ("tls_cert_file", &n.tls_cert_file),
-                        ("tls_key_file", &n.tls_key_file),
-                    ] {
-                        if let Some(path) = path {
-                            if let Err(e) = std::fs::File::open(path) {
-                                return bad(
-                                    key(field),
-                                    format!("cannot read {}: {e}", path.display()),
-                                );
-                            }
-                        }
-                    }
-                    if let Some(path) = &n.nkey_seed_file {
-                        // The seed itself is checked here: with a bad one the NATS client
-                        // only says "failed signing nonce".
-                        let seed = match std::fs::read_to_string(path) {
-                            Ok(seed) => seed,
-                            Err(e) => {
-                                return bad(
-                                    key("nkey_seed_file"),
-                                    format!("cannot read {}: {e}", path.display()),
-                                )
-                            }
-                        };
-                        if let Err(e) = nkeys::KeyPair::from_seed(seed.trim()) {
-                            return bad(
-                                key("nkey_seed_file"),
-                                format!("{} does not hold an NKey seed (SU…): {e}", path.display()),
-                            );
-                        }
-                    }
-                    if n.create_stream && n.duplicate_window.is_zero() {
-                        return bad(key("duplicate_window"), "must be more than 0s");
-                    }
-                }
-                SinkConfig::Webhook(w) => {
-                    match reqwest::Url::parse(&w.url) {
-                        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                        Ok(_) => {
-                            return bad(
-                                key("url"),
-                                "must be an http:// or https:// URL with a host",
-                            )
-                        }
-                        Err(e) if w.url.trim().is_empty() => {
-                            let _ = e;
-                            return bad(
-                                key("url"),
-                                "must be set (e.g. \"https://example.com/hooks/postpub\")",
-                            );
-                        }
-                        Err(e) => return bad(key("url"), format!("must be a URL: {e}")),
-                    }
-                    if w.secret.as_deref() == Some("") {
-                        return bad(
-                            key("secret"),
-                            "must not be empty (leave it out to send unsigned requests)",
-                        );
-                    }
-                    if !(1..=1000).contains(&w.concurrency) {
-                        return bad(key("concurrency"), "must be between 1 and 1000");
-                    }
-                }
-            }
         }
         Ok(())
     }
 }
 
 const SECOND: Duration = Duration::from_secs(1);
-const HOUR: Duration = Duration::from_secs(3600);
+pub const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// Longest retry delay or duplicate window: 30 days.
-const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Longest outbox retention: 10 years of 365 days.
 const MAX_RETENTION: Duration = Duration::from_secs(3650 * 24 * 3600);
 /// Smallest `pipeline.collate.max_memory_bytes`: the bake process maps its own binary and
@@ -1024,7 +867,7 @@ const MAX_RETENTION: Duration = Duration::from_secs(3650 * 24 * 3600);
 pub const MIN_BAKE_MEMORY_BYTES: u64 = 64 << 20;
 
 /// Why `value` is outside `min..=max`, as the end of a message naming its key.
-fn out_of_bounds(value: Duration, min: Duration, max: Duration) -> Option<String> {
+pub fn out_of_bounds(value: Duration, min: Duration, max: Duration) -> Option<String> {
     let show = |d: Duration| humantime::format_duration(d).to_string();
     if value > max {
         Some(format!(
@@ -1084,17 +927,17 @@ fn is_host_port(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
-    fn write(text: &str) -> tempfile_path::TempPath {
+    pub(crate) fn write(text: &str) -> tempfile_path::TempPath {
         tempfile_path::TempPath::new(text)
     }
 
@@ -1229,7 +1072,10 @@ mod tests {
             ),
         ] {
             let f = write(text);
-            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
+            // Sink keys are checked by their sinks (outbox::validate).
+            let err = Config::load(Some(&f.0), env(&[]), None)
+                .and_then(|c| crate::outbox::validate(&c.outbox))
+                .expect_err(text);
             let msg = err.to_string();
             assert!(msg.contains(key), "{text}: {msg}");
             assert!(!msg.contains('\n'), "one line: {msg}");
@@ -1336,71 +1182,6 @@ include_body = true
             }),
             "the nats example shows the defaults"
         );
-    }
-
-    #[test]
-    fn sink_problems_name_the_sink_and_key() {
-        for (text, key) in [
-            ("[[outbox.sinks]]\nkind = \"nats\"\n", "outbox.sinks[0].url"),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\n[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"ftp://h/x\"\n",
-                "outbox.sinks[1].url",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/x\"\nsecret = \"\"\n",
-                "outbox.sinks[0].secret",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"{document}.x\"\n",
-                "outbox.sinks[0].subject",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a.{title}\"\n",
-                "outbox.sinks[0].subject",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nstream = \"a.b\"\n",
-                "outbox.sinks[0].stream",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nname = \"x\"\nurl = \"nats://h:1\"\n[[outbox.sinks]]\nkind = \"webhook\"\nname = \"x\"\nurl = \"http://h/\"\n",
-                "outbox.sinks[1].name",
-            ),
-            ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
-                "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nnkey_seed_file = \"Cargo.toml\"\n",
-                "outbox.sinks[0].nkey_seed_file Cargo.toml does not hold an NKey seed",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ntls_cert_file = \"Cargo.toml\"\n",
-                "outbox.sinks[0].tls_cert_file",
-            ),
-            (
-                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"Cargo.toml\"\nnkey_seed_file = \"Cargo.toml\"\n",
-                "outbox.sinks[0].nkey_seed_file",
-            ),
-        ] {
-            let f = write(text);
-            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
-            assert!(err.to_string().contains(key), "{text}: {err}");
-            assert!(matches!(err, ConfigError::Sink { .. }), "{text}: {err:?}");
-        }
-        // Wrong kind and unknown keys are refused by the parser, naming what is wrong.
-        for (text, word) in [
-            ("[[outbox.sinks]]\nkind = \"kafka\"\n", "kafka"),
-            (
-                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nstream = \"S\"\n",
-                "stream",
-            ),
-        ] {
-            let f = write(text);
-            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
-            assert!(err.to_string().contains(word), "{text}: {err}");
-        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use deadpool_postgres::Pool;
+
 use crate::config::{Config, ConfigError};
 use crate::console::Console;
 use crate::db::{self, migrate};
@@ -19,7 +21,9 @@ use crate::http::{self, HttpServer, Metrics, Recorder};
 use crate::listener::{Listener, Wakeups};
 use crate::outbox::Relay;
 use crate::pipeline::Pipeline;
+use crate::service::Base;
 use crate::shutdown::Shutdown;
+use crate::systemd;
 use crate::worker::rescuer::Rescuer;
 use crate::worker::Worker;
 
@@ -55,23 +59,6 @@ pub fn actor_id() -> String {
     format!("{host}:{}:{}", std::process::id(), &suffix[..6])
 }
 
-/// The LISTEN service of `run` and `relay`: the direct URL, checked every poll interval.
-fn listener(
-    cfg: &Config,
-    wakeups: &Wakeups,
-    ready: watch::Sender<bool>,
-    events: &Events,
-) -> Listener {
-    Listener::new(
-        cfg.database.listen_url().to_owned(),
-        cfg.database.connect_timeout,
-        cfg.worker.poll_interval,
-        wakeups.clone(),
-        ready,
-        events.clone(),
-    )
-}
-
 /// How the daemon re-reads its configuration when asked (SIGHUP).
 pub struct Reload {
     /// Changes once per request.
@@ -93,7 +80,8 @@ pub async fn run(
 /// Runs the daemon until `shutdown.soft` fires and in-flight work is settled. `ready`
 /// turns true once the database is checked and LISTEN is active, follows the LISTEN
 /// connection after that (false while it reconnects), and turns false for good when the
-/// shutdown starts.
+/// shutdown starts. systemd hears of all this through the notifier (a no-op outside
+/// systemd).
 pub async fn run_with_reload(
     cfg: Config,
     shutdown: Shutdown,
@@ -101,53 +89,144 @@ pub async fn run_with_reload(
     ready: watch::Sender<bool>,
     reload: Option<Reload>,
 ) -> Result<(), StartError> {
-    let (pool, target) = db::pool(&cfg.database)?;
+    let notifier_done = CancellationToken::new();
+    let notifier = tokio::spawn(
+        systemd::Notifier::new(ready.subscribe(), shutdown.soft.clone()).run(notifier_done.clone()),
+    );
+    let result = serve(cfg, shutdown, events, ready, reload).await;
+    notifier_done.cancel();
+    let _ = notifier.await;
+    result
+}
+
+/// Checks the database and the configuration, starts the edge and the services, and
+/// stops them in order.
+async fn serve(
+    cfg: Config,
+    shutdown: Shutdown,
+    events: Events,
+    ready: watch::Sender<bool>,
+    reload: Option<Reload>,
+) -> Result<(), StartError> {
+    let (pool, target) = open(&cfg, true).await?;
     let (claim_pool, _) = db::pool_with(&cfg.database, 1, Some(db::CLAIM_SESSION))?;
-    {
-        let client = db::get(&pool, &target).await?;
-        migrate::check(&client).await?;
-        // Not fatal: a database that refuses writes now (read-only for a while) is retried
-        // like any other; publish() keeps the previous limit meanwhile.
-        if let Err(e) = migrate::set_max_body_bytes(&**client, cfg.pipeline.max_body_bytes).await {
-            tracing::warn!(error = %e, "could not store pipeline.max_body_bytes for postpub.publish");
-        }
-    }
     let http_listener = match cfg.http.listen.trim() {
         "" => None,
         addr => Some(http::bind(addr).await?),
     };
-    let pipeline = Arc::new(
-        Pipeline::from_config(&cfg.pipeline)
-            .map_err(StartError::Pipeline)?
-            .with_events(events.clone()),
-    );
-    let actor = actor_id();
+    let pipeline = Pipeline::from_config(&cfg.pipeline).map_err(StartError::Pipeline)?;
+    let base = Base {
+        pool: pool.clone(),
+        target: target.clone(),
+        actor: actor_id(),
+        events: events.clone(),
+    };
     let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
     let wakeups = Wakeups::default();
-    let (listening_tx, listening) = watch::channel(false);
-    let (claiming_tx, claiming) = watch::channel(true);
-    let relay = Relay::from_config(
-        &cfg,
-        pool.clone(),
-        target.clone(),
-        wakeups.outbox.clone(),
-        events.clone(),
-    )?
-    .with_reloads(config_rx.clone());
-    let tracker = TaskTracker::new();
+    let relay = Relay::new(config_rx.clone(), &base, wakeups.outbox.clone())?;
+    let edge = Edge::start(&cfg, http_listener, &target, &ready, &events)?;
 
-    // The edge (metrics, HTTP) outlives the services: its own token and tracker.
-    let edge_stop = CancellationToken::new();
-    let edge = TaskTracker::new();
-    let metrics = Arc::new(Metrics::new());
-    edge.spawn(
-        Recorder {
-            metrics: metrics.clone(),
-            events: events.subscribe(),
-        }
-        .run(edge_stop.clone()),
+    let listener = Listener::new(&cfg, &wakeups, &events);
+    let listening = listener.listening();
+    let worker = Worker::new(
+        &base,
+        claim_pool.clone(),
+        config_rx,
+        wakeups.versions.clone(),
     );
-    if let Some(listener) = http_listener {
+    let claiming = worker.claiming();
+    let tracker = TaskTracker::new();
+    spawn(&tracker, "listener", listener.run(shutdown.clone()));
+    spawn(
+        &tracker,
+        "rescuer",
+        Rescuer::new(&cfg.worker, &base).run(shutdown.clone()),
+    );
+    spawn(&tracker, "worker", worker.run(shutdown.clone()));
+    spawn(&tracker, "relay", relay.run(shutdown.clone()));
+    if let Some(reload) = reload {
+        tracker.spawn(reloader(reload, config_tx, shutdown.soft.clone()));
+    }
+    tracing::info!(
+        actor = %base.actor,
+        database = %target,
+        steps = ?pipeline.names(),
+        concurrency = cfg.worker.concurrency,
+        "postpub started"
+    );
+
+    follow_readiness(listening, claiming, &ready, &shutdown.soft).await;
+    ready.send_replace(false);
+    tracker.close();
+    tracker.wait().await;
+    edge.stop().await;
+    pool.close();
+    claim_pool.close();
+    tracing::info!("postpub stopped");
+    Ok(())
+}
+
+/// The work pool, after checking the schema (and, for `run`, storing
+/// `pipeline.max_body_bytes` where `postpub.publish` reads it).
+async fn open(cfg: &Config, store_limits: bool) -> Result<(Pool, String), StartError> {
+    let (pool, target) = db::pool(&cfg.database)?;
+    let client = db::get(&pool, &target).await?;
+    migrate::check(&client).await?;
+    // Not fatal: a database that refuses writes now (read-only for a while) is retried
+    // like any other; publish() keeps the previous limit meanwhile.
+    if store_limits {
+        if let Err(e) = migrate::set_max_body_bytes(&**client, cfg.pipeline.max_body_bytes).await {
+            tracing::warn!(error = %e, "could not store pipeline.max_body_bytes for postpub.publish");
+        }
+    }
+    drop(client);
+    Ok((pool, target))
+}
+
+/// Runs a service on `tracker`; a service that fails says so in the log (the others go
+/// on, and the daemon's readiness shows what is missing).
+fn spawn<E: std::fmt::Display>(
+    tracker: &TaskTracker,
+    name: &'static str,
+    service: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) {
+    tracker.spawn(async move {
+        if let Err(e) = service.await {
+            tracing::error!(service = name, error = %e, "service stopped with an error");
+        }
+    });
+}
+
+/// The metrics recorder and the HTTP server: they outlive the services (their own token
+/// and tracker), so health and metrics stay visible while in-flight work drains.
+struct Edge {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Edge {
+    fn start(
+        cfg: &Config,
+        listener: Option<tokio::net::TcpListener>,
+        target: &str,
+        ready: &watch::Sender<bool>,
+        events: &Events,
+    ) -> Result<Edge, StartError> {
+        let edge = Edge {
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let metrics = Arc::new(Metrics::new());
+        edge.tracker.spawn(
+            Recorder {
+                metrics: metrics.clone(),
+                events: events.subscribe(),
+            }
+            .run(edge.stop.clone()),
+        );
+        let Some(listener) = listener else {
+            return Ok(edge);
+        };
         // A small pool of its own: API and scrape traffic never waits behind the worker.
         let http_db = crate::config::DatabaseConfig {
             pool_size: (cfg.database.pool_size / 4).max(2),
@@ -159,71 +238,31 @@ pub async fn run_with_reload(
             listener,
             http_pool.clone(),
             stream_pool,
-            target.clone(),
+            target.to_owned(),
             ready.subscribe(),
             metrics,
         );
         if cfg.console.enabled {
-            let console = Console::new(&cfg, http_pool, target.clone(), events.clone());
-            edge.spawn(console.clone().record(edge_stop.clone()));
+            let console = Console::new(cfg, http_pool, target.to_owned(), events.clone());
+            edge.tracker
+                .spawn(console.clone().record(edge.stop.clone()));
             server = server.with_console(console);
         }
-        edge.spawn(server.run(edge_stop.clone()));
+        edge.tracker.spawn(server.run(edge.stop.clone()));
+        Ok(edge)
     }
 
-    tracker.spawn(listener(&cfg, &wakeups, listening_tx, &events).run(shutdown.soft.clone()));
-    tracker.spawn(
-        Rescuer {
-            pool: pool.clone(),
-            target: target.clone(),
-            actor: actor.clone(),
-            interval: cfg.worker.rescue_interval(),
-            max_attempts: cfg.worker.max_attempts,
-            events: events.clone(),
+    /// Stops the edge once the services stopped.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(HTTP_STOP_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("http requests still running at exit were cut off");
         }
-        .run(shutdown.soft.clone()),
-    );
-    tracker.spawn(
-        Worker {
-            pool: pool.clone(),
-            claim_pool: claim_pool.clone(),
-            target: target.clone(),
-            actor: actor.clone(),
-            config: config_rx.clone(),
-            wake: wakeups.versions.clone(),
-            events: events.clone(),
-            claiming: claiming_tx,
-        }
-        .run(shutdown.soft.clone(), shutdown.hard.clone()),
-    );
-    tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
-    if let Some(reload) = reload {
-        tracker.spawn(reloader(reload, config_tx, shutdown.soft.clone()));
     }
-    tracing::info!(
-        actor = %actor,
-        database = %target,
-        steps = ?pipeline.names(),
-        concurrency = cfg.worker.concurrency,
-        "postpub started"
-    );
-
-    follow_readiness(listening, claiming, &ready, &shutdown.soft).await;
-    ready.send_replace(false);
-    tracker.close();
-    tracker.wait().await;
-    edge_stop.cancel();
-    edge.close();
-    if tokio::time::timeout(HTTP_STOP_TIMEOUT, edge.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("http requests still running at exit were cut off");
-    }
-    pool.close();
-    claim_pool.close();
-    tracing::info!("postpub stopped");
-    Ok(())
 }
 
 /// Ready while the LISTEN connection is up (the listener checks the database with it)
@@ -252,11 +291,7 @@ async fn follow_readiness(
 /// services read from the watch) take effect; keys that need new connections or sockets
 /// (`[database]`, `[http]`, `log.format`) keep their running values, with a warning. An
 /// invalid file is refused with one error line and changes nothing.
-async fn reloader(
-    mut reload: Reload,
-    config: watch::Sender<Arc<Config>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
+async fn reloader(mut reload: Reload, config: watch::Sender<Arc<Config>>, stop: CancellationToken) {
     loop {
         tokio::select! {
             biased;
@@ -309,23 +344,22 @@ pub async fn relay(
     events: Events,
     ready: watch::Sender<bool>,
 ) -> Result<(), StartError> {
-    let (pool, target) = db::pool(&cfg.database)?;
-    {
-        let client = db::get(&pool, &target).await?;
-        migrate::check(&client).await?;
-    }
+    let (pool, target) = open(&cfg, false).await?;
+    let base = Base {
+        pool: pool.clone(),
+        target: target.clone(),
+        actor: actor_id(),
+        events: events.clone(),
+    };
     let wakeups = Wakeups::default();
-    let (listening_tx, mut listening) = watch::channel(false);
-    let relay = Relay::from_config(
-        &cfg,
-        pool.clone(),
-        target.clone(),
-        wakeups.outbox.clone(),
-        events.clone(),
-    )?;
+    // No reloads here: the sender goes at once.
+    let config = watch::channel(Arc::new(cfg.clone())).1;
+    let relay = Relay::new(config, &base, wakeups.outbox.clone())?;
+    let listener = Listener::new(&cfg, &wakeups, &events);
+    let mut listening = listener.listening();
     let tracker = TaskTracker::new();
-    tracker.spawn(listener(&cfg, &wakeups, listening_tx, &events).run(shutdown.soft.clone()));
-    tracker.spawn(relay.run(shutdown.soft.clone(), shutdown.hard.clone()));
+    spawn(&tracker, "listener", listener.run(shutdown.clone()));
+    spawn(&tracker, "relay", relay.run(shutdown.clone()));
     tracing::info!(database = %target, sinks = ?cfg.outbox.sink_names(), "postpub relay started");
     tokio::select! {
         biased;

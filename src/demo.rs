@@ -69,10 +69,10 @@ pub async fn main(cfg: &Config, database: &str, url_given: bool) -> anyhow::Resu
         ))
     })?;
     tracing::debug!(error = %refused, "the default server cannot be used");
-    println!(
+    crate::say!(
         "no usable PostgreSQL at {target} ({why}): starting a throwaway one from {} (removed when the demo ends)",
         binaries.dir().display()
-    );
+    )?;
     // initdb and pg_ctl block; a signal meanwhile is acted on once the cluster is up.
     let cluster = tokio::task::spawn_blocking(move || Cluster::start(&binaries))
         .await
@@ -124,14 +124,10 @@ async fn run(
         _ = interrupt.soft.cancelled() => Err(interrupted()),
         r = showcase(&cfg, client, &mut ready) => r,
     };
-    if outcome.is_ok() && !cfg.http.listen.is_empty() {
-        println!(
-            "\nthe daemon keeps running: operator console at http://{}/console (metrics at /metrics); Ctrl-C to stop",
-            cfg.http.listen
-        );
-        interrupt.soft.cancelled().await;
-        println!("stopping");
-    }
+    let outcome = match outcome {
+        Ok(()) if !cfg.http.listen.is_empty() => serve(&cfg, interrupt).await,
+        other => other,
+    };
     if outcome.is_err() {
         // Interrupted or failed: nothing in flight is worth waiting for.
         shutdown.hard.cancel();
@@ -141,19 +137,30 @@ async fn run(
     daemon.await.context("the daemon task failed")??;
     outcome?;
     if throwaway {
-        println!(
+        crate::say!(
             "
 the throwaway PostgreSQL goes now; give --database-url to keep {database} for exploring"
-        );
+        )?;
         return Ok(());
     }
     let pg = db::pg_config(&cfg.database.url, cfg.database.connect_timeout)?;
-    println!(
+    crate::say!(
         "\nexplore it: psql -h {} -p {} -U {} -d {database} -c 'select document, version, content from postpub.current'",
         db::target(&pg).split(':').next().unwrap_or("localhost"),
         pg.get_ports().first().copied().unwrap_or(5432),
         pg.get_user().unwrap_or("postgres"),
-    );
+    )?;
+    Ok(())
+}
+
+/// `--serve`: the daemon keeps running, with the console, until Ctrl-C.
+async fn serve(cfg: &Config, interrupt: &Shutdown) -> anyhow::Result<()> {
+    crate::say!(
+        "\nthe daemon keeps running: operator console at http://{}/console (metrics at /metrics); Ctrl-C to stop",
+        cfg.http.listen
+    )?;
+    interrupt.soft.cancelled().await;
+    crate::say!("stopping")?;
     Ok(())
 }
 
@@ -184,10 +191,10 @@ async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_
 
     let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
     let report = migrate::migrate(&mut client).await?;
-    println!(
+    crate::say!(
         "created database {database} and migrated it to schema version {}",
         report.to
-    );
+    )?;
     Ok((cfg, client))
 }
 
@@ -202,7 +209,7 @@ async fn showcase(
         .await
         .context("the daemon did not become ready within 15s")?
         .context("the daemon stopped before it was ready")?;
-    println!("daemon running (pipeline: {:?})\n", cfg.pipeline.steps);
+    crate::say!("daemon running (pipeline: {:?})\n", cfg.pipeline.steps)?;
 
     use Publish::{Body, Burst, Delete};
     let first = [
@@ -244,7 +251,7 @@ async fn showcase(
     let started = Instant::now();
     for batch in [&first[..], &second[..]] {
         for (what, step) in batch {
-            println!("  {what}");
+            crate::say!("  {what}")?;
             match *step {
                 Body(doc, body, with_recipe) => {
                     admin::publish(&client, doc, body, with_recipe.then_some(RECIPE)).await?;
@@ -268,7 +275,7 @@ async fn showcase(
         }
         settle(&client).await?;
     }
-    println!("\nsettled in {} ms\n", started.elapsed().as_millis());
+    crate::say!("\nsettled in {} ms\n", started.elapsed().as_millis())?;
 
     print_table(&client).await
 }
@@ -312,17 +319,22 @@ async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         )
         .await
         .map_err(db::Error::query("reading the versions"))?;
-    println!(
+    crate::say!(
         "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} note",
-        "document", "v", "state", "kind", "attempts", "event"
-    );
+        "document",
+        "v",
+        "state",
+        "kind",
+        "attempts",
+        "event"
+    )?;
     for r in rows {
         let kind = if r.get::<_, bool>(3) {
             "tombstone"
         } else {
             "body"
         };
-        println!(
+        crate::say!(
             "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} {}",
             r.get::<_, &str>(0),
             r.get::<_, i32>(1),
@@ -331,7 +343,7 @@ async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
             r.get::<_, i32>(4),
             r.get::<_, Option<&str>>(6).unwrap_or("-"),
             r.get::<_, &str>(5),
-        );
+        )?;
     }
     let row = client
         .query_opt(
@@ -341,7 +353,7 @@ async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         .await
         .map_err(db::Error::query("reading chapter-1"))?;
     if let Some(r) = row {
-        println!("\nchapter-1 as published:\n{}", r.get::<_, &str>(0));
+        crate::say!("\nchapter-1 as published:\n{}", r.get::<_, &str>(0))?;
     }
     Ok(())
 }

@@ -35,6 +35,7 @@
 //! transaction) live in SQL under `sql/`, where the database enforces them.
 
 pub mod admin;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
@@ -51,7 +52,9 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod outbox;
+pub mod output;
 pub mod pipeline;
+pub mod service;
 pub mod shutdown;
 pub mod systemd;
 pub mod worker;

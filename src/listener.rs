@@ -7,6 +7,7 @@
 //! it announced is not. The connection is checked with a query every health interval, so a
 //! stalled server or network is noticed even when no notification is due.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::db;
 use crate::event::{Event, Events};
+use crate::shutdown::Shutdown;
 
 /// Notification channel name (SPEC: *Names*).
 pub const CHANNEL: &str = "postpub";
@@ -64,27 +67,27 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A listener; `ready` turns true once LISTEN is active.
-    pub fn new(
-        url: String,
-        connect_timeout: Duration,
-        health_interval: Duration,
-        wakeups: Wakeups,
-        ready: watch::Sender<bool>,
-        events: Events,
-    ) -> Self {
+    /// A listener on `database.listen_url()`, checked every `worker.poll_interval`.
+    pub fn new(cfg: &Config, wakeups: &Wakeups, events: &Events) -> Self {
         Self {
-            url,
-            connect_timeout,
-            health_interval,
-            wakeups,
-            ready,
-            events,
+            url: cfg.database.listen_url().to_owned(),
+            connect_timeout: cfg.database.connect_timeout,
+            health_interval: cfg.worker.poll_interval,
+            wakeups: wakeups.clone(),
+            ready: watch::Sender::new(false),
+            events: events.clone(),
         }
     }
 
-    /// Listens until cancelled, reconnecting with capped exponential backoff.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// `true` while LISTEN is active (the daemon's readiness follows it).
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Listens until `shutdown.soft`, reconnecting with capped exponential backoff; never
+    /// fails (a lost connection is made again).
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), Infallible> {
+        let cancel = shutdown.soft;
         tracing::debug!("listener started");
         let mut reconnects = 0u64;
         let mut backoff = Duration::from_millis(100);
@@ -116,6 +119,7 @@ impl Listener {
         }
         self.ready.send_replace(false);
         tracing::debug!("listener stopped");
+        Ok(())
     }
 
     /// One connection's life: connect, LISTEN, wake everyone, forward notifications.

@@ -9,7 +9,18 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::{LogConfig, LogFormat};
+use serde::{Deserialize, Serialize};
+
+/// Log line format (`log.format`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Handle on the installed filter, for reloads.
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
@@ -20,14 +31,15 @@ fn from_env() -> Option<EnvFilter> {
 }
 
 /// Installs the global subscriber (once; later calls are ignored, which keeps tests that
-/// build several daemons in one process simple).
-pub fn init(cfg: &LogConfig) {
+/// build several daemons in one process simple). Takes plain values (`log.level`,
+/// `log.format`) so this module knows nothing of the configuration.
+pub fn init(level: &str, format: LogFormat) {
     let filter = from_env()
-        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let format = match cfg.format {
+    let format = match format {
         // log_internal_errors(false): with stderr gone (a closed pipe), a failed write
         // must not be reported on stderr again, which would panic the logging task.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()

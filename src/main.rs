@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use postpub::cli::{self, Cli};
 use postpub::config::ConfigError;
+use postpub::output::StdoutError;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`postpub demo | head -3`): nothing failed.
+        Err(e) if matches!(e.downcast_ref(), Some(StdoutError::Closed)) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             if e.downcast_ref::<ConfigError>().is_some() {

@@ -5,7 +5,7 @@
 //!
 //! Every function is a no-op without `NOTIFY_SOCKET`, so the daemon runs the same outside
 //! systemd. What "ready" and "healthy" mean is decided by the daemon (its `ready` watch,
-//! see [`crate::daemon::run`]); this module only speaks the protocol.
+//! which `daemon::run` keeps); this module only speaks the protocol.
 
 use std::time::{Duration, Instant};
 
@@ -80,23 +80,31 @@ pub fn watchdog_interval() -> Option<Duration> {
     }
 }
 
-/// The notifier loop: follows the daemon's readiness, the stop signal and SIGHUPs.
+/// The notifier loop: follows the daemon's readiness and the stop signal. Reloads are
+/// announced by the daemon's reloader itself ([`reloading`], [`reloaded`]), around the
+/// actual reload.
 pub struct Notifier {
     /// The daemon's readiness (true while the database is reachable and LISTEN active).
-    pub ready: watch::Receiver<bool>,
+    ready: watch::Receiver<bool>,
     /// The stop signal (the daemon's soft shutdown token).
-    pub stop: CancellationToken,
-    /// SIGHUP counter. When given, each SIGHUP is answered with `RELOADING=1` and, since
-    /// the reload itself lives elsewhere, `READY=1` straight after; a reload
-    /// implementation passes `None` and calls [`reloading`] / [`reloaded`] itself.
-    pub reload: Option<watch::Receiver<u64>>,
+    stop: CancellationToken,
     /// Ping interval ([`watchdog_interval`]); `None` sends no pings.
-    pub watchdog: Option<Duration>,
+    watchdog: Option<Duration>,
     /// How long the daemon may be unready before pings stop ([`UNHEALTHY_GRACE`]).
-    pub grace: Duration,
+    grace: Duration,
 }
 
 impl Notifier {
+    /// A notifier following `ready` until `stop`, pinging as `WATCHDOG_USEC` asks.
+    pub fn new(ready: watch::Receiver<bool>, stop: CancellationToken) -> Notifier {
+        Notifier {
+            ready,
+            stop,
+            watchdog: watchdog_interval(),
+            grace: UNHEALTHY_GRACE,
+        }
+    }
+
     /// Runs until `done` is cancelled (after the daemon returned). Pings continue while
     /// the daemon drains after a stop signal: the stop is bounded by `TimeoutStopSec`.
     pub async fn run(mut self, done: CancellationToken) {
@@ -139,15 +147,6 @@ impl Notifier {
                         status("database connection lost; reconnecting");
                     }
                 }
-                r = next_reload(&mut self.reload) => {
-                    if r {
-                        reloading();
-                        // The configuration reload hooks in here (see `reload` above).
-                        reloaded();
-                    } else {
-                        self.reload = None;
-                    }
-                }
                 _ = tick.tick(), if self.watchdog.is_some() => {
                     if *self.ready.borrow() {
                         last_ready = Instant::now();
@@ -168,14 +167,5 @@ impl Notifier {
             }
         }
         tracing::debug!("notifier stopped");
-    }
-}
-
-/// The next SIGHUP: `true` on one, `false` once the signal task is gone; pending forever
-/// when reloads are not watched.
-async fn next_reload(reload: &mut Option<watch::Receiver<u64>>) -> bool {
-    match reload {
-        Some(rx) => rx.changed().await.is_ok(),
-        None => std::future::pending().await,
     }
 }

@@ -409,9 +409,18 @@ fn assert_complete_and_ordered(
 fn spawn_relay(cfg: &Config, events: event::Events) -> (tokio::task::JoinHandle<()>, Arc<Notify>) {
     let (pool, target) = postpub::db::pool(&cfg.database).expect("pool");
     let wake = Arc::new(Notify::new());
-    let relay = Relay::from_config(cfg, pool, target, wake.clone(), events).expect("relay");
+    let base = postpub::service::Base {
+        pool,
+        target,
+        actor: "test-relay".to_owned(),
+        events,
+    };
+    let config = tokio::sync::watch::channel(Arc::new(cfg.clone())).1;
+    let relay = Relay::new(config, &base, wake.clone()).expect("relay");
     let shutdown = Shutdown::new();
-    let handle = tokio::spawn(async move { relay.run(shutdown.soft, shutdown.hard).await });
+    let handle = tokio::spawn(async move {
+        let _ = relay.run(shutdown).await;
+    });
     (handle, wake)
 }
 

@@ -25,20 +25,23 @@ pub mod nats;
 pub mod webhook;
 
 use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
 use futures_util::future::{join_all, BoxFuture};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{BackoffConfig, Config, SinkConfig};
+use crate::backoff::BackoffConfig;
+use crate::config::{Config, ConfigError, OutboxConfig, SinkConfig};
 use crate::db::{self, sql};
-use crate::event::{Event, Events};
-use crate::worker::retry_delay;
+use crate::event::Event;
+use crate::service::Base;
+use crate::shutdown::Shutdown;
 
 /// Delivered events deleted per purge statement (small batches keep locks and WAL short).
 const PURGE_BATCH: i32 = 1000;
@@ -65,6 +68,9 @@ pub enum SinkError {
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A sink's configuration cannot work (see [`validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A sink could not be set up from its configuration.
     #[error("outbox sink {sink}: {reason}")]
     Setup {
@@ -73,6 +79,42 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// A key of one sink's table that cannot be used; each sink's file checks its own
+/// (`nats::validate`, `webhook::validate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The key within the sink's table (`url`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Invalid {
+    fn new(field: &'static str, problem: impl Into<String>) -> Invalid {
+        Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Checks every `[[outbox.sinks]]` table with its sink's rules; the error names the sink
+/// by index (`outbox.sinks[1].url`). [`Config::load`] checks what all sinks share (names,
+/// batch size, backoff); the CLI calls both, and building the sinks checks again.
+pub fn validate(cfg: &OutboxConfig) -> Result<(), ConfigError> {
+    for (i, sink) in cfg.sinks.iter().enumerate() {
+        let checked = match sink {
+            SinkConfig::Nats(n) => nats::validate(n),
+            SinkConfig::Webhook(w) => webhook::validate(w),
+        };
+        checked.map_err(|e| ConfigError::Sink {
+            key: format!("outbox.sinks[{i}].{}", e.field),
+            problem: e.problem,
+        })?;
+    }
+    Ok(())
 }
 
 /// A sink's acknowledgement.
@@ -123,6 +165,7 @@ pub trait Sink: Send + Sync {
 
 /// Builds the sinks of `[[outbox.sinks]]`, in order, under their resolved names.
 pub fn sinks_from_config(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, Error> {
+    validate(&cfg.outbox)?;
     let names = cfg.outbox.sink_names();
     cfg.outbox
         .sinks
@@ -139,10 +182,7 @@ pub fn sinks_from_config(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, Error> {
 
 /// The relay service.
 pub struct Relay {
-    /// Work pool (one connection per round).
-    pool: Pool,
-    /// `host:port/db`, for messages.
-    target: String,
+    base: Base,
     /// Where events go, in configuration order.
     sinks: Vec<Arc<dyn Sink>>,
     /// Their names, as passed to SQL (an event is delivered once all of them acknowledged).
@@ -157,49 +197,40 @@ pub struct Relay {
     poll_interval: Duration,
     /// Woken by the listener on `outbox` notifications.
     wake: Arc<Notify>,
-    /// Reports deliveries, failures and parked events.
-    events: Events,
-    /// The configuration in force, when reloads (SIGHUP) should change the sinks.
-    config: Option<watch::Receiver<Arc<Config>>>,
+    /// The configuration in force: a reload (SIGHUP) that changes `[outbox]` rebuilds the
+    /// sinks between rounds; a round in progress finishes with the sinks it started with.
+    config: watch::Receiver<Arc<Config>>,
+    /// False once the configuration's sender is gone (no reload can come any more).
+    reloads_open: bool,
 }
 
 impl Relay {
-    /// A relay for the configured sinks (none: [`Relay::run`] returns at once).
-    pub fn from_config(
-        cfg: &Config,
-        pool: Pool,
-        target: String,
+    /// A relay for the sinks of `config`'s `[outbox]` (none: it waits for a reload that
+    /// adds some), polling every `worker.poll_interval`. A caller without reloads passes
+    /// a receiver whose sender is gone.
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        base: &Base,
         wake: Arc<Notify>,
-        events: Events,
     ) -> Result<Relay, Error> {
+        let cfg = config.borrow().clone();
         Ok(Relay {
-            pool,
-            target,
-            sinks: sinks_from_config(cfg)?,
+            base: base.clone(),
+            sinks: sinks_from_config(&cfg)?,
             names: cfg.outbox.sink_names(),
             batch_size: cfg.outbox.batch_size,
             backoff: cfg.outbox.backoff.clone(),
             retention: cfg.outbox.retention,
             poll_interval: cfg.worker.poll_interval,
             wake,
-            events,
-            config: None,
+            config,
+            reloads_open: true,
         })
-    }
-
-    /// Follows configuration reloads: `[outbox]` (sinks, batch size, backoff, retention)
-    /// is rebuilt between rounds; a round in progress finishes with the sinks it started with.
-    pub fn with_reloads(mut self, config: watch::Receiver<Arc<Config>>) -> Relay {
-        self.config = Some(config);
-        self
     }
 
     /// Applies a reloaded configuration; on error the running sinks stay.
     fn reload(&mut self) {
-        let Some(rx) = self.config.as_mut() else {
-            return;
-        };
-        let cfg = rx.borrow_and_update().clone();
+        let cfg = self.config.borrow_and_update().clone();
         match sinks_from_config(&cfg) {
             Ok(sinks) => {
                 self.sinks = sinks;
@@ -215,24 +246,21 @@ impl Relay {
         }
     }
 
-    /// Resolves when a new configuration arrives; never, without reloads.
-    async fn reloaded(config: &mut Option<watch::Receiver<Arc<Config>>>) {
-        match config {
-            Some(rx) => {
-                if rx.changed().await.is_err() {
-                    // The sender is gone: no more reloads.
-                    *config = None;
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
+    /// Resolves when a new configuration arrives; never, once reloads cannot come.
+    async fn reloaded(config: &mut watch::Receiver<Arc<Config>>, open: &mut bool) {
+        if *open && config.changed().await.is_ok() {
+            return;
         }
+        *open = false;
+        std::future::pending::<()>().await
     }
 
-    /// Delivers until `soft` is cancelled (the round in progress is finished and recorded)
-    /// or `hard` is (the round is dropped, its transaction rolled back: its events are sent
-    /// again later, with the same ids).
-    pub async fn run(mut self, soft: CancellationToken, hard: CancellationToken) {
+    /// Delivers until `shutdown.soft` is cancelled (the round in progress is finished and
+    /// recorded) or `shutdown.hard` is (the round is dropped, its transaction rolled back:
+    /// its events are sent again later, with the same ids). Never fails: a failed round is
+    /// tried again.
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<(), Infallible> {
+        let Shutdown { soft, hard } = shutdown;
         tracing::debug!("relay started");
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,12 +275,10 @@ impl Relay {
             if self.sinks.is_empty() {
                 // Nothing to deliver to; only a reload can change that.
                 tracing::info!("no outbox sinks configured; events stay in postpub.outbox");
-                let mut config = self.config.take();
                 tokio::select! {
                     biased;
                     _ = soft.cancelled() => break,
-                    _ = Self::reloaded(&mut config) => {
-                        self.config = config;
+                    _ = Self::reloaded(&mut self.config, &mut self.reloads_open) => {
                         self.reload();
                         announced = false;
                     }
@@ -280,11 +306,7 @@ impl Relay {
                     retries.extend(r.retries.iter().map(|d| now + *d));
                     if r.delivered > 0 {
                         // Progress: the next events of those documents may be deliverable.
-                        if self
-                            .config
-                            .as_ref()
-                            .is_some_and(|c| c.has_changed().unwrap_or(false))
-                        {
+                        if self.config.has_changed().unwrap_or(false) {
                             self.reload();
                             announced = false;
                         }
@@ -304,27 +326,26 @@ impl Relay {
                 }
             }
             let next_retry = retries.first().copied();
-            let mut config = self.config.take();
             let reload = tokio::select! {
                 biased;
                 _ = soft.cancelled() => break,
-                _ = Self::reloaded(&mut config) => true,
+                _ = Self::reloaded(&mut self.config, &mut self.reloads_open) => true,
                 _ = self.wake.notified() => false,
                 _ = poll.tick() => false,
                 _ = sleep_until(next_retry) => false,
             };
-            self.config = config;
             if reload {
                 self.reload();
                 announced = false;
             }
         }
         tracing::debug!("relay stopped");
+        Ok(())
     }
 
     /// One transaction: claim, send, record, commit; then report.
     async fn round(&self) -> Result<Round, db::Error> {
-        let mut client = db::get(&self.pool, &self.target).await?;
+        let mut client = db::get(&self.base.pool, &self.base.target).await?;
         let tx = client
             .transaction()
             .await
@@ -363,19 +384,19 @@ impl Relay {
         let mut round = Round::default();
         for a in &attempts {
             match &a.outcome {
-                Outcome::Delivered { duplicate } => {
+                Verdict::Delivered { duplicate } => {
                     tracing::debug!(event_id = %a.event_id, document = %a.document, sink = %self.names[a.sink], duplicate, "event delivered");
-                    let _ = self.events.send(Event::Delivered {
+                    let _ = self.base.events.send(Event::Delivered {
                         event_id: a.event_id,
                         document: a.document.clone(),
                         sink: self.names[a.sink].clone(),
                         duplicate: *duplicate,
                     });
                 }
-                Outcome::Retry { error, after } => {
+                Verdict::Retry { error, after } => {
                     round.retries.push(*after);
                     tracing::warn!(event_id = %a.event_id, document = %a.document, sink = %self.names[a.sink], attempt = a.attempt, retry_in_ms = after.as_millis() as u64, error = %error, "delivery failed; will retry");
-                    let _ = self.events.send(Event::DeliveryFailed {
+                    let _ = self.base.events.send(Event::DeliveryFailed {
                         event_id: a.event_id,
                         document: a.document.clone(),
                         sink: self.names[a.sink].clone(),
@@ -384,10 +405,10 @@ impl Relay {
                         retry_in_s: after.as_secs_f64(),
                     });
                 }
-                Outcome::Settled => {}
-                Outcome::Park { reason } => {
+                Verdict::Settled => {}
+                Verdict::Park { reason } => {
                     tracing::error!(event_id = %a.event_id, document = %a.document, sink = %self.names[a.sink], reason = %reason, "event parked: the sink refused it; fix the cause, then `postpub requeue --event {}`", a.event_id);
-                    let _ = self.events.send(Event::Parked {
+                    let _ = self.base.events.send(Event::Parked {
                         event_id: a.event_id,
                         document: a.document.clone(),
                         sink: self.names[a.sink].clone(),
@@ -400,8 +421,8 @@ impl Relay {
         Ok(round)
     }
 
-    /// Locks the next deliverable events and turns them into [`Claimed`] items.
-    async fn claim(&self, tx: &Transaction<'_>) -> Result<Vec<Claimed>, db::Error> {
+    /// Locks the next deliverable events and turns them into [`Pending`] items.
+    async fn claim(&self, tx: &Transaction<'_>) -> Result<Vec<Pending>, db::Error> {
         let stmt = tx
             .prepare_cached(sql::CLAIM_EVENTS)
             .await
@@ -436,14 +457,14 @@ impl Relay {
                 );
             }
             let event = outgoing(event_id, document, kind, payload, body);
-            out.push(Claimed { id, event, state });
+            out.push(Pending { id, event, state });
         }
         Ok(out)
     }
 
     /// Sends one document's claimed events in order, each to every sink still owed it,
     /// stopping at the first event not acknowledged by all of them.
-    async fn deliver_chain(&self, chain: &[Claimed]) -> Vec<Attempt> {
+    async fn deliver_chain(&self, chain: &[Pending]) -> Vec<Attempt> {
         let mut out = Vec::new();
         for c in chain {
             let mut waiting = false;
@@ -467,14 +488,14 @@ impl Relay {
                     document: c.event.document.clone(),
                     sink: 0,
                     attempt: 0,
-                    outcome: Outcome::Settled,
+                    outcome: Verdict::Settled,
                 });
                 continue;
             }
             let mut complete = !waiting;
             for (sink, attempt, result) in join_all(tries).await {
                 let outcome = match result {
-                    Ok(ack) => Outcome::Delivered {
+                    Ok(ack) => Verdict::Delivered {
                         duplicate: ack.duplicate,
                     },
                     Err(e) => {
@@ -482,16 +503,15 @@ impl Relay {
                         // The backoff's delay, or longer when the sink asked for it.
                         let retry = |error: String, at_least: Duration| {
                             let n = u32::try_from(attempt).unwrap_or(1);
-                            Outcome::Retry {
+                            Verdict::Retry {
                                 error,
-                                after: retry_delay(n, &self.backoff, rand::random::<f64>())
-                                    .max(at_least),
+                                after: self.backoff.delay(n).max(at_least),
                             }
                         };
                         match e {
                             SinkError::Transient(error) => retry(error, Duration::ZERO),
                             SinkError::RetryAfter { reason, after } => retry(reason, after),
-                            SinkError::Permanent(reason) => Outcome::Park { reason },
+                            SinkError::Permanent(reason) => Verdict::Park { reason },
                         }
                     }
                 };
@@ -527,22 +547,22 @@ impl Relay {
             ids.push(a.id);
             sinks.push(self.names[a.sink].as_str());
             match &a.outcome {
-                Outcome::Delivered { .. } => {
+                Verdict::Delivered { .. } => {
                     outcomes.push("delivered");
                     errors.push(None);
                     retry_s.push(None);
                 }
-                Outcome::Retry { error, after } => {
+                Verdict::Retry { error, after } => {
                     outcomes.push("retry");
                     errors.push(Some(error.clone()));
                     retry_s.push(Some(after.as_secs_f64()));
                 }
-                Outcome::Park { reason } => {
+                Verdict::Park { reason } => {
                     outcomes.push("park");
                     errors.push(Some(reason.clone()));
                     retry_s.push(None);
                 }
-                Outcome::Settled => {
+                Verdict::Settled => {
                     outcomes.push("settled");
                     errors.push(None);
                     retry_s.push(None);
@@ -592,7 +612,7 @@ impl Relay {
     }
 
     async fn purge_batch(&self, retention_s: f64) -> Result<i32, db::Error> {
-        let client = db::get(&self.pool, &self.target).await?;
+        let client = db::get(&self.base.pool, &self.base.target).await?;
         let stmt = client
             .prepare_cached(sql::PURGE_DELIVERED)
             .await
@@ -615,7 +635,7 @@ struct Round {
 }
 
 /// A claimed event with what each sink already did with it.
-struct Claimed {
+struct Pending {
     id: i64,
     event: Outgoing,
     /// By sink name; a sink without an entry was never tried.
@@ -638,10 +658,10 @@ struct Attempt {
     sink: usize,
     /// Tries of this event at this sink, this one included.
     attempt: i32,
-    outcome: Outcome,
+    outcome: Verdict,
 }
 
-enum Outcome {
+enum Verdict {
     Delivered {
         duplicate: bool,
     },
@@ -657,8 +677,8 @@ enum Outcome {
 }
 
 /// Splits the claim (ordered by document, then id) into one chain per document.
-fn by_document(claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
-    let mut chains: Vec<Vec<Claimed>> = Vec::new();
+fn by_document(claimed: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut chains: Vec<Vec<Pending>> = Vec::new();
     for c in claimed {
         match chains.last_mut() {
             Some(chain) if chain[0].event.document == c.event.document => chain.push(c),
@@ -727,9 +747,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{env, write};
 
-    fn claimed(id: i64, document: &str) -> Claimed {
-        Claimed {
+    fn claimed(id: i64, document: &str) -> Pending {
+        Pending {
             id,
             event: outgoing(
                 Uuid::new_v4(),
@@ -786,5 +807,72 @@ mod tests {
         assert!(plain.get("body").is_none());
         assert_eq!(with["body"], "<p>x</p>");
         assert_eq!(o.version, Some(3));
+    }
+
+    #[test]
+    fn sink_problems_name_the_sink_and_key() {
+        for (text, key) in [
+            ("[[outbox.sinks]]\nkind = \"nats\"\n", "outbox.sinks[0].url"),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\n[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"ftp://h/x\"\n",
+                "outbox.sinks[1].url",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/x\"\nsecret = \"\"\n",
+                "outbox.sinks[0].secret",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"{document}.x\"\n",
+                "outbox.sinks[0].subject",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a.{title}\"\n",
+                "outbox.sinks[0].subject",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nstream = \"a.b\"\n",
+                "outbox.sinks[0].stream",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nname = \"x\"\nurl = \"nats://h:1\"\n[[outbox.sinks]]\nkind = \"webhook\"\nname = \"x\"\nurl = \"http://h/\"\n",
+                "outbox.sinks[1].name",
+            ),
+            ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
+                "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\nnkey_seed_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].nkey_seed_file Cargo.toml does not hold an NKey seed",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ntls_cert_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].tls_cert_file",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"Cargo.toml\"\nnkey_seed_file = \"Cargo.toml\"\n",
+                "outbox.sinks[0].nkey_seed_file",
+            ),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None)
+                .and_then(|c| validate(&c.outbox))
+                .expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert!(matches!(err, ConfigError::Sink { .. }), "{text}: {err:?}");
+        }
+        // Wrong kind and unknown keys are refused by the parser, naming what is wrong.
+        for (text, word) in [
+            ("[[outbox.sinks]]\nkind = \"kafka\"\n", "kafka"),
+            (
+                "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nstream = \"S\"\n",
+                "stream",
+            ),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), env(&[]), None).expect_err(text);
+            assert!(err.to_string().contains(word), "{text}: {err}");
+        }
     }
 }

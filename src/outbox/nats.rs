@@ -21,8 +21,8 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use futures_util::future::BoxFuture;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::{error_chain, Ack, Outgoing, Sink, SinkError};
-use crate::config::NatsSinkConfig;
+use super::{error_chain, Ack, Invalid, Outgoing, Sink, SinkError};
+use crate::config::{out_of_bounds, NatsSinkConfig, HOUR, MAX_BACKOFF};
 
 /// Longest subject sent. The server's default `max_control_line` is 4 KiB and a longer
 /// publish line makes it close the connection, which would fail every event in flight
@@ -340,6 +340,104 @@ impl Sink for NatsSink {
     fn deliver<'a>(&'a self, event: &'a Outgoing) -> BoxFuture<'a, Result<Ack, SinkError>> {
         Box::pin(self.publish(event))
     }
+}
+
+/// Checks a `kind = "nats"` table: values that parse but cannot work, files that cannot be
+/// read, and a seed the client would only report as "failed signing nonce".
+pub fn validate(n: &NatsSinkConfig) -> Result<(), Invalid> {
+    let ms = Duration::from_millis;
+    for (field, value, min, max) in [
+        (
+            "duplicate_window",
+            n.duplicate_window,
+            Duration::ZERO,
+            MAX_BACKOFF,
+        ),
+        ("ack_timeout", n.ack_timeout, ms(1), HOUR),
+    ] {
+        if let Some(problem) = out_of_bounds(value, min, max) {
+            return Err(Invalid::new(field, problem));
+        }
+    }
+    if n.url.trim().is_empty() {
+        return Err(Invalid::new(
+            "url",
+            "must be set (e.g. \"nats://127.0.0.1:4222\")",
+        ));
+    }
+    for part in n.url.split(',') {
+        if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
+            return Err(Invalid::new(
+                "url",
+                format!("must be a NATS server URL: {part:?}: {e}"),
+            ));
+        }
+    }
+    let stream_ok = !n.stream.is_empty()
+        && n.stream.len() <= 255
+        && !n
+            .stream
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c));
+    if !stream_ok {
+        return Err(Invalid::new(
+            "stream",
+            "must be a JetStream stream name: not empty, without spaces, '.', '*', '>', '/' or '\\'",
+        ));
+    }
+    check_template(&n.subject).map_err(|problem| Invalid::new("subject", problem))?;
+    if n.create_stream && stream_subject(&n.subject).is_none() {
+        return Err(Invalid::new(
+            "subject",
+            "must start with a literal token (like \"postpub.\") when create_stream is true, so the stream's subjects can be derived from it",
+        ));
+    }
+    if n.create_stream && n.duplicate_window.is_zero() {
+        return Err(Invalid::new("duplicate_window", "must be more than 0s"));
+    }
+    validate_auth(n)
+}
+
+/// The credential and TLS files: allowed together, readable, and a seed that is one.
+fn validate_auth(n: &NatsSinkConfig) -> Result<(), Invalid> {
+    if n.credentials_file.is_some() && n.nkey_seed_file.is_some() {
+        return Err(Invalid::new(
+            "nkey_seed_file",
+            "cannot be used together with credentials_file (a .creds file holds its own seed)",
+        ));
+    }
+    if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+        return Err(Invalid::new(
+            "tls_cert_file",
+            "tls_cert_file and tls_key_file go together (the client certificate and its key)",
+        ));
+    }
+    let unreadable = |field, path: &std::path::Path, e| {
+        Invalid::new(field, format!("cannot read {}: {e}", path.display()))
+    };
+    for (field, path) in [
+        ("credentials_file", &n.credentials_file),
+        ("tls_ca_file", &n.tls_ca_file),
+        ("tls_cert_file", &n.tls_cert_file),
+        ("tls_key_file", &n.tls_key_file),
+    ] {
+        if let Some(path) = path {
+            std::fs::File::open(path).map_err(|e| unreadable(field, path, e))?;
+        }
+    }
+    if let Some(path) = &n.nkey_seed_file {
+        // The seed itself is checked here: with a bad one the NATS client only says
+        // "failed signing nonce".
+        let seed =
+            std::fs::read_to_string(path).map_err(|e| unreadable("nkey_seed_file", path, e))?;
+        if let Err(e) = nkeys::KeyPair::from_seed(seed.trim()) {
+            return Err(Invalid::new(
+                "nkey_seed_file",
+                format!("{} does not hold an NKey seed (SU…): {e}", path.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Escapes a document name into one NATS subject token (see the module docs).

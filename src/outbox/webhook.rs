@@ -21,8 +21,8 @@ use reqwest::StatusCode;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
-use super::{error_chain, Ack, Error, Outgoing, Sink, SinkError};
-use crate::config::WebhookSinkConfig;
+use super::{error_chain, Ack, Error, Invalid, Outgoing, Sink, SinkError};
+use crate::config::{out_of_bounds, WebhookSinkConfig, HOUR};
 
 /// How much of a refusal's answer goes into the parked event's reason.
 const REASON_BYTES: usize = 300;
@@ -45,6 +45,39 @@ pub struct WebhookSink {
     client: reqwest::Client,
     /// Requests in flight at once (`concurrency`).
     slots: Semaphore,
+}
+
+/// Checks a `kind = "webhook"` table.
+pub fn validate(w: &WebhookSinkConfig) -> Result<(), Invalid> {
+    if let Some(problem) = out_of_bounds(w.timeout, Duration::from_millis(1), HOUR) {
+        return Err(Invalid::new("timeout", problem));
+    }
+    match reqwest::Url::parse(&w.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => {
+            return Err(Invalid::new(
+                "url",
+                "must be an http:// or https:// URL with a host",
+            ))
+        }
+        Err(_) if w.url.trim().is_empty() => {
+            return Err(Invalid::new(
+                "url",
+                "must be set (e.g. \"https://example.com/hooks/postpub\")",
+            ))
+        }
+        Err(e) => return Err(Invalid::new("url", format!("must be a URL: {e}"))),
+    }
+    if w.secret.as_deref() == Some("") {
+        return Err(Invalid::new(
+            "secret",
+            "must not be empty (leave it out to send unsigned requests)",
+        ));
+    }
+    if !(1..=1000).contains(&w.concurrency) {
+        return Err(Invalid::new("concurrency", "must be between 1 and 1000"));
+    }
+    Ok(())
 }
 
 impl WebhookSink {

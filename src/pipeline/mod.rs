@@ -37,7 +37,7 @@ pub struct Work {
     pub warnings: Vec<String>,
 }
 
-/// A recipe's CSS as stored; recipes are immutable, so this is cached by id.
+/// A recipe's CSS as stored; recipes are immutable, so the collate step keeps it by id.
 #[derive(Debug)]
 pub struct RecipeSource {
     /// `postpub.recipes.id`.
@@ -65,6 +65,17 @@ pub trait Step: Send + Sync {
     /// Whether the step reads the body (a pipeline that never does skips loading it).
     fn needs_body(&self) -> bool {
         true
+    }
+
+    /// Whether the step reads `Work::recipe` (then the worker loads it).
+    fn needs_recipe(&self) -> bool {
+        false
+    }
+
+    /// A recipe the step already holds, so the worker need not fetch it again (the collate
+    /// step keeps the daemon's one recipe cache).
+    fn cached_recipe(&self, _id: i64) -> Option<Arc<RecipeSource>> {
+        None
     }
 
     /// Runs the step on `work`, changing it in place.
@@ -137,7 +148,12 @@ impl Pipeline {
 
     /// Whether any step uses the recipe.
     pub fn needs_recipe(&self) -> bool {
-        self.steps.iter().any(|s| s.name() == "collate")
+        self.steps.iter().any(|s| s.needs_recipe())
+    }
+
+    /// Recipe `id`, when a step holds it already.
+    pub fn cached_recipe(&self, id: i64) -> Option<Arc<RecipeSource>> {
+        self.steps.iter().find_map(|s| s.cached_recipe(id))
     }
 
     /// Step names, for logs.

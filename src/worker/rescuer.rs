@@ -4,34 +4,39 @@
 //! It runs in every daemon at least every `min(poll_interval, lease / 2)`; rows another
 //! transaction holds are skipped, so rescuers never wait for each other or for a finish.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-use tokio_util::sync::CancellationToken;
-
 use super::claim;
+use crate::config::WorkerConfig;
 use crate::db;
-use crate::event::{Event, Events};
+use crate::event::Event;
+use crate::service::Base;
+use crate::shutdown::Shutdown;
 
 /// The rescue loop.
 pub struct Rescuer {
-    /// Work pool.
-    pub pool: Pool,
-    /// `host:port/db`, for messages.
-    pub target: String,
-    /// Recorded in the audit trail.
-    pub actor: String,
+    base: Base,
     /// How often to look.
-    pub interval: Duration,
+    interval: Duration,
     /// A version rescued after this many claims is errored instead of retried.
-    pub max_attempts: u32,
-    /// Reports rescues.
-    pub events: Events,
+    max_attempts: u32,
 }
 
 impl Rescuer {
-    /// Runs until cancelled.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// A rescuer for `[worker]`: every `rescue_interval()`, erroring versions rescued
+    /// `max_attempts` times.
+    pub fn new(cfg: &WorkerConfig, base: &Base) -> Rescuer {
+        Rescuer {
+            base: base.clone(),
+            interval: cfg.rescue_interval(),
+            max_attempts: cfg.max_attempts,
+        }
+    }
+
+    /// Runs until `shutdown.soft`; never fails (a failed rescue is tried again next time).
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), Infallible> {
+        let cancel = shutdown.soft;
         tracing::debug!(
             interval_ms = self.interval.as_millis() as u64,
             "rescuer started"
@@ -61,7 +66,7 @@ impl Rescuer {
                             state = %r.state,
                             "lease expired; version taken back"
                         );
-                        let _ = self.events.send(Event::Rescued {
+                        let _ = self.base.events.send(Event::Rescued {
                             version_id: r.id,
                             document: r.document,
                         });
@@ -74,10 +79,11 @@ impl Rescuer {
             }
         }
         tracing::debug!("rescuer stopped");
+        Ok(())
     }
 
     async fn rescue(&self) -> Result<Vec<claim::Rescued>, db::Error> {
-        let client = db::get(&self.pool, &self.target).await?;
-        claim::rescue_expired(&client, &self.actor, self.max_attempts).await
+        let client = db::get(&self.base.pool, &self.base.target).await?;
+        claim::rescue_expired(&client, &self.base.actor, self.max_attempts).await
     }
 }

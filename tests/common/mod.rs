@@ -494,7 +494,7 @@ pub fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         if std::env::var("RUST_LOG").is_ok() {
-            postpub::logging::init(&postpub::config::LogConfig::default());
+            postpub::logging::init("info", Default::default());
         }
     });
 }

@@ -8,8 +8,10 @@
 //! names its own binary for that at start ([`set_bake_program`]); a program embedding
 //! the library without doing so bakes in-process, on the blocking pool.
 //!
-//! Recipes are immutable and content-addressed, so each is parsed once per bake process
-//! (or per daemon, in-process) and kept, parse errors included (a broken recipe fails
+//! Recipes are immutable, so this step keeps the ones it has seen by id: their CSS (the
+//! worker asks it, [`Step::cached_recipe`], before fetching a recipe again) and, when
+//! baking in-process, their parse. This is the daemon's one recipe cache. Each recipe is
+//! parsed once per bake process (or per step, in-process) and kept, parse errors included (a broken recipe fails
 //! every version that uses it, at once, with the same message). Every failure of a bake
 //! is permanent: the same recipe and body fail the same way on every try.
 //!
@@ -28,13 +30,12 @@ use futures_util::future::BoxFuture;
 
 pub use server::serve;
 
-use super::{Step, StepError, Work};
+use super::{RecipeSource, Step, StepError, Work};
 use crate::collate::Recipe;
 use crate::config::CollateConfig;
 
-/// Parsed recipes kept per daemon when baking in-process (a new one evicts all when
-/// full: recipes are few).
-const CACHE_SIZE: usize = 128;
+/// Recipes kept (a new one evicts all when full: recipes are few).
+const CACHE_SIZE: usize = 256;
 
 /// The program that serves `bake-server` (this binary), once known.
 static BAKE_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
@@ -77,25 +78,33 @@ pub(crate) fn bake_body(recipe: &Recipe, body: &str, cfg: &CollateConfig) -> Res
     })
 }
 
-type Parsed = Arc<Result<Arc<Recipe>, String>>;
+type Parsed = Result<Arc<Recipe>, String>;
 
 /// Where bakes run.
 enum Oven {
-    /// In bake processes.
+    /// In bake processes (each keeps its own parses).
     Isolated(pool::BakePool),
-    /// In the daemon, with its parsed recipes by id.
-    InProcess(Mutex<HashMap<i64, Parsed>>),
+    /// In the daemon, parsing into the step's cache.
+    InProcess,
+}
+
+/// A recipe this step has seen: its CSS and, when baking in-process, its parse.
+struct Known {
+    source: Arc<RecipeSource>,
+    parsed: OnceLock<Parsed>,
 }
 
 /// The `collate` step.
 pub struct Collate {
     cfg: CollateConfig,
     oven: Oven,
+    /// Recipes by id (see the module docs).
+    recipes: Mutex<HashMap<i64, Arc<Known>>>,
 }
 
 impl Collate {
-    /// A step with its own bake processes (or, without a bake program, its own recipe
-    /// cache); processes start with the first bake.
+    /// A step with its own bake processes (or, without a bake program, baking in this
+    /// process); processes start with the first bake.
     pub fn new(cfg: CollateConfig) -> Self {
         match BAKE_PROGRAM.get() {
             Some(program) => Self::isolated(cfg, program.clone()),
@@ -109,6 +118,7 @@ impl Collate {
         Self {
             oven: Oven::Isolated(pool::BakePool::new(program, cfg.max_memory_bytes)),
             cfg,
+            recipes: Mutex::default(),
         }
     }
 
@@ -116,7 +126,8 @@ impl Collate {
     pub fn in_process(cfg: CollateConfig) -> Self {
         Self {
             cfg,
-            oven: Oven::InProcess(Mutex::new(HashMap::new())),
+            oven: Oven::InProcess,
+            recipes: Mutex::default(),
         }
     }
 
@@ -125,31 +136,36 @@ impl Collate {
         matches!(self.oven, Oven::Isolated(_))
     }
 
-    fn recipe(&self, cache: &Mutex<HashMap<i64, Parsed>>, id: i64, css: &str) -> Parsed {
-        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cache.get(&id) {
-            return p.clone();
-        }
-        let entry: Parsed = Arc::new(
-            parse_recipe(css, &self.cfg)
-                .map(Arc::new)
-                .map_err(|e| format!("recipe {id}: {e}")),
-        );
-        if cache.len() >= CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(id, entry.clone());
-        entry
+    fn recipes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Known>>> {
+        // The map stays consistent whatever panicked while holding it (single inserts).
+        self.recipes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn bake_in_process(
-        &self,
-        cache: &Mutex<HashMap<i64, Parsed>>,
-        work: &mut Work,
-        id: i64,
-        css: &str,
-    ) -> Result<Baked, StepError> {
-        let recipe = match &*self.recipe(cache, id, css) {
+    /// The entry for `source`, made on first sight.
+    fn remember(&self, source: &Arc<RecipeSource>) -> Arc<Known> {
+        let mut recipes = self.recipes();
+        if let Some(k) = recipes.get(&source.id) {
+            return k.clone();
+        }
+        if recipes.len() >= CACHE_SIZE {
+            recipes.clear();
+        }
+        let known = Arc::new(Known {
+            source: source.clone(),
+            parsed: OnceLock::new(),
+        });
+        recipes.insert(source.id, known.clone());
+        known
+    }
+
+    async fn bake_in_process(&self, known: &Known, work: &mut Work) -> Result<Baked, StepError> {
+        let id = known.source.id;
+        let parsed = known.parsed.get_or_init(|| {
+            parse_recipe(&known.source.css, &self.cfg)
+                .map(Arc::new)
+                .map_err(|e| format!("recipe {id}: {e}"))
+        });
+        let recipe = match parsed {
             Ok(r) => r.clone(),
             Err(e) => return Err(StepError::Permanent(e.clone())),
         };
@@ -173,15 +189,13 @@ impl Collate {
         let Some(source) = work.recipe.clone() else {
             return Ok(());
         };
+        let known = self.remember(&source);
         let baked = match &self.oven {
             Oven::Isolated(pool) => {
                 pool.bake(source.id, &source.css, &work.body, &self.cfg)
                     .await?
             }
-            Oven::InProcess(cache) => {
-                self.bake_in_process(cache, work, source.id, &source.css)
-                    .await?
-            }
+            Oven::InProcess => self.bake_in_process(&known, work).await?,
         };
         work.body = baked.html;
         work.transformed = true;
@@ -193,6 +207,14 @@ impl Collate {
 impl Step for Collate {
     fn name(&self) -> &'static str {
         "collate"
+    }
+
+    fn needs_recipe(&self) -> bool {
+        true
+    }
+
+    fn cached_recipe(&self, id: i64) -> Option<Arc<RecipeSource>> {
+        self.recipes().get(&id).map(|k| k.source.clone())
     }
 
     fn run<'a>(&'a self, work: &'a mut Work) -> BoxFuture<'a, Result<(), StepError>> {

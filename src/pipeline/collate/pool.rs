@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use super::wire::{self, tokio_io, Outcome, Reply, Request};
+use super::wire::{self, tokio_io, BakeEnd, Reply, Request};
 use super::Baked;
 use crate::config::CollateConfig;
 use crate::pipeline::StepError;
@@ -89,11 +89,11 @@ impl BakePool {
             Ok(Ok((reply, html))) => {
                 self.put_back(process);
                 match (reply.outcome, html) {
-                    (Outcome::Baked, Some(html)) => Ok(Baked {
+                    (BakeEnd::Baked, Some(html)) => Ok(Baked {
                         html,
                         warnings: reply.warnings,
                     }),
-                    (Outcome::RecipeError, _) => Err(StepError::Permanent(format!(
+                    (BakeEnd::RecipeError, _) => Err(StepError::Permanent(format!(
                         "recipe {recipe_id}: {}",
                         reply.error
                     ))),
@@ -222,7 +222,7 @@ impl BakeProcess {
         let header = tokio_io::read(&mut self.stdout, wire::MAX_HEADER_BYTES).await?;
         let reply: Reply = serde_json::from_slice(&header)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        if reply.outcome != Outcome::Baked {
+        if reply.outcome != BakeEnd::Baked {
             return Ok((reply, None));
         }
         let html = tokio_io::read(&mut self.stdout, max_html).await?;

@@ -15,7 +15,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::wire::{self, std_io, Outcome, Reply, Request};
+use super::wire::{self, std_io, BakeEnd, Reply, Request};
 use crate::collate::Recipe;
 
 /// Parsed recipes kept (a new one evicts all when full: recipes are few).
@@ -101,11 +101,11 @@ impl Server {
         };
         let recipe = match &*recipe {
             Ok(r) => r,
-            Err(e) => return fail(Outcome::RecipeError, e.clone()),
+            Err(e) => return fail(BakeEnd::RecipeError, e.clone()),
         };
         let body = match String::from_utf8(body) {
             Ok(b) => b,
-            Err(e) => return fail(Outcome::BakeError, format!("the body is not UTF-8: {e}")),
+            Err(e) => return fail(BakeEnd::BakeError, format!("the body is not UTF-8: {e}")),
         };
         // A panic in the baker is a bug; it errors this version, and this process goes on
         // (each bake has state of its own, the recipe is never changed by baking).
@@ -114,15 +114,15 @@ impl Server {
         })) {
             Ok(Ok(baked)) => (
                 Reply {
-                    outcome: Outcome::Baked,
+                    outcome: BakeEnd::Baked,
                     error: String::new(),
                     warnings: baked.warnings,
                 },
                 Some(baked.html),
             ),
-            Ok(Err(e)) => fail(Outcome::BakeError, e),
+            Ok(Err(e)) => fail(BakeEnd::BakeError, e),
             Err(p) => fail(
-                Outcome::BakeError,
+                BakeEnd::BakeError,
                 format!("collation failed: the baker panicked: {}", panic_text(&p)),
             ),
         }
@@ -199,7 +199,7 @@ mod tests {
         let mut all = Vec::new();
         while let Some(h) = std_io::read(&mut r, 1 << 20).expect("reply") {
             let reply: Reply = serde_json::from_slice(&h).expect("reply json");
-            let html = (reply.outcome == Outcome::Baked).then(|| {
+            let html = (reply.outcome == BakeEnd::Baked).then(|| {
                 String::from_utf8(std_io::read(&mut r, 1 << 20).expect("html").expect("html"))
                     .expect("utf-8")
             });
@@ -224,14 +224,14 @@ mod tests {
             .expect("serves until the input ends");
         let r = replies(&out);
         assert_eq!(r.len(), 4);
-        assert_eq!(r[0].0.outcome, Outcome::Baked);
+        assert_eq!(r[0].0.outcome, BakeEnd::Baked);
         let baked =
             |x: &str| format!("<div><div class=\"notes\"><p class=\"note\">{x}</p></div></div>\n");
         assert_eq!(r[0].1.as_deref(), Some(baked("a").as_str()));
         assert_eq!(r[1].1.as_deref(), Some(baked("b").as_str()));
-        assert_eq!(r[2].0.outcome, Outcome::RecipeError);
+        assert_eq!(r[2].0.outcome, BakeEnd::RecipeError);
         assert!(r[2].0.error.contains("not valid CSS"), "{:?}", r[2].0);
-        assert_eq!(r[3].0.outcome, Outcome::BakeError);
+        assert_eq!(r[3].0.outcome, BakeEnd::BakeError);
         assert_eq!(server.parses, 2, "k1 parsed once, k2 once");
     }
 

@@ -33,7 +33,7 @@ pub(super) struct Request {
 /// How a bake ended (the child survived it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum Outcome {
+pub(super) enum BakeEnd {
     /// The baked document follows.
     Baked,
     /// The recipe does not parse (the same for every body).
@@ -46,7 +46,7 @@ pub(super) enum Outcome {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Reply {
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: BakeEnd,
     /// The reason, unless baked.
     #[serde(default)]
     pub error: String,
