@@ -718,8 +718,8 @@ impl Config {
                 ),
             );
         }
-        self.validate_console()?;
-        self.validate_outbox()
+        self.validate_console()
+            .and_then(|()| self.validate_outbox())
     }
 
     /// Credentials are well-formed, and present when the console is reachable from

@@ -92,21 +92,31 @@ impl Page {
     }
 }
 
+impl Page {
+    /// A 303 back to a page with a message containing `msg` (URL-encoded).
+    fn redirects_saying(&self, msg: &str) {
+        assert_eq!(self.status, 303, "{}", self.body);
+        let to = self.header("location");
+        assert!(to.contains(msg), "{to:?} does not say {msg:?}");
+    }
+}
+
 impl Fixture {
-    async fn get_as(&self, path: &str, auth: Option<&str>) -> Page {
-        let mut req = self.http.get(format!("{}{path}", self.base));
+    async fn send(&self, mut req: reqwest::RequestBuilder, path: &str, auth: Option<&str>) -> Page {
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let r = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
         Page {
             status: r.status().as_u16(),
             headers: r.headers().clone(),
             body: r.text().await.expect("body"),
         }
+    }
+
+    async fn get_as(&self, path: &str, auth: Option<&str>) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req, path, auth).await
     }
 
     async fn get(&self, path: &str) -> Page {
@@ -117,23 +127,12 @@ impl Fixture {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let mut req = self
+        let req = self
             .http
             .post(format!("{}{path}", self.base))
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(body);
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        Page {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.text().await.expect("body"),
-        }
+        self.send(req, path, auth).await
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
@@ -353,12 +352,7 @@ async fn an_operator_requeues_one_selected_and_matching_versions_and_the_audit_n
             ],
         )
         .await;
-    assert_eq!(p.status, 303);
-    assert!(
-        p.header("location").contains("Requeued+2"),
-        "{:?}",
-        p.header("location")
-    );
+    p.redirects_saying("Requeued+2");
     assert_eq!(f.console_transitions(other).await.len(), 1);
     wait_errored(f.broken).await;
     wait_errored(other).await;
@@ -383,12 +377,7 @@ async fn an_operator_requeues_one_selected_and_matching_versions_and_the_audit_n
             ],
         )
         .await;
-    assert_eq!(p.status, 303);
-    assert!(
-        p.header("location").contains("Requeued+2"),
-        "{:?}",
-        p.header("location")
-    );
+    p.redirects_saying("Requeued+2");
     assert_eq!(f.console_transitions(f.broken).await.len(), 3);
     let audit: Vec<(String, String, i32)> =
         f.c.query(

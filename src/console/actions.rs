@@ -3,20 +3,17 @@
 //! token, goes through the SQL API that records the console user in the audit, and
 //! answers with a redirect back to the page it came from, with what happened.
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 
 use super::access::Principal;
 use super::pages::{filter_of, filter_query};
 use super::store;
 use super::view::enc;
-use super::{first, pairs, Console, Failure};
+use super::{first, Console, Failure, PostRequest};
 
-/// The checks every POST passes: an operator, the right token from this origin.
-fn allowed(
+/// The checks every POST passes (see [`super::PostRequest`]).
+pub(super) fn allowed(
     c: &Console,
     who: &Principal,
     headers: &HeaderMap,
@@ -54,14 +51,8 @@ fn back_to(form: &[(String, String)], msg: &str) -> Response {
 }
 
 /// `POST /console/requeue`: `one=ID`, or every `id=ID` checked.
-pub(super) async fn requeue(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = pairs(&body);
-    allowed(&c, &who, &headers, &form)?;
+pub(super) async fn requeue(p: PostRequest) -> Result<Response, Failure> {
+    let PostRequest { who, form, client } = p;
     let one = first(&form).get("one").map(|s| s.to_string());
     let raw: Vec<&str> = match &one {
         Some(id) => vec![id.as_str()],
@@ -82,7 +73,6 @@ pub(super) async fn requeue(
             "Nothing selected: tick the versions to requeue.",
         ));
     }
-    let client = c.client().await?;
     let done = store::requeue_versions(&client, &ids, &who.name).await?;
     tracing::info!(user = %who.name, asked = ids.len(), requeued = done.len(), "console: requeued versions");
     let skipped = ids.len() - done.len();
@@ -96,17 +86,10 @@ pub(super) async fn requeue(
 }
 
 /// `POST /console/requeue-matching`: every errored version matching the filter.
-pub(super) async fn requeue_matching(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = pairs(&body);
-    allowed(&c, &who, &headers, &form)?;
+pub(super) async fn requeue_matching(p: PostRequest) -> Result<Response, Failure> {
+    let PostRequest { who, form, client } = p;
     let mut f = filter_of(&form);
     f.contains = false;
-    let client = c.client().await?;
     let n = store::requeue_matching(&client, &f, &who.name).await?;
     tracing::info!(user = %who.name, requeued = n, prefix = %f.doc, "console: requeued matching versions");
     f.state = "errored".to_owned();
@@ -127,19 +110,12 @@ pub(super) async fn requeue_matching(
 }
 
 /// `POST /console/requeue-event`: `event=UUID`.
-pub(super) async fn requeue_event(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let form = pairs(&body);
-    allowed(&c, &who, &headers, &form)?;
+pub(super) async fn requeue_event(p: PostRequest) -> Result<Response, Failure> {
+    let PostRequest { who, form, client } = p;
     let id = first(&form)
         .get("event")
         .and_then(|e| uuid::Uuid::parse_str(e).ok())
         .ok_or_else(|| Failure::BadRequest("event must be an outbox event id".to_owned()))?;
-    let client = c.client().await?;
     store::requeue_event(&client, id, &who.name).await?;
     tracing::info!(user = %who.name, event_id = %id, "console: requeued a parked event");
     Ok(back_to(&form, &format!("Requeued event {id}.")))

@@ -2,10 +2,9 @@
 //! versions, the collated output previewed, the outbox events per sink) and the preview
 //! route, the one place that serves published HTML as HTML, inside a sandbox.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::Path;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use axum::Extension;
 use maud::{html, Markup};
 
 use super::access::Principal;
@@ -13,7 +12,7 @@ use super::diff::{self, Line};
 use super::pages::requeue_event_button;
 use super::store::{self, DocVersion, Document, VersionRow};
 use super::view::{self, csrf, document_href, page};
-use super::{first, pairs, Console, Failure};
+use super::{first, Failure, PageRequest};
 
 /// The versions table inside the requeue form: a checkbox and a button for each errored
 /// version (operators only). `with_document` adds the document column.
@@ -77,12 +76,8 @@ fn version_row(r: &VersionRow, can: bool, with_document: bool) -> Markup {
 }
 
 /// `GET /console/document?name=D[&a=ID&b=ID]`.
-pub(super) async fn page_handler(
-    c: Console,
-    who: Principal,
-    raw: Option<String>,
-) -> Result<Response, Failure> {
-    let q = pairs(raw.as_deref().unwrap_or("").as_bytes());
+pub(super) async fn handler(p: PageRequest) -> Result<Response, Failure> {
+    let PageRequest { c, who, query: q } = p;
     let m = first(&q);
     let name = m
         .get("name")
@@ -126,15 +121,6 @@ pub(super) async fn page_handler(
     };
     let title = format!("Document {name}");
     Ok(Html(page(&title, &who, msg.as_deref(), body).into_string()).into_response())
-}
-
-/// Axum's entry for [`page_handler`].
-pub(super) async fn handler(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Failure> {
-    page_handler(c, who, raw).await
 }
 
 fn clone_row(r: &VersionRow) -> VersionRow {
@@ -282,10 +268,10 @@ fn events(doc: &Document, who: &Principal, token: &str, back: &str) -> Markup {
 /// `GET /console/preview/{id}`: a version's collated output (or body) as HTML, under
 /// the sandbox policy the console's guard sets for this route.
 pub(super) async fn preview_handler(
-    State(c): State<Console>,
-    Extension(_who): Extension<Principal>,
+    p: PageRequest,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
+    let c = p.c;
     let id: i64 = id
         .parse()
         .map_err(|_| Failure::NotFound(format!("no version {id:?}")))?;

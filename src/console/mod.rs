@@ -30,7 +30,8 @@ mod view;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -233,6 +234,60 @@ fn db_status(e: &db::Error) -> StatusCode {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
+
+/// What a GET page starts from: the console, who asks, the query string's pairs.
+pub(crate) struct PageRequest {
+    c: Console,
+    who: Principal,
+    query: Vec<(String, String)>,
+}
+
+impl FromRequestParts<Console> for PageRequest {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, c: &Console) -> Result<Self, Failure> {
+        let who = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| Failure::Forbidden("not authenticated".to_owned()))?;
+        Ok(PageRequest {
+            c: c.clone(),
+            who,
+            query: pairs(parts.uri.query().unwrap_or("").as_bytes()),
+        })
+    }
+}
+
+/// What a POST starts from, once it passed the checks every POST passes (an operator,
+/// the form's CSRF token, this origin): who, the form, a connection.
+pub(crate) struct PostRequest {
+    who: Principal,
+    form: Vec<(String, String)>,
+    client: Object,
+}
+
+impl FromRequest<Console> for PostRequest {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, c: &Console) -> Result<Self, Failure> {
+        let (mut parts, body) = req.into_parts();
+        let page = PageRequest::from_request_parts(&mut parts, c).await?;
+        let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|e| Failure::BadRequest(format!("reading the form: {e}")))?;
+        let form = pairs(&body);
+        actions::allowed(c, &page.who, &parts.headers, &form)?;
+        Ok(PostRequest {
+            client: c.client().await?,
+            who: page.who,
+            form,
+        })
+    }
+}
+
+/// The largest form accepted (a page of selected versions is far below).
+const MAX_FORM_BYTES: usize = 256 * 1024;
 
 /// A query string or form body as (key, value) pairs.
 pub(crate) fn pairs(raw: &[u8]) -> Vec<(String, String)> {

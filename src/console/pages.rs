@@ -1,30 +1,20 @@
 //! The overview, the versions list and the requeue-matching confirmation.
 
-use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Extension;
 use maud::{html, Markup};
 
 use super::access::Principal;
 use super::store::{self, Filter, Overview, COUNT_CAP};
 use super::view::{self, age, capped, chart, csrf, document_href, enc, page};
-use super::{first, pairs, Console, Failure};
+use super::{first, Failure, PageRequest};
 use crate::db::State as VersionState;
 
 /// Versions per page.
 const PAGE: i64 = 50;
 
-fn query(raw: &Option<String>) -> Vec<(String, String)> {
-    pairs(raw.as_deref().unwrap_or("").as_bytes())
-}
-
 /// `GET /console`.
-pub(super) async fn overview(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Failure> {
-    let q = query(&raw);
+pub(super) async fn overview(p: PageRequest) -> Result<Response, Failure> {
+    let PageRequest { c, who, query: q } = p;
     let msg = first(&q).get("msg").map(|s| s.to_string());
     let client = c.client().await?;
     let o = store::overview(&client).await?;
@@ -124,12 +114,34 @@ fn latest_errors(errors: &[(i64, String, i32, String)], who: &Principal, token: 
 
 /// A one-version requeue button (operators only).
 pub(super) fn requeue_one(id: i64, who: &Principal, token: &str, back: &str) -> Markup {
+    post_button(
+        "/console/requeue",
+        "one",
+        &id.to_string(),
+        "version",
+        who,
+        token,
+        back,
+    )
+}
+
+/// A form of one button posting `field=value` to `action` (operators only); `what`
+/// names the thing for screen readers.
+fn post_button(
+    action: &str,
+    field: &str,
+    value: &str,
+    what: &str,
+    who: &Principal,
+    token: &str,
+    back: &str,
+) -> Markup {
     html! {
         @if who.is_operator() {
-            form.inline method="post" action="/console/requeue" {
+            form.inline method="post" action=(action) {
                 (csrf(token))
                 input type="hidden" name="back" value=(back);
-                button type="submit" name="one" value=(id) aria-label=(format!("Requeue version {id}")) { "Requeue" }
+                button type="submit" name=(field) value=(value) aria-label=(format!("Requeue {what} {value}")) { "Requeue" }
             }
         } @else { span.note { "read-only" } }
     }
@@ -206,15 +218,15 @@ pub(super) fn requeue_event_button(
     token: &str,
     back: &str,
 ) -> Markup {
-    html! {
-        @if who.is_operator() {
-            form.inline method="post" action="/console/requeue-event" {
-                (csrf(token))
-                input type="hidden" name="back" value=(back);
-                button type="submit" name="event" value=(id) aria-label=(format!("Requeue event {id}")) { "Requeue" }
-            }
-        } @else { span.note { "read-only" } }
-    }
+    post_button(
+        "/console/requeue-event",
+        "event",
+        &id.to_string(),
+        "event",
+        who,
+        token,
+        back,
+    )
 }
 
 fn audit(o: &Overview) -> Markup {
@@ -277,12 +289,8 @@ fn check_state(f: &Filter) -> Result<(), Failure> {
 }
 
 /// `GET /console/versions`.
-pub(super) async fn versions(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Failure> {
-    let q = query(&raw);
+pub(super) async fn versions(p: PageRequest) -> Result<Response, Failure> {
+    let PageRequest { c, who, query: q } = p;
     let f = filter_of(&q);
     check_state(&f)?;
     let m = first(&q);
@@ -346,12 +354,8 @@ fn filter_form(f: &Filter) -> Markup {
 
 /// `GET /console/requeue-matching`: how many errored versions the filter matches, and a
 /// form to requeue them.
-pub(super) async fn confirm_matching(
-    State(c): State<Console>,
-    Extension(who): Extension<Principal>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Failure> {
-    let q = query(&raw);
+pub(super) async fn confirm_matching(p: PageRequest) -> Result<Response, Failure> {
+    let PageRequest { c, who, query: q } = p;
     let f = filter_of(&q);
     if f.contains {
         return Err(Failure::BadRequest(
