@@ -595,6 +595,21 @@ async fn live_updates_arrive_as_server_sent_events() {
     .await;
     assert_eq!(got, Ok(true), "stream so far: {seen}");
     assert!(seen.contains("event: update"), "{seen}");
-    drop(r);
+    // An open page does not hold the daemon up: its stream ends when the daemon stops
+    // (rather than being cut off after the HTTP server's 5 s grace).
+    let started = std::time::Instant::now();
     f.daemon.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopping took {:?} with a live stream open",
+        started.elapsed()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = r.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the live stream stayed open after the daemon stopped"
+    );
 }

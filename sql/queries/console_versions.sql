@@ -4,7 +4,12 @@
 -- drops the filters not given and picks the partial index of the state asked for.
 -- $1 state ('' = any), $2 document filter ('' = none), $3 true: $2 is a prefix, false: a
 -- substring (of at most 1000 matching documents), $4 created at or after ('' = any),
--- $5 created before ('' = any), $6 ids below (null = from the newest), $7 page size.
+-- $5 created before ('' = any), $6 ids below (null = from the newest), $7 page size,
+-- $8 the filter is narrow (few documents, or a state with few versions): then the rows
+-- are found by the filter and sorted ("v.id + 0" cannot walk the primary key); otherwise
+-- the primary key is walked backwards until the page is full. Left to itself the planner
+-- walks the key for narrow filters too, and at a million versions reads most of them
+-- when the matching rows are old.
 select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_error, ''),
        v.is_tombstone, to_char(v.created_at, 'YYYY-MM-DD HH24:MI:SS'),
        to_char(v.state_changed_at, 'YYYY-MM-DD HH24:MI:SS')
@@ -18,5 +23,5 @@ select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_e
    and ($4::text = '' or v.created_at >= nullif($4::text, '')::timestamptz)
    and ($5::text = '' or v.created_at < nullif($5::text, '')::timestamptz)
    and ($6::bigint is null or v.id < $6::bigint)
- order by v.id desc
+ order by case when $8::bool then v.id + 0 else v.id end desc
  limit $7

@@ -154,45 +154,59 @@ fn item(e: &Event) -> Option<serde_json::Value> {
     })
 }
 
-/// The `/console/live` stream: `update` messages `{"items": [...], "more": N}`.
+/// The `/console/live` stream: `update` messages `{"items": [...], "more": N}`, until
+/// `stop`.
 pub fn stream(
     events: broadcast::Receiver<Event>,
+    stop: CancellationToken,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let s = futures_util::stream::unfold(events, |mut rx| async move {
-        let mut items = Vec::new();
-        let mut more = 0u64;
-        // Wait for the first change, then gather for COALESCE.
-        let deadline = loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(i) = item(&e) {
-                        items.push(i);
-                        break tokio::time::Instant::now() + COALESCE;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    more += n;
-                    break tokio::time::Instant::now() + COALESCE;
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+    let s = futures_util::stream::unfold((events, stop), |(rx, stop)| async move {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            m = next_message(rx) => m,
         };
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => break,
-                Ok(Ok(e)) => match item(&e) {
-                    Some(i) if items.len() < MAX_ITEMS => items.push(i),
-                    Some(_) => more += 1,
-                    None => {}
-                },
-                Ok(Err(broadcast::error::RecvError::Lagged(n))) => more += n,
-                Ok(Err(broadcast::error::RecvError::Closed)) => break,
-            }
-        }
-        let data = json!({"items": items, "more": more}).to_string();
-        Some((Ok(SseEvent::default().event("update").data(data)), rx))
+        next.map(|(msg, rx)| (Ok(msg), (rx, stop)))
     });
     Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The next message: waits for a change, then gathers for [`COALESCE`]. `None` once the
+/// daemon's event channel closed.
+async fn next_message(
+    mut rx: broadcast::Receiver<Event>,
+) -> Option<(SseEvent, broadcast::Receiver<Event>)> {
+    let mut items = Vec::new();
+    let mut more = 0u64;
+    let deadline = loop {
+        match rx.recv().await {
+            Ok(e) => {
+                if let Some(i) = item(&e) {
+                    items.push(i);
+                    break tokio::time::Instant::now() + COALESCE;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                more += n;
+                break tokio::time::Instant::now() + COALESCE;
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    };
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => break,
+            Ok(Ok(e)) => match item(&e) {
+                Some(i) if items.len() < MAX_ITEMS => items.push(i),
+                Some(_) => more += 1,
+                None => {}
+            },
+            Ok(Err(broadcast::error::RecvError::Lagged(n))) => more += n,
+            Ok(Err(broadcast::error::RecvError::Closed)) => break,
+        }
+    }
+    let data = json!({"items": items, "more": more}).to_string();
+    Some((SseEvent::default().event("update").data(data), rx))
 }
 
 #[cfg(test)]

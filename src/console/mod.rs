@@ -63,6 +63,9 @@ struct Inner {
     history: live::History,
     /// The configured outbox sinks, shown even before they have a delivery.
     sinks: Vec<String>,
+    /// Cancelled when the daemon's edge stops: live streams end, so the HTTP server's
+    /// graceful shutdown does not wait for pages that stay open.
+    stop: CancellationToken,
 }
 
 impl Console {
@@ -76,6 +79,7 @@ impl Console {
                 events,
                 history: live::History::default(),
                 sinks: cfg.outbox.sink_names(),
+                stop: CancellationToken::new(),
             }),
         }
     }
@@ -84,6 +88,13 @@ impl Console {
     /// start to miss nothing).
     pub async fn record(self, cancel: CancellationToken) {
         let rx = self.inner.events.subscribe();
+        // The same token ends the live streams.
+        let stop = self.inner.stop.clone();
+        let ends_streams = cancel.clone();
+        tokio::spawn(async move {
+            ends_streams.cancelled().await;
+            stop.cancel();
+        });
         self.inner.history.record(rx, cancel).await;
     }
 
@@ -304,7 +315,7 @@ pub(crate) fn first(pairs: &[(String, String)]) -> HashMap<&str, &str> {
 }
 
 async fn live_stream(State(c): State<Console>) -> Response {
-    live::stream(c.inner.events.subscribe()).into_response()
+    live::stream(c.inner.events.subscribe(), c.inner.stop.clone()).into_response()
 }
 
 async fn asset(Path(name): Path<String>) -> Response {

@@ -36,6 +36,7 @@ query_file!(DOCUMENT_TRANSITIONS, "console_document_transitions.sql");
 query_file!(DOCUMENT_EVENTS, "console_document_events.sql");
 query_file!(VERSION_CONTENT, "console_version_content.sql");
 query_file!(TOTAL_ESTIMATE, "console_total_estimate.sql");
+query_file!(NARROW, "console_narrow.sql");
 
 /// Counted exactly up to this many (then the page says "more than").
 pub const COUNT_CAP: i64 = 10_000;
@@ -168,11 +169,12 @@ pub async fn versions(
     limit: i64,
 ) -> Result<Vec<VersionRow>, Error> {
     let prefix = !f.contains;
+    let narrow = narrow(c, f).await?;
     let r = rows(
         c,
         VERSIONS,
         &[
-            &f.state, &f.doc, &prefix, &f.since, &f.until, &before, &limit,
+            &f.state, &f.doc, &prefix, &f.since, &f.until, &before, &limit, &narrow,
         ],
         "listing versions",
     )
@@ -198,6 +200,22 @@ pub async fn total_estimate(c: &Object) -> Result<i64, Error> {
         .await
         .map_err(db::Error::query("reading the table estimate"))?
         .get(0))
+}
+
+/// Whether `f` selects few enough rows to find them first and sort them: a substring
+/// (at most 1000 documents), a prefix of at most 1000 documents, or a state (pending,
+/// errored, …) with at most 10,000 versions.
+async fn narrow(c: &Object, f: &Filter) -> Result<bool, Error> {
+    if f.contains && !f.doc.is_empty() {
+        return Ok(true);
+    }
+    let prefix = if f.contains { "" } else { f.doc.as_str() };
+    let r = c
+        .query_one(NARROW, &[&prefix, &f.state])
+        .await
+        .map_err(db::Error::query("sizing the filter"))?;
+    let (docs, in_state): (i64, i64) = (r.get(0), r.get(1));
+    Ok((!prefix.is_empty() && docs <= 1000) || (!f.state.is_empty() && in_state <= COUNT_CAP))
 }
 
 /// Errored versions matching a prefix filter (what requeue-matching would requeue).
