@@ -14,12 +14,22 @@ select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_e
        v.is_tombstone, to_char(v.created_at, 'YYYY-MM-DD HH24:MI:SS'),
        to_char(v.state_changed_at, 'YYYY-MM-DD HH24:MI:SS')
   from postpub.versions v
- where ($1::text = '' or v.state = nullif($1::text, '')::postpub.state)
+ where ($1::text = ''
+        -- One literal per state, not a cast of $1: a cast to the enum is not a constant
+        -- the planner can match against the partial index of that state.
+        or ($1::text = 'post-publication' and v.state = 'post-publication')
+        or ($1::text = 'processing' and v.state = 'processing')
+        or ($1::text = 'current' and v.state = 'current')
+        or ($1::text = 'errored' and v.state = 'errored')
+        or ($1::text = 'superseded' and v.state = 'superseded')
+        or ($1::text = 'archived' and v.state = 'archived'))
    and ($2::text = ''
         or ($3::bool and v.document >= $2::text and v.document < $2::text || chr(1114111))
-        or (not $3::bool and v.document in (select d.document from postpub.documents d
-                                             where strpos(d.document, $2::text) > 0
-                                             limit 1000)))
+        -- An array, not IN (subquery): IN became a hashed filter over every version.
+        or (not $3::bool and v.document = any (array(select d.document
+                                                       from postpub.documents d
+                                                      where strpos(d.document, $2::text) > 0
+                                                      limit 1000))))
    and ($4::text = '' or v.created_at >= nullif($4::text, '')::timestamptz)
    and ($5::text = '' or v.created_at < nullif($5::text, '')::timestamptz)
    and ($6::bigint is null or v.id < $6::bigint)
