@@ -80,8 +80,14 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// Connection URL for the work pool.
     pub url: String,
+    /// File holding the password for `url` (first line), when the URL has none; a
+    /// relative path is looked up in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
+    /// when set. Empty = none (then `PGPASSWORD`, then `~/.pgpass`, as libpq).
+    pub password_file: String,
     /// Direct connection for LISTEN when `url` goes through PgBouncer; empty = `url`.
     pub listen_url: String,
+    /// Password file for `listen_url`; empty = `password_file`.
+    pub listen_password_file: String,
     /// Connections in the work pool.
     pub pool_size: usize,
     /// How long to wait for a new connection before calling the database unreachable.
@@ -93,7 +99,9 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: DEFAULT_DATABASE_URL.to_owned(),
+            password_file: String::new(),
             listen_url: String::new(),
+            listen_password_file: String::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
         }
@@ -121,17 +129,25 @@ impl DatabaseConfig {
             if key == "database.listen_url" && url.trim().is_empty() {
                 continue;
             }
-            if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                let cause = std::error::Error::source(&e)
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default();
+            if let Err(e) = crate::conninfo::parse(url) {
                 return bad(
                     key,
-                    format!(
-                        "is not a PostgreSQL connection URL ({e}{cause}): {}",
-                        redact(url)
-                    ),
+                    format!("is not a PostgreSQL connection URL ({e}): {}", redact(url)),
                 );
+            }
+        }
+        let credentials = std::env::var("CREDENTIALS_DIRECTORY").ok();
+        for (key, file) in [
+            ("database.password_file", &self.password_file),
+            ("database.listen_password_file", &self.listen_password_file),
+        ] {
+            if file.trim().is_empty() {
+                continue;
+            }
+            let path = crate::conninfo::credential_path(Path::new(file), credentials.as_deref());
+            // Readable now, so a typo is a usage error; read again at each connect.
+            if let Err(e) = std::fs::File::open(&path) {
+                return bad(key, format!("cannot be read: {}: {e}", path.display()));
             }
         }
         Ok(())
@@ -664,47 +680,13 @@ impl Config {
             );
         }
         self.database.validate()?;
-        for step in &self.pipeline.steps {
-            if !STEP_NAMES.contains(&step.as_str()) {
-                return bad(
-                    "pipeline.steps",
-                    format!(
-                        "names an unknown step {step:?} (known: {})",
-                        STEP_NAMES.join(", ")
-                    ),
-                );
-            }
-        }
-        let uses_command = self.pipeline.steps.iter().any(|s| s == "command");
-        if uses_command && self.pipeline.command.program.trim().is_empty() {
-            return bad(
-                "pipeline.command.program",
-                "must be set when the `command` step is listed in pipeline.steps",
-            );
-        }
-        if self.pipeline.collate.max_memory_bytes < MIN_BAKE_MEMORY_BYTES {
-            return bad(
-                "pipeline.collate.max_memory_bytes",
-                format!("must be at least {MIN_BAKE_MEMORY_BYTES} (64 MiB: the bake process itself needs some)"),
-            );
-        }
-        if self.pipeline.collate.timeout.is_zero() {
-            return bad("pipeline.collate.timeout", "must be more than 0s");
-        }
-        if self.pipeline.collate.max_input_bytes == 0 {
-            return bad("pipeline.collate.max_input_bytes", "must be more than 0");
-        }
-        if !(1..=10_000).contains(&self.pipeline.collate.growth_factor) {
-            return bad(
-                "pipeline.collate.growth_factor",
-                "must be between 1 and 10000",
-            );
-        }
-        if self.pipeline.command.timeout.is_zero() {
-            return bad("pipeline.command.timeout", "must be more than 0s");
-        }
+        self.validate_pipeline()?;
         if let Err(e) = crate::logging::check_level(&self.log.level) {
-            return bad("log.level", format!("is not a valid filter: {e}"));
+            let reason = match e {
+                crate::logging::LevelError::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return bad("log.level", format!("is not a valid filter: {reason}"));
         }
         if self.pipeline.max_body_bytes == 0 {
             return bad("pipeline.max_body_bytes", "must be more than 0");
@@ -718,8 +700,8 @@ impl Config {
                 ),
             );
         }
-        self.validate_console()
-            .and_then(|()| self.validate_outbox())
+        self.validate_console()?;
+        self.validate_outbox()
     }
 
     /// Credentials are well-formed, and present when the console is reachable from
@@ -763,6 +745,56 @@ impl Config {
                     "needs credentials because http.listen {listen:?} is not a loopback address: set console.operator_token, console.read_token or [[console.users]], or console.enabled = false"
                 ),
             });
+        }
+        Ok(())
+    }
+
+    /// Checks `[pipeline]`: known step names, what the listed steps need.
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Value {
+                key,
+                problem: problem.into(),
+            })
+        }
+        for step in &self.pipeline.steps {
+            if !STEP_NAMES.contains(&step.as_str()) {
+                return bad(
+                    "pipeline.steps",
+                    format!(
+                        "names an unknown step {step:?} (known: {})",
+                        STEP_NAMES.join(", ")
+                    ),
+                );
+            }
+        }
+        let uses_command = self.pipeline.steps.iter().any(|s| s == "command");
+        if uses_command && self.pipeline.command.program.trim().is_empty() {
+            return bad(
+                "pipeline.command.program",
+                "must be set when the `command` step is listed in pipeline.steps",
+            );
+        }
+        if self.pipeline.collate.max_memory_bytes < MIN_BAKE_MEMORY_BYTES {
+            return bad(
+                "pipeline.collate.max_memory_bytes",
+                format!("must be at least {MIN_BAKE_MEMORY_BYTES} (64 MiB: the bake process itself needs some)"),
+            );
+        }
+        if self.pipeline.collate.timeout.is_zero() {
+            return bad("pipeline.collate.timeout", "must be more than 0s");
+        }
+        if self.pipeline.collate.max_input_bytes == 0 {
+            return bad("pipeline.collate.max_input_bytes", "must be more than 0");
+        }
+        if !(1..=10_000).contains(&self.pipeline.collate.growth_factor) {
+            return bad(
+                "pipeline.collate.growth_factor",
+                "must be between 1 and 10000",
+            );
+        }
+        if self.pipeline.command.timeout.is_zero() {
+            return bad("pipeline.command.timeout", "must be more than 0s");
         }
         Ok(())
     }
