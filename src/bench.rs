@@ -59,6 +59,17 @@ const CEILING_CLAIM: &str = include_str!("../sql/bench/ceiling_claim.sql");
 /// See `sql/bench/ceiling_finish.sql`.
 const CEILING_FINISH: &str = include_str!("../sql/bench/ceiling_finish.sql");
 
+/// See `sql/bench/console_fill.sql`.
+const CONSOLE_FILL: &str = include_str!("../sql/bench/console_fill.sql");
+/// See `sql/bench/console_fill_history.sql`.
+const CONSOLE_FILL_HISTORY: &str = include_str!("../sql/bench/console_fill_history.sql");
+/// See `sql/bench/console_last_id.sql`.
+const CONSOLE_LAST_ID: &str = include_str!("../sql/bench/console_last_id.sql");
+/// See `sql/bench/console_vacuum.sql`.
+const CONSOLE_VACUUM: &str = include_str!("../sql/bench/console_vacuum.sql");
+/// See `sql/bench/console_diff_versions.sql`.
+const CONSOLE_DIFF_VERSIONS: &str = include_str!("../sql/bench/console_diff_versions.sql");
+
 /// The recipe bench versions carry (its content is irrelevant to a no-op pipeline).
 const BENCH_RECIPE: &str = "p { color: inherit; }";
 
@@ -77,6 +88,9 @@ pub enum Scenario {
     All,
     /// Collation speed on a generated book (no database needed).
     Collate,
+    /// Server time of each operator console page with --versions settled versions, next
+    /// to the same pages with 1,000.
+    Console,
 }
 
 /// Options of `postpub bench`.
@@ -89,6 +103,8 @@ pub enum Scenario {
   trigger   bulk insert with and without the NOTIFY trigger
   all       the four above (default)
   collate   baking a generated book (--mb, repeatable; --reference to time another baker)
+  console   each console page with --versions settled versions (1000000 for the issue's
+            figure), next to the same pages with 1000
 
 Each database scenario runs in a database of its own, created and dropped on the server of
 --database-url. Figures are printed as a table and, with --json FILE, written as JSON.")]
@@ -235,7 +251,59 @@ impl Bench {
         if all || args.scenario == Scenario::Memory {
             report.insert("memory".into(), self.memory(args).await?);
         }
+        if args.scenario == Scenario::Console {
+            report.insert("console".into(), self.console(args).await?);
+        }
         Ok(report)
+    }
+
+    /// Console pages at 1,000 settled versions (the reference), then at `--versions`.
+    async fn console(&self, args: &BenchArgs) -> anyhow::Result<Value> {
+        const PER_DOC: i32 = 10;
+        const SMALL_DOCS: i32 = 100;
+        let c = self.client().await?;
+        let docs = (i32::try_from(args.versions).unwrap_or(i32::MAX) / PER_DOC).max(SMALL_DOCS);
+        let mut results = Vec::new();
+        for (from, to) in [(0, SMALL_DOCS), (SMALL_DOCS, docs)] {
+            let started = Instant::now();
+            let last: i64 = c
+                .query_one(CONSOLE_LAST_ID, &[])
+                .await
+                .map_err(db::Error::query("reading the last version id"))?
+                .get(0);
+            c.execute(CONSOLE_FILL, &[&from, &(to - from), &PER_DOC])
+                .await
+                .map_err(db::Error::query("filling versions for the console bench"))?;
+            c.execute(CONSOLE_FILL_HISTORY, &[&last])
+                .await
+                .map_err(db::Error::query("filling transitions and events"))?;
+            c.batch_execute(CONSOLE_VACUUM)
+                .await
+                .map_err(db::Error::query("vacuuming the console bench tables"))?;
+            let total = i64::from(to) * i64::from(PER_DOC);
+            eprintln!(
+                "console: {total} versions filled in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            let pages = console_pages(&c, total).await?;
+            let paths: Vec<String> = pages.iter().map(|(_, p)| p.clone()).collect();
+            let times = crate::console::bench::time_pages(&self.cfg, &paths, 15).await?;
+            results.push((total, pages, times));
+        }
+        let mut m = Map::new();
+        let (small, big) = (&results[0], &results[1]);
+        m.insert("versions".into(), json!(big.0));
+        m.insert("reference_versions".into(), json!(small.0));
+        for (((label, _), s), b) in big.1.iter().zip(&small.2).zip(&big.2) {
+            m.insert(format!("{label}.p50_ms"), json!(round2(b.p50_ms)));
+            m.insert(format!("{label}.max_ms"), json!(round2(b.max_ms)));
+            m.insert(format!("{label}.reference_p50_ms"), json!(round2(s.p50_ms)));
+            m.insert(
+                format!("{label}.ratio"),
+                json!(round2(b.p50_ms / s.p50_ms.max(0.001))),
+            );
+        }
+        Ok(Value::Object(m))
     }
 
     /// Empties the tables between runs (TRUNCATE keeps the bench's own numbers comparable).
@@ -828,6 +896,73 @@ fn round3(x: f64) -> f64 {
 fn machine() -> Value {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     json!({ "cpus": cpus, "postpub": env!("CARGO_PKG_VERSION") })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The console pages the bench times, labelled, for a database of `total` versions filled
+/// by `console_fill.sql` (doc-0000042 is an ordinary document, doc-0000100 has an errored
+/// version).
+async fn console_pages(c: &Client, total: i64) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let ids: Vec<i64> = c
+        .query(CONSOLE_DIFF_VERSIONS, &[])
+        .await
+        .map_err(db::Error::query("reading the bench document's versions"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (b, a) = (
+        ids.first().copied().unwrap_or(0),
+        ids.get(1).copied().unwrap_or(0),
+    );
+    let mid = total / 2;
+    Ok(vec![
+        ("overview", "/console".to_owned()),
+        ("versions", "/console/versions".to_owned()),
+        (
+            "versions_errored",
+            "/console/versions?state=errored".to_owned(),
+        ),
+        (
+            "versions_current",
+            "/console/versions?state=current".to_owned(),
+        ),
+        (
+            "versions_prefix",
+            "/console/versions?doc=doc-00000".to_owned(),
+        ),
+        (
+            "versions_contains",
+            "/console/versions?doc=0042&match=contains".to_owned(),
+        ),
+        (
+            "versions_older_page",
+            format!("/console/versions?before={mid}"),
+        ),
+        (
+            "versions_archived_older",
+            format!("/console/versions?state=archived&before={mid}"),
+        ),
+        (
+            "versions_since",
+            "/console/versions?since=2000-01-01T00:00".to_owned(),
+        ),
+        ("document", "/console/document?name=doc-0000042".to_owned()),
+        (
+            "document_diff",
+            format!("/console/document?name=doc-0000100&a={a}&b={b}"),
+        ),
+        (
+            "confirm_matching",
+            "/console/requeue-matching?doc=doc-".to_owned(),
+        ),
+        (
+            "asset_http_reference",
+            "/console/assets/console.css".to_owned(),
+        ),
+    ])
 }
 
 fn print_table(report: &Map<String, Value>) -> Result<(), crate::output::StdoutError> {

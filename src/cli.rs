@@ -57,6 +57,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure drain throughput, latency, memory and trigger cost in a database of its own.
     Bench(bench::BenchArgs),
+    /// Print an Argon2 hash of the password read from stdin, for `[[console.users]]`.
+    HashPassword,
     /// Stop a shared throwaway PostgreSQL cluster once nobody uses it (started by the test
     /// harness; see `cluster::shared`).
     #[command(hide = true)]
@@ -179,6 +181,13 @@ pub struct DemoArgs {
     /// Name of the database the demo creates (dropped first if it exists).
     #[arg(long, default_value = "postpub_demo", value_name = "NAME")]
     pub database: String,
+    /// Keep the daemon running afterwards, with the operator console at --listen, until
+    /// Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where --serve listens (the console is at http://ADDR/console).
+    #[arg(long, default_value = "127.0.0.1:9187", value_name = "ADDR")]
+    pub listen: String,
 }
 
 /// Runs a parsed command line.
@@ -219,13 +228,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish_cmd(&cfg, &args).await,
         Command::Demo(args) => {
             let url_given = url_given || cfg.database.url != crate::config::DEFAULT_DATABASE_URL;
+            let mut cfg = cfg;
+            // The demo serves HTTP (and the console) only when asked to stay.
+            cfg.http.listen = if args.serve {
+                args.listen
+            } else {
+                String::new()
+            };
+            cfg.validate()?;
             demo::main(&cfg, &args.database, url_given).await
         }
+        Command::HashPassword => hash_password_cmd(),
         Command::Bake(args) => bake_cmd(&args),
         Command::Bench(args) => bench::run(&cfg, &args).await,
         Command::ClusterReaper(args) => reaper_cmd(&args).await,
         Command::BakeServer(args) => Ok(bake_server(&args)?),
     }
+}
+
+/// `postpub hash-password`: the first line of stdin, hashed.
+fn hash_password_cmd() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password on stdin (e.g. `printf '%s' \"$PASSWORD\" | postpub hash-password`)"
+        );
+    }
+    let hash = crate::console::access::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+    println!("{hash}");
+    Ok(())
 }
 
 async fn reaper_cmd(args: &ReaperArgs) -> anyhow::Result<()> {

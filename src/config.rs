@@ -70,6 +70,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[outbox]`
     pub outbox: OutboxConfig,
+    /// `[console]`
+    pub console: ConsoleConfig,
 }
 
 /// `[database]`: where the versions live.
@@ -346,6 +348,70 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:9187".to_owned(),
         }
     }
+}
+
+/// `[console]`: the operator console at `/console` on the HTTP server. On a loopback
+/// `http.listen` it needs no credentials (unless some are set); elsewhere it refuses to
+/// start without them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (with the HTTP server).
+    pub enabled: bool,
+    /// A bearer token (or Basic password, any user name) with operator access; "" for none.
+    pub operator_token: String,
+    /// A bearer token (or Basic password) with read-only access; "" for none.
+    pub read_token: String,
+    /// People with a password (Basic authentication).
+    pub users: Vec<ConsoleUser>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            operator_token: String::new(),
+            read_token: String::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Whether any credentials are configured (then every request must carry them).
+    pub fn has_credentials(&self) -> bool {
+        !self.operator_token.is_empty() || !self.read_token.is_empty() || !self.users.is_empty()
+    }
+}
+
+/// One `[[console.users]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleUser {
+    /// The login name.
+    pub name: String,
+    /// An Argon2 PHC string (`postpub hash-password` prints one).
+    pub password_hash: String,
+    /// `read-only` or `operator`.
+    pub role: ConsoleRole,
+}
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsoleRole {
+    /// Read every page.
+    ReadOnly,
+    /// Read, and requeue.
+    Operator,
+}
+
+/// Whether `listen` (host:port) names a loopback address only.
+pub fn is_loopback_listen(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    matches!(listen.rsplit_once(':'), Some(("localhost", _)))
 }
 
 /// `[log]`
@@ -737,7 +803,53 @@ impl Config {
                 ),
             );
         }
+        self.validate_console()?;
         self.validate_outbox()
+    }
+
+    /// Credentials are well-formed, and present when the console is reachable from
+    /// elsewhere than this machine.
+    fn validate_console(&self) -> Result<(), ConfigError> {
+        let c = &self.console;
+        let listen = self.http.listen.trim();
+        if !c.enabled || listen.is_empty() {
+            return Ok(());
+        }
+        for (key, token) in [
+            ("console.operator_token", &c.operator_token),
+            ("console.read_token", &c.read_token),
+        ] {
+            if !token.is_empty() && token.chars().count() < 16 {
+                return Err(ConfigError::Value {
+                    key,
+                    problem: "must be at least 16 characters (or \"\" for none)".to_owned(),
+                });
+            }
+        }
+        for (i, u) in c.users.iter().enumerate() {
+            let problem = if u.name.is_empty() || u.name.contains(':') {
+                Some("name must be non-empty and without ':'".to_owned())
+            } else {
+                argon2::PasswordHash::new(&u.password_hash).err().map(|e| {
+                    format!("password_hash is not a PHC string ({e}); make one with `postpub hash-password`")
+                })
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::Sink {
+                    key: format!("console.users[{i}]"),
+                    problem,
+                });
+            }
+        }
+        if !is_loopback_listen(listen) && !c.has_credentials() {
+            return Err(ConfigError::Value {
+                key: "console",
+                problem: format!(
+                    "needs credentials because http.listen {listen:?} is not a loopback address: set console.operator_token, console.read_token or [[console.users]], or console.enabled = false"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Checks `[pipeline]`: known step names, what the listed steps need.

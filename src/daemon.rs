@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use deadpool_postgres::Pool;
 
 use crate::config::{Config, ConfigError};
+use crate::console::Console;
 use crate::db::{self, migrate};
 use crate::event::Events;
 use crate::http::{self, HttpServer, Metrics, Recorder};
@@ -220,17 +221,21 @@ impl Edge {
         };
         let (http_pool, _) = db::pool(&http_db)?;
         let (stream_pool, _) = db::pool_with(&cfg.database, http::STREAMS, None)?;
-        edge.tracker.spawn(
-            HttpServer::new(
-                listener,
-                http_pool,
-                stream_pool,
-                target.to_owned(),
-                ready.subscribe(),
-                metrics,
-            )
-            .run(edge.stop.clone()),
+        let mut server = HttpServer::new(
+            listener,
+            http_pool.clone(),
+            stream_pool,
+            target.to_owned(),
+            ready.subscribe(),
+            metrics,
         );
+        if cfg.console.enabled {
+            let console = Console::new(cfg, http_pool, target.to_owned(), events.clone());
+            edge.tracker
+                .spawn(console.clone().record(edge.stop.clone()));
+            server = server.with_console(console);
+        }
+        edge.tracker.spawn(server.run(edge.stop.clone()));
         Ok(edge)
     }
 
@@ -288,6 +293,7 @@ async fn reloader(mut reload: Reload, config: watch::Sender<Arc<Config>>, stop: 
                 for (key, differs) in [
                     ("database", applied.database != old.database),
                     ("http", applied.http != old.http),
+                    ("console", applied.console != old.console),
                     ("log.format", applied.log.format != old.log.format),
                 ] {
                     if differs {
@@ -299,6 +305,7 @@ async fn reloader(mut reload: Reload, config: watch::Sender<Arc<Config>>, stop: 
                 }
                 applied.database = old.database.clone();
                 applied.http = old.http.clone();
+                applied.console = old.console.clone();
                 applied.log.format = old.log.format;
                 if applied.log.level != old.log.level {
                     if let Err(e) = crate::logging::set_level(&applied.log.level) {

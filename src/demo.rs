@@ -131,6 +131,10 @@ async fn run(
         _ = interrupt.soft.cancelled() => Err(interrupted()),
         r = showcase(&cfg, client, &mut ready) => r,
     };
+    let outcome = match outcome {
+        Ok(()) if !cfg.http.listen.is_empty() => serve(&cfg, interrupt).await,
+        other => other,
+    };
     if outcome.is_err() {
         // Interrupted or failed: nothing in flight is worth waiting for.
         shutdown.hard.cancel();
@@ -156,6 +160,17 @@ the throwaway PostgreSQL goes now; give --database-url to keep {database} for ex
     Ok(())
 }
 
+/// `--serve`: the daemon keeps running, with the console, until Ctrl-C.
+async fn serve(cfg: &Config, interrupt: &Shutdown) -> anyhow::Result<()> {
+    crate::say!(
+        "\nthe daemon keeps running: operator console at http://{}/console (metrics at /metrics); Ctrl-C to stop",
+        cfg.http.listen
+    )?;
+    interrupt.soft.cancelled().await;
+    crate::say!("stopping")?;
+    Ok(())
+}
+
 /// Creates and migrates the demo database; returns the daemon's settings and a client.
 async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_postgres::Client)> {
     let admin_client = db::Spec::main(&cfg.database).connect().await?;
@@ -176,7 +191,7 @@ async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_
     cfg.pipeline.steps = vec!["validate".into(), "collate".into()];
     cfg.worker.poll_interval = Duration::from_millis(500);
     cfg.worker.backoff.initial = Duration::from_millis(100);
-    cfg.http.listen = String::new();
+    // http.listen as the caller set it: empty, or `--serve`'s address for the console.
 
     let mut client = db::Spec::main(&cfg.database).connect().await?;
     let report = migrate::migrate(&mut client).await?;

@@ -39,6 +39,7 @@
 //! - [`daemon`]   — wires the services together for `postpub run` (and `postpub relay`);
 //!   nothing else starts them.
 //! - [`http`]     — `/healthz`, `/readyz`, `/metrics` and the read-only document API.
+//! - [`console`]  — the operator console under `/console` on the HTTP server.
 //! - [`systemd`]  — `Type=notify`: READY, WATCHDOG, RELOADING and STOPPING.
 //! - [`shutdown`] — signals to cancellation tokens (and SIGHUP to reloads).
 //! - [`event`]    — what services report (tests wait on it; metrics count it).
@@ -62,6 +63,7 @@ pub mod cluster;
 pub use postpub_baker as collate;
 pub mod config;
 pub mod conninfo;
+pub mod console;
 pub mod daemon;
 pub mod db;
 pub mod demo;

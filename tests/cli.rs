@@ -94,7 +94,16 @@ fn help_lists_every_subcommand() {
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
     for sub in [
-        "migrate", "run", "relay", "status", "requeue", "publish", "bake", "demo", "bench",
+        "migrate",
+        "run",
+        "relay",
+        "status",
+        "requeue",
+        "publish",
+        "bake",
+        "demo",
+        "bench",
+        "hash-password",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(sub)),

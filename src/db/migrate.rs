@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "operations", "0004_operations.sql"),
     migration!(5, "outbox", "0005_outbox.sql"),
     migration!(6, "input_limits", "0006_input_limits.sql"),
+    migration!(7, "console", "0007_console.sql"),
 ];
 
 /// The schema version this binary needs.

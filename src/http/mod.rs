@@ -70,6 +70,8 @@ pub(crate) struct AppState {
 pub struct HttpServer {
     listener: TcpListener,
     state: AppState,
+    /// The operator console, when `[console]` enables it.
+    console: Option<crate::console::Console>,
 }
 
 impl HttpServer {
@@ -92,7 +94,14 @@ impl HttpServer {
                 ready,
                 metrics,
             },
+            console: None,
         }
+    }
+
+    /// Serves the operator console under `/console` as well.
+    pub fn with_console(mut self, console: crate::console::Console) -> Self {
+        self.console = Some(console);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -100,8 +109,12 @@ impl HttpServer {
         self.listener.local_addr()
     }
 
-    fn router(state: AppState) -> Router {
-        Router::new()
+    fn router(state: AppState, console: Option<&crate::console::Console>) -> Router {
+        let routes = match console {
+            Some(c) => Router::new().merge(c.router()),
+            None => Router::new(),
+        };
+        routes
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .route("/metrics", get(metrics::handler))
@@ -114,7 +127,7 @@ impl HttpServer {
     pub async fn run(self, cancel: CancellationToken) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(addr = %addr, "http server listening");
-        let app = Self::router(self.state);
+        let app = Self::router(self.state, self.console.as_ref());
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(conn::HEADER_READ_TIMEOUT)
@@ -167,7 +180,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
         &format!(
-            "no such endpoint {}: try /healthz, /readyz, /metrics or /documents/{{document}}",
+            "no such endpoint {}: try /healthz, /readyz, /metrics, /documents/{{document}} or /console",
             uri.path()
         ),
     )

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod process;
 pub mod proxy;
 pub mod sinks;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,8 @@
+-- console_document_transitions: the state changes of versions $1 (ids), newest first (at
+-- most 1000). Rows: version id, from ('' = created), to, at, by, why ('' none).
+select t.version_id, coalesce(t.from_state::text, ''), t.to_state::text,
+       to_char(t.at, 'YYYY-MM-DD HH24:MI:SS.MS'), t.by, coalesce(t.why, '')
+  from postpub.transitions t
+ where t.version_id = any($1::bigint[])
+ order by t.id desc
+ limit 1000
