@@ -1,5 +1,6 @@
 //! The AMQP sink against the real rabbitmq-server on 127.0.0.1:5672 (started by `.ci/run`
-//! when it is down; user guest, vhost `/`). Each test uses exchange and queue names of its
+//! when it is down; user guest, vhost `/`), or a private node when that one cannot be
+//! reached (see `tests/common/rabbit.rs`). Each test uses exchange and queue names of its
 //! own and deletes them at the end. Outages are made by a TCP proxy between the relay and the
 //! broker, cut and restored (the broker is shared and keeps what it confirmed; a private
 //! rabbitmq-server takes ~20s to start here).
@@ -9,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
+use common::rabbit::broker;
 use common::sinks::{
     assert_once_in_order, config, events_by_id, idle_outage, refusal_with, undelivered,
 };
@@ -23,15 +25,12 @@ use postpub::config::AmqpSinkConfig;
 use postpub::config::SinkConfig;
 use uuid::Uuid;
 
-const BROKER: &str = "127.0.0.1:5672";
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
 /// A channel on the shared broker; its absence is a failure that says what to do.
 async fn channel() -> (Connection, Channel) {
-    let conn = Connection::connect(URL, ConnectionProperties::default())
+    let conn = Connection::connect(&broker().url, ConnectionProperties::default())
         .await
         .unwrap_or_else(|e| {
-            panic!("no rabbitmq-server at {BROKER} as guest ({e}): .ci/run starts it (service rabbitmq-server start)")
+            panic!("no rabbitmq-server at {} as guest ({e}): .ci/run starts it (service rabbitmq-server start)", broker().addr)
         });
     let ch = conn.create_channel().await.expect("channel");
     (conn, ch)
@@ -176,7 +175,7 @@ async fn events_reach_rabbitmq_persistent_with_their_ids_in_order() {
     let events = events_by_id(&c).await;
 
     // The sink declares the exchange and the queue itself.
-    let mut sink = names.sink(URL);
+    let mut sink = names.sink(&broker().url);
     sink.declare = true;
     let t0 = Instant::now();
     let d = Daemon::start(config(&db, vec![SinkConfig::Amqp(sink)])).await;
@@ -216,7 +215,7 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
     let (_conn, ch) = channel().await;
     let names = Names::new("outage");
     names.declare(&ch, true).await;
-    let proxy = TcpProxy::start(BROKER.parse().expect("addr")).await;
+    let proxy = TcpProxy::start(broker().addr.parse().expect("addr")).await;
     let db = TestDb::new().await;
     let c = db.client().await;
     let url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
@@ -241,12 +240,16 @@ async fn an_unroutable_event_is_retried_until_a_queue_is_bound() {
     let db = TestDb::new().await;
     let c = db.client().await;
     db.publish(&c, "lonely", "<p>l</p>", None).await;
-    let (parked, reason) = refusal_with(&db, &c, SinkConfig::Amqp(names.sink(URL))).await;
+    let (parked, reason) = refusal_with(&db, &c, SinkConfig::Amqp(names.sink(&broker().url))).await;
     assert!(!parked, "retried, not parked: {reason}");
     assert!(reason.contains("unroutable"), "{reason}");
 
     names.bind(&ch).await;
-    let d = Daemon::start(config(&db, vec![SinkConfig::Amqp(names.sink(URL))])).await;
+    let d = Daemon::start(config(
+        &db,
+        vec![SinkConfig::Amqp(names.sink(&broker().url))],
+    ))
+    .await;
     wait_until(Duration::from_secs(20), "delivered once bound", || async {
         undelivered(&c).await == 0
     })
@@ -262,7 +265,10 @@ async fn wrong_credentials_give_one_clear_line() {
     let c = db.client().await;
     db.publish(&c, "secret", "<p>s</p>", None).await;
     let names = Names::new("creds");
-    let sink = names.sink("amqp://guest:not-the-password@127.0.0.1:5672/%2f");
+    let sink = names.sink(&format!(
+        "amqp://guest:not-the-password@{}/%2f",
+        broker().addr
+    ));
     let (parked, reason) = refusal_with(&db, &c, SinkConfig::Amqp(sink)).await;
     assert!(!parked, "credentials can be fixed: retried, not parked");
     assert!(!reason.contains('\n'), "one line: {reason}");
@@ -282,7 +288,7 @@ async fn a_message_larger_than_max_message_bytes_is_parked_with_the_reason() {
     let c = db.client().await;
     db.publish(&c, "big", &format!("<p>{}</p>", "x".repeat(5000)), None)
         .await;
-    let mut sink = names.sink(URL);
+    let mut sink = names.sink(&broker().url);
     sink.include_body = true;
     sink.max_message_bytes = 2000;
     let (parked, reason) = refusal_with(&db, &c, SinkConfig::Amqp(sink)).await;

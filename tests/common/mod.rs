@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod ops;
 pub mod process;
 pub mod proxy;
+pub mod rabbit;
 pub mod sinks;
 pub mod webdriver;
 
