@@ -229,6 +229,39 @@ async fn the_demo_runs_end_to_end() {
     }
 }
 
+/// `postpub demo | head -3`: the reader goes away after three lines; the demo stops, exits
+/// 0 and says nothing about it (no panic on the broken pipe).
+#[tokio::test]
+async fn the_demo_stops_quietly_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader};
+    let name = format!(
+        "postpub_t_demo_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut child = Command::new(bin())
+        .args(["demo", "--database-url", &server_url(), "--database", &name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start postpub demo");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(3)
+        .map(|l| l.expect("a line"))
+        .collect();
+    // Dropping the reader closes the pipe, as `head` does.
+    let o = child.wait_with_output().expect("wait for the demo");
+    let admin = common::connect(&server_url()).await;
+    let _ = admin
+        .batch_execute(&format!("drop database if exists {name} with (force)"))
+        .await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(o.status.success(), "demo failed on a closed pipe: {err}");
+}
+
 /// `r.css` holding `css` and `in.html` holding `html`, in a temp dir that lives as long as
 /// the first value; their paths.
 fn bake_inputs(css: &str, html: &str) -> (common::Script, String, String) {
