@@ -288,7 +288,7 @@ async fn relay_cmd(cfg: Config) -> anyhow::Result<()> {
     let (_signals, _reload) =
         shutdown::install(shutdown.clone()).context("installing signal handlers")?;
     let (ready, _) = watch::channel(false);
-    daemon::relay(cfg, shutdown, event::channel(), ready).await?;
+    daemon::relay(cfg, shutdown, ready).await?;
     Ok(())
 }
 

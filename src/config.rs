@@ -614,6 +614,33 @@ impl Config {
             );
         }
         self.database.validate()?;
+        self.validate_pipeline()?;
+        if let Err(e) = crate::logging::check_level(&self.log.level) {
+            return bad("log.level", format!("is not a valid filter: {e}"));
+        }
+        if self.pipeline.max_body_bytes == 0 {
+            return bad("pipeline.max_body_bytes", "must be more than 0");
+        }
+        let listen = self.http.listen.trim();
+        if !listen.is_empty() && !is_host_port(listen) {
+            return bad(
+                "http.listen",
+                format!(
+                    "must be host:port (e.g. 127.0.0.1:9187) or \"\" to disable, not {listen:?}"
+                ),
+            );
+        }
+        self.validate_outbox()
+    }
+
+    /// Checks `[pipeline]`: known step names, what the listed steps need.
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Value {
+                key,
+                problem: problem.into(),
+            })
+        }
         for step in &self.pipeline.steps {
             if !STEP_NAMES.contains(&step.as_str()) {
                 return bad(
@@ -653,22 +680,7 @@ impl Config {
         if self.pipeline.command.timeout.is_zero() {
             return bad("pipeline.command.timeout", "must be more than 0s");
         }
-        if let Err(e) = crate::logging::check_level(&self.log.level) {
-            return bad("log.level", format!("is not a valid filter: {e}"));
-        }
-        if self.pipeline.max_body_bytes == 0 {
-            return bad("pipeline.max_body_bytes", "must be more than 0");
-        }
-        let listen = self.http.listen.trim();
-        if !listen.is_empty() && !is_host_port(listen) {
-            return bad(
-                "http.listen",
-                format!(
-                    "must be host:port (e.g. 127.0.0.1:9187) or \"\" to disable, not {listen:?}"
-                ),
-            );
-        }
-        self.validate_outbox()
+        Ok(())
     }
 
     /// Bounds every duration key. A duration must fit what it is used for: PostgreSQL

@@ -6,6 +6,7 @@
 
 pub mod endpoint;
 pub mod migrate;
+pub mod row;
 pub mod sql;
 pub mod tls;
 

@@ -92,7 +92,9 @@ impl Processor {
             .query_one(&stmt, &[&c.id])
             .await
             .map_err(db::Error::query("loading the body"))?;
-        let body: String = row.get(0);
+        let body: String = row
+            .try_get("body")
+            .map_err(db::Error::query("reading the body"))?;
         let recipe = match c.recipe_id {
             Some(id) if self.pipeline.needs_recipe() => Some(self.recipe(&client, id).await?),
             _ => None,

@@ -82,17 +82,8 @@ impl Cluster {
     /// Daemon settings for the cluster, like `TestDb::config`: fast polls and retries,
     /// short connect timeout, no HTTP, a no-op pipeline.
     pub fn config(&self) -> Config {
-        let mut cfg = Config::default();
-        cfg.database.url = self.url();
-        cfg.database.pool_size = 4;
+        let mut cfg = super::test_config(&self.url());
         cfg.database.connect_timeout = Duration::from_secs(2);
-        cfg.worker.poll_interval = Duration::from_millis(500);
-        cfg.worker.lease = Duration::from_secs(5);
-        cfg.worker.backoff.initial = Duration::from_millis(20);
-        cfg.worker.backoff.max = Duration::from_millis(100);
-        cfg.worker.shutdown_timeout = Duration::from_secs(5);
-        cfg.pipeline.steps = vec!["noop".to_owned()];
-        cfg.http.listen = String::new();
         cfg
     }
 
