@@ -13,8 +13,8 @@
 //! - [`backoff`]  — retry delays (exponential, with jitter) and the pause after a failed
 //!   database round; the worker and the relay share it.
 //! - [`conninfo`] — libpq connection strings: the TLS and password parameters psql users
-//!   write, taken out before the driver reads the rest (syntax only; `config` and `db`
-//!   both use it).
+//!   write, taken out before the driver reads the rest (syntax only; a leaf that `config`
+//!   and `db` both use).
 //! - [`db`]       — connections, the pool, typed errors, `State`; [`db::endpoint`] turns a
 //!   URL, `[database]` and the environment into connections (TLS in [`db::tls`]);
 //!   [`db::migrate`] applies `sql/NNNN_*.sql`; [`db::sql`] holds the statements of

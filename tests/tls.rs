@@ -232,16 +232,25 @@ async fn migrate_run_status_and_relay_work_with_verify_full() {
     let relay = tokio::spawn(postpub::daemon::relay(cfg, shutdown.clone(), ready));
     wait_until(
         Duration::from_secs(15),
-        "the event delivered to the webhook by the relay",
-        || async { hook.hits() >= 1 },
+        "the event delivered by the relay",
+        || async {
+            common::count(
+                &c,
+                "select count(*) from postpub.outbox o join postpub.outbox_deliveries d \
+                 on d.outbox_id = o.id where o.document = 'tls-doc' and d.sink = 'hook' \
+                 and d.delivered_at is not null",
+            )
+            .await
+                >= 1
+        },
     )
     .await;
     shutdown.soft.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(15), relay)
+    tokio::time::timeout(Duration::from_secs(15), relay)
         .await
         .expect("relay stopped")
-        .expect("relay task");
-    stopped.expect("relay ran");
+        .expect("relay task")
+        .expect("relay ran");
     assert!(hook.hits() >= 1);
 }
 

@@ -565,6 +565,46 @@ mod tests {
     }
 
     #[test]
+    fn system_roots_load_the_operating_systems_store() {
+        let e = resolve("postgres://u@h/d?sslrootcert=system", None, &[]).expect("ok");
+        assert_eq!(e.tls().mode, SslMode::VerifyFull);
+        assert_eq!(e.tls().root, Some(RootCert::System));
+    }
+
+    #[test]
+    fn a_client_certificate_is_loaded_from_sslcert_and_sslkey() {
+        let dir = Dir::new();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["postpub".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let cert_file = dir.file("client.crt", &cert.pem(), 0o644);
+        let key_file = dir.file("client.key", &key.serialize_pem(), 0o600);
+        let url = format!(
+            "postgres://u@h/d?sslmode=require&sslcert={}&sslkey={}",
+            cert_file.display(),
+            key_file.display()
+        );
+        let e = resolve(&url, None, &[]).expect("ok");
+        assert_eq!(e.tls().client, Some((cert_file.clone(), key_file)));
+        // The environment names them when the URL does not.
+        let e = resolve(
+            "postgres://u@h/d",
+            None,
+            &[
+                ("PGSSLCERT", &cert_file.display().to_string()),
+                ("PGSSLKEY", "/nonexistent/client.key"),
+            ],
+        )
+        .expect_err("a missing key");
+        assert!(
+            e.to_string().contains("sslkey /nonexistent/client.key"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unix_sockets_never_use_tls() {
         let e = resolve("host=/run/postgresql user=u sslmode=require", None, &[]).expect("ok");
         assert_eq!(e.tls().mode, SslMode::Disable);

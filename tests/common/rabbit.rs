@@ -64,7 +64,7 @@ fn start_private() -> String {
         .status();
     let node = format!("postpub-test-{port}@localhost");
     let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-    let child = Command::new(server_program())
+    let mut child = Command::new(server_program())
         .current_dir(&dir)
         .env("HOME", &dir)
         .env("RABBITMQ_NODENAME", &node)
@@ -97,6 +97,8 @@ fn start_private() -> String {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
+    // Reaped when it ends, so it never lingers as a zombie of the test process.
+    std::thread::spawn(move || child.wait());
     let addr = format!("127.0.0.1:{port}");
     let start = Instant::now();
     eprintln!("no rabbitmq-server on {SHARED}: starting a private node on {addr}");
