@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Row};
 
+use crate::db::row::{self, FromRow};
 use crate::db::{sql, Error, State};
 
 /// Versions per state and the oldest pending age.
@@ -67,6 +68,70 @@ pub struct ParkedEvent {
     pub at: String,
 }
 
+/// A row of `status_counts.sql`.
+struct StateCount {
+    state: String,
+    versions: i64,
+    oldest_pending_s: Option<f64>,
+}
+
+impl FromRow for StateCount {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(StateCount {
+            state: r.try_get("state")?,
+            versions: r.try_get("versions")?,
+            oldest_pending_s: r.try_get("oldest_pending_s")?,
+        })
+    }
+}
+
+/// The row of `status_outbox.sql`.
+struct OutboxCounts {
+    undelivered: i64,
+    parked: i64,
+    oldest_s: f64,
+    retrying: i64,
+    delivered: i64,
+}
+
+impl FromRow for OutboxCounts {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(OutboxCounts {
+            undelivered: r.try_get("undelivered")?,
+            parked: r.try_get("parked")?,
+            oldest_s: r.try_get("oldest_s")?,
+            retrying: r.try_get("retrying")?,
+            delivered: r.try_get("delivered")?,
+        })
+    }
+}
+
+impl FromRow for ParkedEvent {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(ParkedEvent {
+            event_id: r.try_get("event_id")?,
+            document: r.try_get("document")?,
+            kind: r.try_get("kind")?,
+            attempts: r.try_get("attempts")?,
+            last_error: r.try_get("last_error")?,
+            at: r.try_get("at")?,
+        })
+    }
+}
+
+impl FromRow for ErroredVersion {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(ErroredVersion {
+            id: r.try_get("id")?,
+            document: r.try_get("document")?,
+            version: r.try_get("version")?,
+            attempts: r.try_get("attempts")?,
+            last_error: r.try_get("last_error")?,
+            at: r.try_get("at")?,
+        })
+    }
+}
+
 /// Reads the status.
 pub async fn status(client: &impl GenericClient, error_limit: i64) -> Result<Status, Error> {
     let mut st = Status::default();
@@ -74,53 +139,35 @@ pub async fn status(client: &impl GenericClient, error_limit: i64) -> Result<Sta
         .query(sql::STATUS_COUNTS, &[])
         .await
         .map_err(Error::query("counting versions"))?;
+    let counts: Vec<StateCount> = row::all(&rows, "reading version counts")?;
     for state in State::ALL {
-        let row = rows.iter().find(|r| r.get::<_, &str>(0) == state.as_str());
+        let count = counts.iter().find(|c| c.state == state.as_str());
         st.versions
-            .push((state.as_str().to_owned(), row.map_or(0, |r| r.get(1))));
-        if let (State::PostPublication, Some(r)) = (state, row) {
-            st.oldest_pending_s = r.get(2);
+            .push((state.as_str().to_owned(), count.map_or(0, |c| c.versions)));
+        if let (State::PostPublication, Some(c)) = (state, count) {
+            st.oldest_pending_s = c.oldest_pending_s;
         }
     }
     let o = client
         .query_one(sql::STATUS_OUTBOX, &[])
         .await
         .map_err(Error::query("counting outbox events"))?;
-    st.outbox_undelivered = o.get(0);
-    st.outbox_parked = o.get(1);
-    st.outbox_oldest_s = o.get(2);
-    st.outbox_retrying = o.get(3);
-    st.outbox_delivered = o.get(4);
+    let o: OutboxCounts = row::one(&o, "reading outbox counts")?;
+    st.outbox_undelivered = o.undelivered;
+    st.outbox_parked = o.parked;
+    st.outbox_oldest_s = o.oldest_s;
+    st.outbox_retrying = o.retrying;
+    st.outbox_delivered = o.delivered;
     let rows = client
         .query(sql::STATUS_PARKED, &[&error_limit])
         .await
         .map_err(Error::query("reading parked outbox events"))?;
-    st.parked = rows
-        .iter()
-        .map(|r| ParkedEvent {
-            event_id: r.get(0),
-            document: r.get(1),
-            kind: r.get(2),
-            attempts: r.get(3),
-            last_error: r.get(4),
-            at: r.get(5),
-        })
-        .collect();
+    st.parked = row::all(&rows, "reading parked outbox events")?;
     let rows = client
         .query(sql::STATUS_ERRORS, &[&error_limit])
         .await
         .map_err(Error::query("reading errored versions"))?;
-    st.errors = rows
-        .iter()
-        .map(|r| ErroredVersion {
-            id: r.get(0),
-            document: r.get(1),
-            version: r.get(2),
-            attempts: r.get(3),
-            last_error: r.get(4),
-            at: r.get(5),
-        })
-        .collect();
+    st.errors = row::all(&rows, "reading errored versions")?;
     Ok(st)
 }
 
@@ -192,20 +239,22 @@ pub async fn publish(
     body: &str,
     recipe: Option<&str>,
 ) -> Result<i64, Error> {
-    Ok(client
+    client
         .query_one(sql::PUBLISH_VERSION, &[&document, &body, &recipe])
         .await
         .map_err(Error::query("publishing"))?
-        .get(0))
+        .try_get("id")
+        .map_err(Error::query("publishing"))
 }
 
 /// `postpub.delete(document)`; returns the tombstone's version id.
 pub async fn delete(client: &impl GenericClient, document: &str) -> Result<i64, Error> {
-    Ok(client
+    client
         .query_one(sql::DELETE_DOCUMENT, &[&document])
         .await
         .map_err(Error::query("deleting"))?
-        .get(0))
+        .try_get("id")
+        .map_err(Error::query("deleting"))
 }
 
 /// `postpub.requeue(id)`.
@@ -231,9 +280,10 @@ pub async fn requeue_errored(
     client: &impl GenericClient,
     document: Option<&str>,
 ) -> Result<i32, Error> {
-    Ok(client
+    client
         .query_one(sql::REQUEUE_ERRORED, &[&document])
         .await
         .map_err(Error::query("requeueing errored versions"))?
-        .get(0))
+        .try_get("requeued")
+        .map_err(Error::query("requeueing errored versions"))
 }

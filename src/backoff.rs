@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// Exponential backoff bounds: `initial * 2^(attempt-1)`, capped at `max`, with jitter.
 /// `worker.backoff` and `outbox.backoff` in the configuration.
@@ -46,6 +47,47 @@ pub fn retry_delay(attempt: u32, backoff: &BackoffConfig, unit: f64) -> Duration
         .unwrap_or(backoff.max)
         .min(backoff.max);
     base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+/// The pause after a failed database round trip of a service loop: 100 ms, doubling up to
+/// 5 s, back to 100 ms after a success.
+#[derive(Debug)]
+pub struct DbRetry {
+    next: Duration,
+}
+
+impl Default for DbRetry {
+    fn default() -> Self {
+        Self {
+            next: DB_RETRY_FIRST,
+        }
+    }
+}
+
+const DB_RETRY_FIRST: Duration = Duration::from_millis(100);
+const DB_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl DbRetry {
+    /// A success: the next failure waits the shortest pause again.
+    pub fn reset(&mut self) {
+        self.next = DB_RETRY_FIRST;
+    }
+
+    /// The pause the next [`DbRetry::wait`] takes.
+    pub fn pause(&self) -> Duration {
+        self.next
+    }
+
+    /// Waits the pause (doubling the next one); `false` when `stop` came first.
+    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let pause = self.next;
+        self.next = (self.next * 2).min(DB_RETRY_MAX);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
 }
 
 #[cfg(test)]

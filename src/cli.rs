@@ -238,7 +238,7 @@ async fn reaper_cmd(args: &ReaperArgs) -> anyhow::Result<()> {
 }
 
 async fn connect(cfg: &Config) -> anyhow::Result<tokio_postgres::Client> {
-    Ok(db::connect(&cfg.database.url, cfg.database.connect_timeout).await?)
+    Ok(db::Spec::main(&cfg.database).connect().await?)
 }
 
 async fn migrate_cmd(cfg: &Config) -> anyhow::Result<()> {
@@ -288,7 +288,7 @@ async fn relay_cmd(cfg: Config) -> anyhow::Result<()> {
     let (_signals, _reload) =
         shutdown::install(shutdown.clone()).context("installing signal handlers")?;
     let (ready, _) = watch::channel(false);
-    daemon::relay(cfg, shutdown, event::channel(), ready).await?;
+    daemon::relay(cfg, shutdown, ready).await?;
     Ok(())
 }
 

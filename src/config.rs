@@ -78,8 +78,14 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// Connection URL for the work pool.
     pub url: String,
+    /// File holding the password for `url` (first line), when the URL has none; a
+    /// relative path is looked up in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
+    /// when set. Empty = none (then `PGPASSWORD`, then `~/.pgpass`, as libpq).
+    pub password_file: String,
     /// Direct connection for LISTEN when `url` goes through PgBouncer; empty = `url`.
     pub listen_url: String,
+    /// Password file for `listen_url`; empty = `password_file`.
+    pub listen_password_file: String,
     /// Connections in the work pool.
     pub pool_size: usize,
     /// How long to wait for a new connection before calling the database unreachable.
@@ -91,7 +97,9 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: DEFAULT_DATABASE_URL.to_owned(),
+            password_file: String::new(),
             listen_url: String::new(),
+            listen_password_file: String::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
         }
@@ -119,17 +127,25 @@ impl DatabaseConfig {
             if key == "database.listen_url" && url.trim().is_empty() {
                 continue;
             }
-            if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                let cause = std::error::Error::source(&e)
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default();
+            if let Err(e) = crate::conninfo::parse(url) {
                 return bad(
                     key,
-                    format!(
-                        "is not a PostgreSQL connection URL ({e}{cause}): {}",
-                        redact(url)
-                    ),
+                    format!("is not a PostgreSQL connection URL ({e}): {}", redact(url)),
                 );
+            }
+        }
+        let credentials = std::env::var("CREDENTIALS_DIRECTORY").ok();
+        for (key, file) in [
+            ("database.password_file", &self.password_file),
+            ("database.listen_password_file", &self.listen_password_file),
+        ] {
+            if file.trim().is_empty() {
+                continue;
+            }
+            let path = crate::conninfo::credential_path(Path::new(file), credentials.as_deref());
+            // Readable now, so a typo is a usage error; read again at each connect.
+            if let Err(e) = std::fs::File::open(&path) {
+                return bad(key, format!("cannot be read: {}: {e}", path.display()));
             }
         }
         Ok(())
@@ -701,6 +717,37 @@ impl Config {
             );
         }
         self.database.validate()?;
+        self.validate_pipeline()?;
+        if let Err(e) = crate::logging::check_level(&self.log.level) {
+            let reason = match e {
+                crate::logging::LevelError::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return bad("log.level", format!("is not a valid filter: {reason}"));
+        }
+        if self.pipeline.max_body_bytes == 0 {
+            return bad("pipeline.max_body_bytes", "must be more than 0");
+        }
+        let listen = self.http.listen.trim();
+        if !listen.is_empty() && !is_host_port(listen) {
+            return bad(
+                "http.listen",
+                format!(
+                    "must be host:port (e.g. 127.0.0.1:9187) or \"\" to disable, not {listen:?}"
+                ),
+            );
+        }
+        self.validate_outbox()
+    }
+
+    /// Checks `[pipeline]`: known step names, what the listed steps need.
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Value {
+                key,
+                problem: problem.into(),
+            })
+        }
         for step in &self.pipeline.steps {
             if !STEP_NAMES.contains(&step.as_str()) {
                 return bad(
@@ -740,22 +787,7 @@ impl Config {
         if self.pipeline.command.timeout.is_zero() {
             return bad("pipeline.command.timeout", "must be more than 0s");
         }
-        if let Err(e) = crate::logging::check_level(&self.log.level) {
-            return bad("log.level", format!("is not a valid filter: {e}"));
-        }
-        if self.pipeline.max_body_bytes == 0 {
-            return bad("pipeline.max_body_bytes", "must be more than 0");
-        }
-        let listen = self.http.listen.trim();
-        if !listen.is_empty() && !is_host_port(listen) {
-            return bad(
-                "http.listen",
-                format!(
-                    "must be host:port (e.g. 127.0.0.1:9187) or \"\" to disable, not {listen:?}"
-                ),
-            );
-        }
-        self.validate_outbox()
+        Ok(())
     }
 
     /// Bounds every duration key. A duration must fit what it is used for: PostgreSQL

@@ -34,7 +34,7 @@ pub enum StartError {
     Db(#[from] db::Error),
     /// The pipeline could not be built.
     #[error("pipeline: {0}")]
-    Pipeline(String),
+    Pipeline(#[from] crate::pipeline::BuildError),
     /// `http.listen` could not be bound.
     #[error(transparent)]
     Http(#[from] http::BindError),
@@ -88,32 +88,19 @@ pub async fn run_with_reload(
     ready: watch::Sender<bool>,
     reload: Option<Reload>,
 ) -> Result<(), StartError> {
+    // Stops with this function, whichever way it returns.
     let notifier_done = CancellationToken::new();
-    let notifier = tokio::spawn(
+    tokio::spawn(
         systemd::Notifier::new(ready.subscribe(), shutdown.soft.clone()).run(notifier_done.clone()),
     );
-    let result = serve(cfg, shutdown, events, ready, reload).await;
-    notifier_done.cancel();
-    let _ = notifier.await;
-    result
-}
-
-/// Checks the database and the configuration, starts the edge and the services, and
-/// stops them in order.
-async fn serve(
-    cfg: Config,
-    shutdown: Shutdown,
-    events: Events,
-    ready: watch::Sender<bool>,
-    reload: Option<Reload>,
-) -> Result<(), StartError> {
+    let _notifier = notifier_done.drop_guard();
     let (pool, target) = open(&cfg, true).await?;
     let (claim_pool, _) = db::pool_with(&cfg.database, 1, Some(db::CLAIM_SESSION))?;
     let http_listener = match cfg.http.listen.trim() {
         "" => None,
         addr => Some(http::bind(addr).await?),
     };
-    let pipeline = Pipeline::from_config(&cfg.pipeline).map_err(StartError::Pipeline)?;
+    let pipeline = Pipeline::from_config(&cfg.pipeline)?;
     let base = Base {
         pool: pool.clone(),
         target: target.clone(),
@@ -334,9 +321,10 @@ async fn reloader(mut reload: Reload, config: watch::Sender<Arc<Config>>, stop: 
 pub async fn relay(
     cfg: Config,
     shutdown: Shutdown,
-    events: Events,
     ready: watch::Sender<bool>,
 ) -> Result<(), StartError> {
+    // Nothing here counts events (no metrics endpoint); the services still report.
+    let events = crate::event::channel();
     let (pool, target) = open(&cfg, false).await?;
     let base = Base {
         pool: pool.clone(),

@@ -14,9 +14,16 @@ use tokio::sync::watch;
 
 use crate::cluster::{self, Binaries, Cluster};
 use crate::config::Config;
-use crate::db::{self, migrate};
+use crate::db::{self, migrate, sql};
 use crate::shutdown::Shutdown;
 use crate::{admin, daemon, event, shutdown};
+
+/// See `sql/demo/unsettled.sql`.
+const UNSETTLED: &str = include_str!("../sql/demo/unsettled.sql");
+/// See `sql/demo/versions.sql`.
+const VERSIONS: &str = include_str!("../sql/demo/versions.sql");
+/// See `sql/demo/chapter_1.sql`.
+const CHAPTER_1_CONTENT: &str = include_str!("../sql/demo/chapter_1.sql");
 
 /// A small recipe in the easybake dialect: number the figures, collect the exercises at
 /// the end of the chapter.
@@ -52,7 +59,7 @@ pub async fn main(cfg: &Config, database: &str, url_given: bool) -> anyhow::Resu
     if url_given {
         return run(cfg, database, &interrupt, false).await;
     }
-    let (why, refused) = match db::connect(&cfg.database.url, cfg.database.connect_timeout).await {
+    let (why, refused) = match db::Spec::main(&cfg.database).connect().await {
         Ok(_) => return run(cfg, database, &interrupt, false).await,
         Err(e) => match cluster::stand_in_reason(&e) {
             Some(why) => (why, e),
@@ -151,17 +158,14 @@ the throwaway PostgreSQL goes now; give --database-url to keep {database} for ex
 
 /// Creates and migrates the demo database; returns the daemon's settings and a client.
 async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_postgres::Client)> {
-    let admin_client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    let admin_client = db::Spec::main(&cfg.database).connect().await?;
     // Separate statements: DROP/CREATE DATABASE refuse to run in a transaction block.
     admin_client
-        .batch_execute(&format!(
-            "drop database if exists {} with (force)",
-            quote_ident(database)
-        ))
+        .batch_execute(&sql::for_database(sql::DROP_DATABASE, database))
         .await
         .map_err(db::Error::query("dropping the previous demo database"))?;
     admin_client
-        .batch_execute(&format!("create database {}", quote_ident(database)))
+        .batch_execute(&sql::for_database(sql::CREATE_DATABASE, database))
         .await
         .map_err(db::Error::query("creating the demo database"))?;
     drop(admin_client);
@@ -174,7 +178,7 @@ async fn prepare(cfg: &Config, database: &str) -> anyhow::Result<(Config, tokio_
     cfg.worker.backoff.initial = Duration::from_millis(100);
     cfg.http.listen = String::new();
 
-    let mut client = db::connect(&cfg.database.url, cfg.database.connect_timeout).await?;
+    let mut client = db::Spec::main(&cfg.database).connect().await?;
     let report = migrate::migrate(&mut client).await?;
     crate::say!(
         "created database {database} and migrated it to schema version {}",
@@ -270,13 +274,11 @@ async fn settle(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let pending: i64 = client
-            .query_one(
-                "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
-                &[],
-            )
+            .query_one(UNSETTLED, &[])
             .await
             .map_err(db::Error::query("waiting for the versions to settle"))?
-            .get(0);
+            .try_get("pending")
+            .map_err(db::Error::query("waiting for the versions to settle"))?;
         if pending == 0 {
             return Ok(());
         }
@@ -295,15 +297,10 @@ enum Publish {
 
 async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     let rows = client
-        .query(
-            "select v.document, v.version, v.state::text, v.is_tombstone, v.attempts,
-                    coalesce(v.last_error, ''),
-                    (select string_agg(o.kind::text, ',') from postpub.outbox o where o.version_id = v.id)
-               from postpub.versions v order by v.document, v.version",
-            &[],
-        )
+        .query(VERSIONS, &[])
         .await
         .map_err(db::Error::query("reading the versions"))?;
+    let rows: Vec<VersionRow> = db::row::all(&rows, "reading the versions")?;
     crate::say!(
         "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} note",
         "document",
@@ -314,36 +311,52 @@ async fn print_table(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         "event"
     )?;
     for r in rows {
-        let kind = if r.get::<_, bool>(3) {
-            "tombstone"
-        } else {
-            "body"
-        };
+        let kind = if r.is_tombstone { "tombstone" } else { "body" };
         crate::say!(
             "{:<17} {:>3}  {:<11} {:<9} {:>8}  {:<10} {}",
-            r.get::<_, &str>(0),
-            r.get::<_, i32>(1),
-            r.get::<_, &str>(2),
+            r.document,
+            r.version,
+            r.state,
             kind,
-            r.get::<_, i32>(4),
-            r.get::<_, Option<&str>>(6).unwrap_or("-"),
-            r.get::<_, &str>(5),
+            r.attempts,
+            r.events.as_deref().unwrap_or("-"),
+            r.note,
         )?;
     }
     let row = client
-        .query_opt(
-            "select content from postpub.current where document = 'chapter-1'",
-            &[],
-        )
+        .query_opt(CHAPTER_1_CONTENT, &[])
         .await
         .map_err(db::Error::query("reading chapter-1"))?;
     if let Some(r) = row {
-        crate::say!("\nchapter-1 as published:\n{}", r.get::<_, &str>(0))?;
+        let content: String = r
+            .try_get("content")
+            .map_err(db::Error::query("reading chapter-1"))?;
+        crate::say!("\nchapter-1 as published:\n{content}")?;
     }
     Ok(())
 }
 
-/// Quotes an SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// A row of `sql/demo/versions.sql`.
+struct VersionRow {
+    document: String,
+    version: i32,
+    state: String,
+    is_tombstone: bool,
+    attempts: i32,
+    note: String,
+    events: Option<String>,
+}
+
+impl db::row::FromRow for VersionRow {
+    fn from_row(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(VersionRow {
+            document: r.try_get("document")?,
+            version: r.try_get("version")?,
+            state: r.try_get("state")?,
+            is_tombstone: r.try_get("is_tombstone")?,
+            attempts: r.try_get("attempts")?,
+            note: r.try_get("note")?,
+            events: r.try_get("events")?,
+        })
+    }
 }

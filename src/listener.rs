@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -52,8 +52,9 @@ impl Wakeups {
 
 /// The LISTEN service.
 pub struct Listener {
-    /// Where to connect (the direct URL when the pool goes through a pooler).
-    url: String,
+    /// Where to connect (the direct URL when the pool goes through a pooler), resolved
+    /// again at each reconnect so a rotated password file is read.
+    spec: db::Spec,
     /// Connect timeout, also used for the health query.
     connect_timeout: Duration,
     /// How often the connection is checked with `select 1`.
@@ -67,10 +68,11 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A listener on `database.listen_url()`, checked every `worker.poll_interval`.
+    /// A listener on `database.listen_url()` (with its password file), checked every
+    /// `worker.poll_interval`.
     pub fn new(cfg: &Config, wakeups: &Wakeups, events: &Events) -> Self {
         Self {
-            url: cfg.database.listen_url().to_owned(),
+            spec: db::Spec::listen(&cfg.database),
             connect_timeout: cfg.database.connect_timeout,
             health_interval: cfg.worker.poll_interval,
             wakeups: wakeups.clone(),
@@ -125,18 +127,8 @@ impl Listener {
     /// One connection's life: connect, LISTEN, wake everyone, forward notifications.
     /// Returns `Ok` when cancelled, `Err(reason)` when the connection is lost.
     async fn session(&self, cancel: &CancellationToken, reconnects: u64) -> Result<(), String> {
-        let cfg = db::pg_config(&self.url, self.connect_timeout).map_err(|e| e.to_string())?;
-        let (client, mut connection) =
-            tokio::time::timeout(self.connect_timeout, cfg.connect(NoTls))
-                .await
-                .map_err(|_| format!("connecting to {} timed out", db::target(&cfg)))?
-                .map_err(|e| {
-                    format!(
-                        "cannot connect to {}: {}",
-                        db::target(&cfg),
-                        db::describe(&e)
-                    )
-                })?;
+        let endpoint = self.spec.resolve().map_err(|e| e.to_string())?;
+        let (client, mut connection) = endpoint.connect_raw().await.map_err(|e| e.to_string())?;
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

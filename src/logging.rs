@@ -69,22 +69,47 @@ pub fn init(level: &str, format: LogFormat) {
     }
 }
 
+/// Why the level filter could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    /// `RUST_LOG` decides the level.
+    #[error("RUST_LOG is set and decides the level")]
+    FromEnv,
+    /// Not a tracing filter.
+    #[error("invalid log.level {level:?}: {reason}")]
+    Invalid {
+        /// The filter as given.
+        level: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// [`init`] has not run, or the subscriber is gone.
+    #[error("logging is not initialised")]
+    NotInitialised,
+}
+
 /// Changes the level filter of the running process; `RUST_LOG`, when set, wins.
-pub fn set_level(level: &str) -> Result<(), String> {
+pub fn set_level(level: &str) -> Result<(), LevelError> {
     if from_env().is_some() {
-        return Err("RUST_LOG is set and decides the level".to_owned());
+        return Err(LevelError::FromEnv);
     }
-    let filter =
-        EnvFilter::try_new(level).map_err(|e| format!("invalid log.level {level:?}: {e}"))?;
+    let filter = parse(level)?;
     match FILTER.get() {
-        Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
-        None => Err("logging is not initialised".to_owned()),
+        Some(handle) => handle
+            .reload(filter)
+            .map_err(|_| LevelError::NotInitialised),
+        None => Err(LevelError::NotInitialised),
     }
 }
 
 /// Checks that `level` is a valid filter (configuration validation).
-pub fn check_level(level: &str) -> Result<(), String> {
-    EnvFilter::try_new(level)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+pub fn check_level(level: &str) -> Result<(), LevelError> {
+    parse(level).map(|_| ())
+}
+
+fn parse(level: &str) -> Result<EnvFilter, LevelError> {
+    EnvFilter::try_new(level).map_err(|e| LevelError::Invalid {
+        level: level.to_owned(),
+        reason: e.to_string(),
+    })
 }

@@ -35,8 +35,7 @@ async fn setup(db: &TestDb) -> (LoginRole, tokio_postgres::Client) {
 
 #[tokio::test]
 async fn an_application_insert_becomes_a_version_that_becomes_current() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (_app, a) = setup(&db).await;
     let d = Daemon::start(db.config()).await;
 
@@ -128,8 +127,7 @@ async fn an_application_insert_becomes_a_version_that_becomes_current() {
 
 #[tokio::test]
 async fn a_rolled_back_application_transaction_produces_nothing() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (_app, mut a) = setup(&db).await;
     let tx = a.transaction().await.expect("begin");
     tx.execute(
@@ -139,11 +137,7 @@ async fn a_rolled_back_application_transaction_produces_nothing() {
     .await
     .expect("insert");
     // Inside the transaction the snapshot is there...
-    let inside: i64 = tx
-        .query_one("select count(*) from app.modules", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let inside = common::count(&tx, "select count(*) from app.modules").await;
     assert_eq!(inside, 2);
     tx.rollback().await.expect("rollback");
     // ...and with the rollback it is gone: no version, no document, no event, no audit.
@@ -159,29 +153,19 @@ async fn a_rolled_back_application_transaction_produces_nothing() {
 
 #[tokio::test]
 async fn a_row_that_cannot_be_published_fails_the_application_statement() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (_app, a) = setup(&db).await;
-    let e = a
-        .execute(
-            "insert into app.modules (name, content) values ('nobody', null)",
-            &[],
-        )
-        .await
-        .expect_err("a null body is refused");
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(
+        &a,
+        "insert into app.modules (name, content) values ('nobody', null)",
+        &[],
+    )
+    .await;
     assert!(
         msg.contains("modules/nobody") && msg.contains("must not be null"),
         "{msg}"
     );
-    let n: i64 = c
-        .query_one("select count(*) from app.modules", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let n = common::count(&c, "select count(*) from app.modules").await;
     assert_eq!(n, 0, "the application's row was not written either");
 
     // A misspelt column names the table and the column.
@@ -191,17 +175,12 @@ async fn a_row_that_cannot_be_published_fails_the_application_statement() {
     )
     .await
     .expect("attach");
-    let e = a
-        .execute(
-            "insert into app.modules (name, content) values ('x', '<p>x</p>')",
-            &[],
-        )
-        .await
-        .expect_err("bad column");
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(
+        &a,
+        "insert into app.modules (name, content) values ('x', '<p>x</p>')",
+        &[],
+    )
+    .await;
     assert!(msg.contains("app.modules") && msg.contains("nmae"), "{msg}");
 }
 

@@ -11,8 +11,7 @@ const RECIPE: &str = "p { color: inherit; }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_documents() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.concurrency = 4;
     cfg.worker.batch_size = 16;
@@ -39,14 +38,11 @@ async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_docum
         || async { db.pending(&c).await == 0 && db.counts(&c).await.get("current") == Some(&1000) },
     )
     .await;
-    let old: i64 = c
-        .query_one(
-            "select count(*) from postpub.versions where state = 'current' and version <> 2",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
+    let old = common::count(
+        &c,
+        "select count(*) from postpub.versions where state = 'current' and version <> 2",
+    )
+    .await;
     assert_eq!(old, 0, "every current version is the newest");
     db.assert_invariants(&c).await;
     for d in daemons {
@@ -54,12 +50,30 @@ async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_docum
     }
 }
 
+/// Finishes one claimed version as `worker` would; what became of it.
+async fn finish_one(
+    c: &deadpool_postgres::Object,
+    worker: &str,
+    id: i64,
+    token: i64,
+    outcome: Outcome,
+) -> Vec<(i64, Finished)> {
+    claim::finish_batch(c, worker, &[Finish { id, token, outcome }])
+        .await
+        .unwrap_or_else(|e| panic!("{worker} finishing {id}: {e}"))
+}
+
+/// A fresh database and a connection from the daemon's own pool (what `claim` takes).
+async fn pooled() -> (TestDb, deadpool_postgres::Pool, deadpool_postgres::Object) {
+    let db = TestDb::new().await;
+    let (pool, _) = postpub::db::pool(&db.config().database).expect("pool");
+    let c = pool.get().await.expect("conn");
+    (db, pool, c)
+}
+
 #[tokio::test]
 async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
-    let db = TestDb::new().await;
-    let pool_cfg = db.config();
-    let (pool, _) = postpub::db::pool(&pool_cfg.database).expect("pool");
-    let c = pool.get().await.expect("conn");
+    let (db, _pool, c) = pooled().await;
     let v = db.publish(&c, "fenced", "<p>x</p>", Some(RECIPE)).await;
 
     // Worker A claims with a 1 s lease and then stalls.
@@ -67,7 +81,21 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
         .await
         .expect("claim a");
     assert_eq!(a.len(), 1);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A stalls until its lease has run out.
+    wait_until(
+        Duration::from_secs(10),
+        "A's 1 s lease to run out",
+        || async {
+            c.query_one(
+                "select locked_until < now() from postpub.versions where id = $1",
+                &[&v],
+            )
+            .await
+            .expect("lease")
+            .get::<_, bool>(0)
+        },
+    )
+    .await;
     let rescued = claim::rescue_expired(&c, "rescuer", 5)
         .await
         .expect("rescue");
@@ -86,17 +114,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     assert_eq!(b[0].attempts, 2);
 
     // A wakes up and tries to error it: fenced off, nothing written.
-    let late = claim::finish_batch(
-        &c,
-        "worker-a",
-        &[Finish {
-            id: v,
-            token: a[0].token,
-            outcome: Outcome::Error("late".into()),
-        }],
-    )
-    .await
-    .expect("finish a");
+    let late = finish_one(&c, "worker-a", v, a[0].token, Outcome::Error("late".into())).await;
     assert_eq!(late, vec![(v, Finished::Lost)]);
     assert_eq!(db.state(&c, v).await, "processing");
     // A's renewal does not extend B's lease either.
@@ -106,20 +124,17 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     assert!(renewed.is_empty());
 
     // B finishes normally.
-    let done = claim::finish_batch(
+    let done = finish_one(
         &c,
         "worker-b",
-        &[Finish {
-            id: v,
-            token: b[0].token,
-            outcome: Outcome::Publish {
-                collated: Some("<p>X</p>".into()),
-                warnings: vec![],
-            },
-        }],
+        v,
+        b[0].token,
+        Outcome::Publish {
+            collated: Some("<p>X</p>".into()),
+            warnings: vec![],
+        },
     )
-    .await
-    .expect("finish b");
+    .await;
     assert_eq!(
         done,
         vec![(v, Finished::State(postpub::db::State::Current))]
@@ -138,8 +153,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
 
 #[tokio::test]
 async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v = db.publish(&c, "orphan", "<p>x</p>", Some(RECIPE)).await;
     // A daemon that claimed and died: lease already expired.
     c.batch_execute(&format!(
@@ -176,8 +190,7 @@ async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
 
 #[tokio::test]
 async fn a_version_rescued_after_its_last_attempt_is_errored_not_retried_forever() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v = db.publish(&c, "poison", "<p>x</p>", Some(RECIPE)).await;
     c.batch_execute(&format!(
         "update postpub.versions set attempts = 2 where id = {v};
@@ -200,10 +213,7 @@ async fn a_version_rescued_after_its_last_attempt_is_errored_not_retried_forever
 /// operator requeued an old errored version) is superseded, never claimed.
 #[tokio::test]
 async fn a_claim_takes_the_newest_pending_version_and_supersedes_what_can_never_be_current() {
-    let db = TestDb::new().await;
-    let pool_cfg = db.config();
-    let (pool, _) = postpub::db::pool(&pool_cfg.database).expect("pool");
-    let c = pool.get().await.expect("conn");
+    let (db, _pool, c) = pooled().await;
     let lease = Duration::from_secs(30);
 
     // "three": versions 1..3 pending at once.

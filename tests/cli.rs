@@ -34,18 +34,38 @@ fn assert_clear_failure(o: &Output, code: i32, what: &str) {
     );
 }
 
-#[test]
-fn an_unreachable_database_is_exit_1_naming_the_address() {
-    let o = run(&["--database-url", "postgres://postgres@127.0.0.1:1/x", "run"]);
-    assert_clear_failure(&o, 1, "127.0.0.1:1/x");
-}
+/// (arguments, exit code, what the one error line must name)
+const BAD_INVOCATIONS: &[(&[&str], i32, &str)] = &[
+    // An unreachable database: exit 1, naming the address.
+    (
+        &["--database-url", "postgres://postgres@127.0.0.1:1/x", "run"],
+        1,
+        "127.0.0.1:1/x",
+    ),
+    // A URL the driver cannot read is a usage error (2), not an unreachable database (1).
+    (
+        &["status", "--database-url", "postgres://u@h:port/x"],
+        2,
+        "database.url is not a PostgreSQL connection URL",
+    ),
+    (
+        &["status", "--database-url", "garbage"],
+        2,
+        "database.url is not a PostgreSQL connection URL",
+    ),
+    // A missing configuration file: exit 2, naming it.
+    (
+        &["--config", "/nonexistent/postpub.toml", "run"],
+        2,
+        "/nonexistent/postpub.toml",
+    ),
+];
 
 #[test]
-fn a_malformed_database_url_is_named() {
-    // A URL the driver cannot read is a usage error (2), not an unreachable database (1).
-    for url in ["postgres://u@h:port/x", "garbage"] {
-        let o = run(&["status", "--database-url", url]);
-        assert_clear_failure(&o, 2, "database.url is not a PostgreSQL connection URL");
+fn an_unreachable_database_a_malformed_url_or_a_missing_config_file_is_named() {
+    for (args, code, what) in BAD_INVOCATIONS {
+        eprintln!("postpub {}", args.join(" "));
+        assert_clear_failure(&run(args), *code, what);
     }
 }
 
@@ -54,12 +74,6 @@ async fn an_unmigrated_database_says_to_run_migrate() {
     let db = TestDb::empty().await;
     let o = run(&["run", "--database-url", &db.url]);
     assert_clear_failure(&o, 1, "run `postpub migrate`");
-}
-
-#[test]
-fn a_missing_config_file_is_exit_2_naming_it() {
-    let o = run(&["--config", "/nonexistent/postpub.toml", "run"]);
-    assert_clear_failure(&o, 2, "/nonexistent/postpub.toml");
 }
 
 #[test]
@@ -99,39 +113,30 @@ async fn publish_status_and_requeue_from_the_command_line() {
     std::fs::write(&recipe, "p { color: inherit; }").expect("write");
     let url = db.url.as_str();
 
-    let o = run(&[
-        "publish",
-        "--database-url",
-        url,
-        "--document",
-        "cli-doc",
-        "--body",
-        body.to_str().unwrap_or_default(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id: i64 = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .expect("prints the version id");
+    // `postpub publish` of cli-doc with `extra` arguments; prints the new version's id.
+    let publish = |extra: &[&str]| -> i64 {
+        let mut args = vec![
+            "publish",
+            "--database-url",
+            url,
+            "--document",
+            "cli-doc",
+            "--body",
+            body.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("prints the version id")
+    };
+    let id = publish(&[]);
     let c = db.client().await;
     assert_eq!(db.state(&c, id).await, "current");
 
-    let o = run(&[
-        "publish",
-        "--database-url",
-        url,
-        "--document",
-        "cli-doc",
-        "--body",
-        body.to_str().unwrap_or_default(),
-        "--recipe",
-        recipe.to_str().unwrap_or_default(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let with_recipe: i64 = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .expect("id");
+    let with_recipe = publish(&["--recipe", recipe.to_str().unwrap_or_default()]);
     assert_eq!(db.state(&c, with_recipe).await, "post-publication");
 
     // Make it errored by hand, as a failing pipeline would, then requeue it.
@@ -152,23 +157,18 @@ async fn publish_status_and_requeue_from_the_command_line() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
     assert_eq!(json["errors"][0]["id"], serde_json::json!(with_recipe));
 
-    let o = run(&[
+    let requeue_it = [
         "requeue",
         "--database-url",
         url,
         "--id",
         &with_recipe.to_string(),
-    ]);
+    ];
+    let o = run(&requeue_it);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(db.state(&c, with_recipe).await, "post-publication");
     // Requeueing it again is refused: it is no longer errored.
-    let o = run(&[
-        "requeue",
-        "--database-url",
-        url,
-        "--id",
-        &with_recipe.to_string(),
-    ]);
+    let o = run(&requeue_it);
     assert_clear_failure(&o, 1, "not errored");
     let o = run(&["requeue", "--database-url", url, "--errored"]);
     assert!(o.status.success());
@@ -220,24 +220,26 @@ async fn the_demo_runs_end_to_end() {
     }
 }
 
+/// `r.css` holding `css` and `in.html` holding `html`, in a temp dir that lives as long as
+/// the first value; their paths.
+fn bake_inputs(css: &str, html: &str) -> (common::Script, String, String) {
+    let dir = common::Script::new("");
+    let recipe = dir.dir.join("r.css");
+    let input = dir.dir.join("in.html");
+    std::fs::write(&recipe, css).expect("write the recipe");
+    std::fs::write(&input, html).expect("write the input");
+    let path = |p: std::path::PathBuf| p.to_str().unwrap_or_default().to_owned();
+    (dir, path(recipe), path(input))
+}
+
 #[test]
 fn bake_of_a_memory_bomb_fails_at_once_with_one_line_naming_the_limit() {
-    let dir = common::Script::new("");
-    let recipe = dir.dir.join("bomb.css");
-    let input = dir.dir.join("in.html");
-    std::fs::write(
-        &recipe,
+    let (_dir, recipe, input) = bake_inputs(
         "div { string-set: s string(s) string(s) \"x\"; } body::after { content: string(s); }",
-    )
-    .expect("write");
-    std::fs::write(
-        &input,
-        format!("<html><body>{}</body></html>", "<div>a</div>".repeat(40)),
-    )
-    .expect("write");
-    let s = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
+        &format!("<html><body>{}</body></html>", "<div>a</div>".repeat(40)),
+    );
     let t = std::time::Instant::now();
-    let o = run(&["bake", &s(&recipe), &s(&input)]);
+    let o = run(&["bake", &recipe, &input]);
     let took = t.elapsed();
     assert_clear_failure(&o, 1, "limit");
     let err = stderr(&o);
@@ -250,18 +252,18 @@ fn bake_of_a_memory_bomb_fails_at_once_with_one_line_naming_the_limit() {
 
 #[test]
 fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
-    let dir = common::Script::new("");
-    let recipe = dir.dir.join("r.css");
-    let input = dir.dir.join("in.html");
-    let output = dir.dir.join("out.html");
-    std::fs::write(
-        &recipe,
+    let (dir, recipe, input) = bake_inputs(
         "p.note { move-to: notes; }\ndiv::after { content: pending(notes); }\n",
-    )
-    .expect("write");
-    std::fs::write(&input, "<div><p class=\"note\">n</p><p>t</p></div>").expect("write");
-    let s = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
-    let o = run(&["bake", &s(&recipe), &s(&input), "-o", &s(&output)]);
+        "<div><p class=\"note\">n</p><p>t</p></div>",
+    );
+    let output = dir.dir.join("out.html");
+    let o = run(&[
+        "bake",
+        &recipe,
+        &input,
+        "-o",
+        output.to_str().unwrap_or_default(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let baked = std::fs::read_to_string(&output).expect("output written");
     assert_eq!(
@@ -276,10 +278,10 @@ fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
     .expect("write");
     // by default as cnx-easybake: a rule for an unknown pseudo-element never runs (the
     // reference says nothing; --verbose shows it)
-    let o = run(&["bake", &s(&recipe), &s(&input)]);
+    let o = run(&["bake", &recipe, &input]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
-    let o = run(&["bake", "-v", &s(&recipe), &s(&input)]);
+    let o = run(&["bake", "-v", &recipe, &input]);
     assert!(
         stderr(&o).contains("info: ")
             && stderr(&o).contains("recipe line 2: Rules for ::insde never run"),
@@ -287,10 +289,10 @@ fn bake_writes_the_baked_document_and_names_a_bad_recipe_line() {
         stderr(&o)
     );
     // the flag of the former opt-in mode is still accepted
-    let o = run(&["bake", "--compat", &s(&recipe), &s(&input)]);
+    let o = run(&["bake", "--compat", &recipe, &input]);
     assert!(o.status.success(), "{}", stderr(&o));
     // --strict refuses the recipe, naming the file, line and rule
-    let o = run(&["bake", "--strict", &s(&recipe), &s(&input)]);
+    let o = run(&["bake", "--strict", &recipe, &input]);
     assert_clear_failure(&o, 1, "line 2");
     assert!(
         stderr(&o).contains("r.css") && stderr(&o).contains("::insde"),

@@ -31,8 +31,7 @@ async fn last_error(c: &tokio_postgres::Client, id: i64) -> String {
 
 #[tokio::test]
 async fn versions_are_published_baked_and_bad_recipes_or_documents_are_errored() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.pipeline.steps = vec!["validate".into(), "collate".into()];
     let d = Daemon::start(cfg).await;

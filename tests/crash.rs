@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{self, Proc};
-use common::{assert_settled, claims, wait_until, Daemon, Script, TestDb};
+use common::{assert_nothing_lost, held_by, wait_until, Daemon, Script, TestDb};
 use postpub::event::Event;
 
 /// Sleeps on the first attempt (the daemon is killed meanwhile), passes the body through
@@ -31,8 +31,7 @@ fn end_orphans(script: &Script) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_step_has_its_versions_rescued_by_another_after_the_lease() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new(STEP);
     let lease = Duration::from_secs(2);
     let mut a = Proc::start(&process::config(
@@ -50,22 +49,13 @@ async fn a_daemon_killed_mid_step_has_its_versions_rescued_by_another_after_the_
     }
     let held_by_a = format!(":{}:", a.pid());
     wait_until(Duration::from_secs(15), "daemon A holds all 4", || async {
-        c.query_one(
-            "select count(*) from postpub.versions where state = 'processing' and locked_by like '%' || $1 || '%'",
-            &[&held_by_a],
-        )
-        .await
-        .expect("count")
-        .get::<_, i64>(0)
-            == 4
+        held_by(&c, a.pid()).await == 4
     })
     .await;
 
     // B starts with nothing to claim: everything is A's.
-    let mut cfg = db.config();
+    let mut cfg = db.command_config(&script);
     cfg.worker.lease = lease;
-    cfg.pipeline.steps = vec!["command".into()];
-    cfg.pipeline.command.program = script.program();
     let cfg_rescue_interval = cfg.worker.rescue_interval();
     let mut b = Daemon::start(cfg).await;
 
@@ -125,14 +115,8 @@ async fn a_daemon_killed_mid_step_has_its_versions_rescued_by_another_after_the_
             "{why}"
         );
     }
-    let acc = claims(&c).await;
-    assert_eq!(
-        (acc.claims, acc.reclaims, acc.duplicates),
-        (8, 4, 0),
-        "{acc:?}"
-    );
-    assert_eq!(acc.published_not_once, 0, "{acc:?}");
-    assert_settled(&c).await;
+    let acc = assert_nothing_lost(&c, &ids).await;
+    assert_eq!((acc.claims, acc.reclaims), (8, 4), "{acc:?}");
     b.stop().await;
     end_orphans(&script);
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::outcome as row;
 use common::{wait_until, Daemon, Script, TestDb};
 
 const RECIPE: &str = "p { color: inherit; }";
@@ -17,21 +18,9 @@ case "$body" in
 esac
 printf '%s' "$body""#;
 
-async fn row(c: &tokio_postgres::Client, id: i64) -> (String, i32, String) {
-    let r = c
-        .query_one(
-            "select state::text, attempts, coalesce(last_error, '') from postpub.versions where id = $1",
-            &[&id],
-        )
-        .await
-        .expect("row");
-    (r.get(0), r.get(1), r.get(2))
-}
-
 #[tokio::test]
 async fn transient_failures_retry_until_max_attempts_and_permanent_ones_error_at_once() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new(STEP);
     let mut cfg = db.config();
     cfg.pipeline.steps = vec!["validate".into(), "command".into()];
@@ -102,8 +91,7 @@ async fn transient_failures_retry_until_max_attempts_and_permanent_ones_error_at
 
 #[tokio::test]
 async fn errored_versions_do_not_block_newer_ones_and_requeue_errored_counts() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.pipeline.steps = vec!["validate".into()];
     let d = Daemon::start(cfg).await;
@@ -135,33 +123,17 @@ async fn errored_versions_do_not_block_newer_ones_and_requeue_errored_counts() {
 
 #[tokio::test]
 async fn requeue_of_a_version_that_is_not_errored_is_refused_clearly() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v = db.publish(&c, "doc", "<p>x</p>", None).await;
-    let err = c
-        .execute("select postpub.requeue($1)", &[&v])
-        .await
-        .expect_err("refused");
-    let msg = err
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(&c, "select postpub.requeue($1)", &[&v]).await;
     assert!(msg.contains("is current, not errored"), "{msg}");
-    let err = c
-        .execute("select postpub.requeue(999999)", &[])
-        .await
-        .expect_err("refused");
-    let msg = err
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(&c, "select postpub.requeue(999999)", &[]).await;
     assert!(msg.contains("does not exist"), "{msg}");
 }
 
 #[tokio::test]
 async fn a_body_over_the_size_limit_is_errored_without_being_loaded() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.pipeline.steps = vec!["validate".into()];
     cfg.pipeline.max_body_bytes = 1000;

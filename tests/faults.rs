@@ -10,20 +10,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ops::{free_port, get};
-use common::{assert_settled, wait_until, Daemon, Script, TestDb};
+use common::ops::get;
+use common::{assert_settled, holds_for, wait_until, Daemon, Script, TestDb};
 use tokio_postgres::Client;
 
 /// A daemon with HTTP on a free port and the given pipeline.
 async fn daemon(db: &TestDb, steps: &[&str], program: Option<&Script>) -> (Daemon, u16) {
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = steps.iter().map(|s| s.to_string()).collect();
     if let Some(script) = program {
         cfg.pipeline.command.program = script.program();
     }
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(cfg).await;
     wait_until(Duration::from_secs(10), "/readyz 200", || async {
         get(port, "/readyz", &[]).await.status == 200
     })
@@ -99,8 +97,7 @@ async fn publish_n(db: &TestDb, c: &Client, prefix: &str, n: usize) -> Vec<i64> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_read_only_for_ten_seconds_recovers_within_seconds_and_readyz_says_so() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (d, port) = daemon(&db, &["validate"], None).await;
     let before = publish_n(&db, &c, "before-", 5).await;
     wait_until(
@@ -131,17 +128,22 @@ async fn a_database_read_only_for_ten_seconds_recovers_within_seconds_and_readyz
     let r = get(port, "/readyz", &[]).await;
     assert!(r.error().contains("claims are failing"), "{r:?}");
     // The fault lasts 10 s; all that time nothing is claimed and the daemon says unready.
-    let fault_end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < fault_end {
-        assert_eq!(
-            get(port, "/readyz", &[]).await.status,
-            503,
-            "ready on a read-only database"
-        );
-        let s = states(&c, &during).await;
-        assert!(s.iter().all(|s| s == "post-publication"), "{s:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    holds_for(
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        "unready and nothing claimed on a read-only database",
+        || async {
+            assert_eq!(
+                get(port, "/readyz", &[]).await.status,
+                503,
+                "ready on a read-only database"
+            );
+            let s = states(&c, &during).await;
+            assert!(s.iter().all(|s| s == "post-publication"), "{s:?}");
+            true
+        },
+    )
+    .await;
     c.batch_execute(&format!(
         "alter database {} reset default_transaction_read_only",
         db.name
@@ -178,8 +180,7 @@ async fn a_database_read_only_for_ten_seconds_recovers_within_seconds_and_readyz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_shutting_down_a_claim_in_progress_is_recovered_from() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (d, port) = daemon(&db, &["validate"], None).await;
     // Versions claimable two seconds from now: published (and their transitions written)
     // before the lock below, claimed after it.
@@ -234,8 +235,7 @@ async fn an_administrator_shutting_down_a_claim_in_progress_is_recovered_from() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_shutting_down_a_finish_in_progress_is_recovered_from() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // The step waits for a file, so the test can take the lock between claim and finish.
     let script = Script::new(
         "body=$(cat); while [ ! -e \"$(dirname \"$0\")/go\" ]; do sleep 0.05; done; printf '%s' \"$body\"",
@@ -271,8 +271,7 @@ async fn an_administrator_shutting_down_a_finish_in_progress_is_recovered_from()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_lost_while_idle_are_replaced_and_work_goes_on() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (d, port) = daemon(&db, &["validate"], None).await;
     for round in 0..3 {
         // Every daemon connection idle (listener, pools) is cut at once.

@@ -33,8 +33,7 @@ async fn refusal(
 
 #[tokio::test]
 async fn names_of_only_white_space_are_refused_by_publish_delete_and_capture() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     c.batch_execute(
         "create table app_pages (name text, body text);
          create trigger _500_capture after insert on app_pages
@@ -73,18 +72,13 @@ async fn names_of_only_white_space_are_refused_by_publish_delete_and_capture() {
     }
     // White space around a real name is the name's business.
     db.publish(&c, " a\tname ", "<p/>", None).await;
-    let versions: i64 = c
-        .query_one("select count(*) from postpub.versions", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let versions = common::count(&c, "select count(*) from postpub.versions").await;
     assert_eq!(versions, 1, "nothing else was written");
 }
 
 #[tokio::test]
 async fn over_long_names_are_refused_with_our_message_and_the_limit_is_inclusive() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     for name in ["x".repeat(1025), "é".repeat(513), "y".repeat(1 << 20)] {
         for sql in [
             "select postpub.publish($1, '<p/>')",
@@ -111,8 +105,7 @@ async fn over_long_names_are_refused_with_our_message_and_the_limit_is_inclusive
 
 #[tokio::test]
 async fn publish_without_a_recipe_enforces_the_daemons_max_body_bytes() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.pipeline.max_body_bytes = 1000;
     cfg.pipeline.steps = vec!["validate".into()];
@@ -175,8 +168,7 @@ async fn publish_without_a_recipe_enforces_the_daemons_max_body_bytes() {
 
 #[tokio::test]
 async fn xhtml_with_an_xml_declaration_validates_and_collates_to_current() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.pipeline.steps = vec!["validate".into(), "collate".into()];
     let d = Daemon::start(cfg).await;
@@ -206,11 +198,9 @@ async fn xhtml_with_an_xml_declaration_validates_and_collates_to_current() {
 
 /// A daemon with HTTP on a free port and the given pipeline.
 async fn with_http(db: &TestDb, steps: &[&str]) -> (Daemon, u16) {
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = steps.iter().map(|s| s.to_string()).collect();
-    (Daemon::start(cfg).await, port)
+    Daemon::start_with_http(cfg).await
 }
 
 #[tokio::test]
@@ -234,8 +224,7 @@ async fn names_the_database_cannot_hold_are_404_without_sql_text() {
 
 #[tokio::test]
 async fn a_deletion_of_a_never_published_document_reads_as_404_and_of_a_published_one_as_410() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (d, port) = with_http(&db, &["noop"]).await;
     let never = db.delete(&c, "never").await;
     db.publish(&c, "was", "<p>x</p>", None).await;
@@ -323,8 +312,7 @@ async fn read_counting(port: u16, path: &str) -> (u16, Option<u64>, u64, Vec<u8>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_reads_of_a_large_document_stream_it_in_bounded_memory() {
     const MB: usize = 1 << 20;
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let port = free_port();
     let daemon = Proc::start(
         &process::config(
@@ -482,22 +470,14 @@ async fn hundreds_of_parallel_scrapes_all_report_the_database_up() {
 
 #[tokio::test]
 async fn a_reloaded_max_body_bytes_reaches_publish() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let dir = std::env::temp_dir().join(format!("postpub-hostile-reload-{}", db.name));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("postpub.toml");
-    let write = |bytes: u64| {
-        std::fs::write(
-            &cfg,
-            process::config(
-                &db.url,
-                "",
-                &format!("steps = [\"noop\"]\nmax_body_bytes = {bytes}"),
-                "",
-            ),
+    let (db, c) = TestDb::with_client().await;
+    let cfg = |bytes: u64| {
+        process::config(
+            &db.url,
+            "",
+            &format!("steps = [\"noop\"]\nmax_body_bytes = {bytes}"),
+            "",
         )
-        .expect("config")
     };
     let limit = || async {
         c.query_one("select max_body_bytes from postpub.settings", &[])
@@ -505,23 +485,14 @@ async fn a_reloaded_max_body_bytes_reaches_publish() {
             .expect("settings")
             .get::<_, i64>(0)
     };
-    write(2000);
-    let mut d = common::Proc::new(
-        Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
+    let mut d = Proc::start(&cfg(2000));
     wait_until(
         Duration::from_secs(15),
         "the limit stored at start",
         || async { limit().await == 2000 },
     )
     .await;
-    write(3000);
+    d.rewrite_config(&cfg(3000));
     d.signal("-HUP");
     wait_until(
         Duration::from_secs(15),
@@ -533,5 +504,4 @@ async fn a_reloaded_max_body_bytes_reaches_publish() {
     db.publish(&c, "fits-now", &body, None).await;
     d.signal("-TERM");
     assert!(d.wait_exit(Duration::from_secs(20)).await.success());
-    let _ = std::fs::remove_dir_all(&dir);
 }

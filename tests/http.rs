@@ -6,17 +6,14 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::ops::{free_port, get};
+use common::ops::get;
 use common::{bin, wait_until, Daemon, Script, TestDb};
 
 /// A daemon serving HTTP on a free port; `steps` as given.
 async fn daemon_with_http(db: &TestDb, steps: &[&str]) -> (Daemon, u16) {
-    let port = free_port();
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = steps.iter().map(|s| s.to_string()).collect();
-    let d = Daemon::start(cfg).await;
-    (d, port)
+    Daemon::start_with_http(cfg).await
 }
 
 #[tokio::test]
@@ -36,15 +33,9 @@ async fn healthz_and_readyz_answer_200_when_the_daemon_is_ready() {
 
 #[tokio::test]
 async fn readyz_is_503_while_draining_and_healthz_stays_200() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 3; printf '%s' \"$body\"");
-    let port = free_port();
-    let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(db.command_config(&script)).await;
     let v = db.publish(&c, "slow", "<p>x</p>", Some("p {}")).await;
     wait_until(Duration::from_secs(10), "version in flight", || async {
         db.state(&c, v).await == "processing"
@@ -64,8 +55,7 @@ async fn readyz_is_503_while_draining_and_healthz_stays_200() {
 
 #[tokio::test]
 async fn metrics_expose_every_family_with_the_postpub_prefix() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (mut d, port) = daemon_with_http(&db, &["validate"]).await;
     let ok = db.publish(&c, "m/ok", "<p>fine</p>", Some("p {}")).await;
     let bad = db
@@ -80,14 +70,17 @@ async fn metrics_expose_every_family_with_the_postpub_prefix() {
         matches!(e, postpub::event::Event::Finished { version_id, .. } if *version_id == bad || *version_id == ok)
     })
     .await;
-    let mut m = get(port, "/metrics", &[]).await;
-    for _ in 0..50 {
-        if m.body.contains("outcome=\"errored\"} 1") && m.body.contains("outcome=\"current\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        m = get(port, "/metrics", &[]).await;
-    }
+    let m = common::wait_for(
+        Duration::from_secs(5),
+        "both outcomes counted in /metrics",
+        || async {
+            let m = get(port, "/metrics", &[]).await;
+            let counted = m.body.contains("outcome=\"errored\"} 1")
+                && m.body.contains("outcome=\"current\"} 1");
+            counted.then_some(m)
+        },
+    )
+    .await;
     assert_eq!(m.status, 200);
     assert!(
         m.header("content-type").unwrap_or("").contains("text"),
@@ -121,42 +114,22 @@ async fn metrics_expose_every_family_with_the_postpub_prefix() {
 
 #[tokio::test]
 async fn metrics_count_listener_reconnects_and_lease_rescues() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let port = free_port();
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
     // The listener's last query stays `LISTEN postpub` (no health check in between), so
     // its backend can be found; the rescuer still runs every lease / 2.
     cfg.worker.poll_interval = Duration::from_secs(60);
-    let mut d = Daemon::start(cfg).await;
-    // A version some other daemon claimed and abandoned: its lease already expired. Made
-    // in the publishing transaction, so that the running daemon never sees it pending (its
-    // claim updates the row by id once it holds the document lock, which this raw UPDATE
-    // does not take: faked separately, the claim could take the version over first).
-    c.batch_execute("begin").await.expect("begin");
-    let v = db.publish(&c, "abandoned", "<p>x</p>", Some("p {}")).await;
-    c.execute(
-        "update postpub.versions set state = 'processing', attempts = 1, locked_by = 'gone',
-                locked_until = now() - interval '1 minute', lease_token = 1 where id = $1",
-        &[&v],
-    )
-    .await
-    .expect("fake an abandoned lease");
-    c.batch_execute("commit").await.expect("commit");
+    let (mut d, port) = Daemon::start_with_http(cfg).await;
+    // A version some other daemon claimed and abandoned: its lease already expired. (Its
+    // claim updates the row by id once it holds the document lock, which the faking
+    // UPDATE does not take: hence made in the publishing transaction.)
+    let v = db.publish_abandoned(&c, "abandoned").await;
     d.wait_event(
         Duration::from_secs(30),
         |e| matches!(e, postpub::event::Event::Rescued { version_id, .. } if *version_id == v),
     )
     .await;
-    c.execute(
-        "select pg_terminate_backend(pid) from pg_stat_activity
-          where datname = current_database() and query ilike 'listen%'",
-        &[],
-    )
-    .await
-    .expect("kill the listener");
+    common::terminate_listeners(&c).await;
     d.wait_event(Duration::from_secs(30), |e| {
         matches!(
             e,
@@ -175,8 +148,7 @@ async fn metrics_count_listener_reconnects_and_lease_rescues() {
 
 #[tokio::test]
 async fn documents_are_served_with_etags_and_only_while_current() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let (d, port) = daemon_with_http(&db, &["noop"]).await;
 
     let v1 = db
@@ -268,15 +240,9 @@ async fn documents_are_served_with_etags_and_only_while_current() {
 
 #[tokio::test]
 async fn collated_content_is_served_and_unfinished_versions_are_not() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("tr a-z A-Z");
-    let port = free_port();
-    let mut cfg = db.config();
-    cfg.http.listen = format!("127.0.0.1:{port}");
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(db.command_config(&script)).await;
 
     // Errored versions never reach the API.
     c.batch_execute(

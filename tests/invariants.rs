@@ -13,8 +13,7 @@ use tokio_postgres::Client;
 
 /// A settled database with live, archived, deleted and superseded versions.
 async fn settled() -> (TestDb, Client) {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // Three versions of "d" at once: the newest is claimed, the older two superseded.
     c.batch_execute(
         "select postpub.publish('d', '<p>' || i || '</p>', 'p {}') from generate_series(1, 3) i",

@@ -99,14 +99,11 @@ async fn publish_current(db: &TestDb, c: &Client, document: &str) -> i64 {
 }
 
 /// Stops the daemon with SIGTERM; it must exit 0.
-fn stop(mut d: Proc) {
-    assert!(
-        d.child.try_wait().expect("try_wait").is_none(),
-        "the daemon is up"
-    );
+async fn stop(mut d: Proc) {
+    assert!(d.running(), "the daemon is up");
     d.signal("-TERM");
     assert!(
-        d.wait_exit(Duration::from_secs(20)).success(),
+        d.wait_exit(Duration::from_secs(20)).await.success(),
         "{}",
         d.logs()
     );
@@ -122,8 +119,7 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions_go_on() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // Budgets far above the memory limit: the bomb slips past them (as something the
     // budgets do not foresee would) and meets the bake process's address-space limit.
     let mut d = daemon(&db, UNBOUNDED_BUDGETS);
@@ -165,10 +161,7 @@ async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions
         let (state, _, error) = row(&c, *id).await;
         assert_eq!(state, "current", "{error}");
     }
-    assert!(
-        d.child.try_wait().expect("try_wait").is_none(),
-        "the daemon survived the bomb"
-    );
+    assert!(d.running(), "the daemon survived the bomb");
     let peak = d.peak_rss();
     println!(
         "daemon RSS: {} MB before the bomb, peak {} MB",
@@ -182,14 +175,13 @@ async fn a_memory_bomb_errors_its_version_once_and_the_daemon_and_other_versions
     );
     // Work goes on with a fresh bake process.
     publish_current(&db, &c, "after").await;
-    stop(d);
+    stop(d).await;
     assert_settled(&c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variants_of_the_bomb_each_error_once_and_the_rest_flows() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut d = daemon(&db, "");
     let body = format!(
         "<html><body>{}</body></html>",
@@ -225,17 +217,13 @@ async fn variants_of_the_bomb_each_error_once_and_the_rest_flows() {
         assert!(!error.contains("stack backtrace"), "one line: {error}");
     }
     assert_eq!(row(&c, good).await.0, "current");
-    assert!(
-        d.child.try_wait().expect("try_wait").is_none(),
-        "the daemon is up"
-    );
-    stop(d);
+    assert!(d.running(), "the daemon is up");
+    stop(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replaced() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let d = daemon(&db, "timeout = \"2s\"");
     publish_current(&db, &c, "warm").await;
     let idle = bake_processes(&d);
@@ -271,7 +259,7 @@ async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replace
     publish_current(&db, &c, "after-kill").await;
 
     let pids = bake_processes(&d);
-    stop(d);
+    stop(d).await;
     // The daemon's bake processes end with it.
     wait_until(
         Duration::from_secs(5),
@@ -290,8 +278,7 @@ async fn a_frozen_bake_is_killed_at_the_timeout_and_a_killed_idle_one_is_replace
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bake_process_killed_mid_bake_errors_that_version_naming_the_signal() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // A bake that takes a while: many elements, each numbered.
     let css = "section { counter-increment: s; } section::before { content: counter(s); }";
     let body = format!(
@@ -321,9 +308,6 @@ async fn a_bake_process_killed_mid_bake_errors_that_version_naming_the_signal() 
         error.contains("SIGKILL") && error.contains("max_memory_bytes"),
         "{error}"
     );
-    assert!(
-        d.child.try_wait().expect("try_wait").is_none(),
-        "the daemon is up"
-    );
-    stop(d);
+    assert!(d.running(), "the daemon is up");
+    stop(d).await;
 }

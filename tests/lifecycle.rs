@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use common::{wait_until, Daemon, TestDb};
 use postpub::db::State;
 use postpub::event::Event;
+use tokio_postgres::Client;
 
 const RECIPE: &str = "p { color: inherit; }";
 
 #[tokio::test]
 async fn pending_versions_present_before_start_are_all_processed_at_startup() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     c.batch_execute(&format!(
         "select count(postpub.publish('scan-' || (i % 100), '<p>' || i || '</p>', '{RECIPE}'))
            from generate_series(0, 299) i"
@@ -32,15 +32,8 @@ async fn pending_versions_present_before_start_are_all_processed_at_startup() {
     let counts = db.counts(&c).await;
     assert_eq!(counts.get("current"), Some(&100), "{counts:?}");
     assert_eq!(counts.get("superseded"), Some(&200), "{counts:?}");
-    let wrong: i64 = c
-        .query_one(
-            "select count(*) from postpub.versions v where v.state = 'current'
-               and v.version <> (select max(version) from postpub.versions w where w.document = v.document)",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
+    let wrong = common::count(&c, "select count(*) from postpub.versions v where v.state = 'current'
+               and v.version <> (select max(version) from postpub.versions w where w.document = v.document)").await;
     assert_eq!(wrong, 0, "every current version is its document's newest");
     db.assert_invariants(&c).await;
     d.stop().await;
@@ -48,8 +41,7 @@ async fn pending_versions_present_before_start_are_all_processed_at_startup() {
 
 #[tokio::test]
 async fn a_version_published_while_running_is_claimed_without_waiting_for_the_poll() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.poll_interval = Duration::from_secs(60);
     let mut d = Daemon::start(cfg).await;
@@ -75,8 +67,7 @@ async fn a_version_published_while_running_is_claimed_without_waiting_for_the_po
 
 #[tokio::test]
 async fn of_three_quick_versions_only_the_newest_becomes_current() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     // Published in one transaction, so the daemon sees all three at once.
     let ids: Vec<i64> = c
         .query(
@@ -111,8 +102,7 @@ async fn of_three_quick_versions_only_the_newest_becomes_current() {
 
 #[tokio::test]
 async fn the_previous_current_is_archived_in_the_same_transaction_as_the_outbox_event() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let d = Daemon::start(db.config()).await;
     let v1 = db.publish(&c, "page", "<p>one</p>", Some(RECIPE)).await;
     wait_until(Duration::from_secs(10), "v1 current", || async {
@@ -188,8 +178,7 @@ async fn the_previous_current_is_archived_in_the_same_transaction_as_the_outbox_
 
 #[tokio::test]
 async fn a_version_without_a_recipe_is_current_in_the_publishing_transaction() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v1 = db.publish(&c, "note", "<p>a</p>", None).await;
     assert_eq!(db.state(&c, v1).await, "current");
     let v2 = db.publish(&c, "note", "<p>b</p>", None).await;
@@ -207,28 +196,16 @@ async fn a_version_without_a_recipe_is_current_in_the_publishing_transaction() {
         .get(0);
     assert_eq!(events, 2);
     // The API's own checks.
-    let err = c
-        .query_one("select postpub.publish('', 'x')", &[])
-        .await
-        .expect_err("empty document refused");
-    let msg = err.as_db_error().map(|e| e.message()).unwrap_or("");
-    assert!(msg.contains("non-empty"), "{err:?}");
-    let err = c
-        .query_one("select postpub.publish('d', null)", &[])
-        .await
-        .expect_err("null body refused");
-    assert!(err
-        .as_db_error()
-        .map(|e| e.message())
-        .unwrap_or("")
-        .contains("must not be null"));
+    let msg = common::refused(&c, "select postpub.publish('', 'x')", &[]).await;
+    assert!(msg.contains("non-empty"), "{msg}");
+    let msg = common::refused(&c, "select postpub.publish('d', null)", &[]).await;
+    assert!(msg.contains("must not be null"), "{msg}");
     db.assert_invariants(&c).await;
 }
 
 #[tokio::test]
 async fn a_tombstone_of_a_never_published_document_settles_without_event_or_retry() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut d = Daemon::start(db.config()).await;
     let t = db.delete(&c, "ghost").await;
     d.wait_event(
@@ -245,14 +222,11 @@ async fn a_tombstone_of_a_never_published_document_settles_without_event_or_retr
         .expect("row");
     assert_eq!(row.get::<_, String>(0), "current");
     assert_eq!(row.get::<_, i32>(1), 1);
-    let events: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox where document = 'ghost'",
-            &[],
-        )
-        .await
-        .expect("outbox")
-        .get(0);
+    let events = common::count(
+        &c,
+        "select count(*) from postpub.outbox where document = 'ghost'",
+    )
+    .await;
     assert_eq!(events, 0);
     // Settled for good: no further claim of it.
     let again = tokio::time::timeout(Duration::from_millis(1500), async {
@@ -271,8 +245,7 @@ async fn a_tombstone_of_a_never_published_document_settles_without_event_or_retr
 
 #[tokio::test]
 async fn deleting_a_live_document_emits_deleted_and_a_second_delete_emits_nothing() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let d = Daemon::start(db.config()).await;
     let v = db.publish(&c, "doc", "<p>x</p>", Some(RECIPE)).await;
     wait_until(Duration::from_secs(10), "published", || async {
@@ -304,33 +277,32 @@ async fn deleting_a_live_document_emits_deleted_and_a_second_delete_emits_nothin
         kinds,
         [("published".to_owned(), v), ("deleted".to_owned(), t1)]
     );
-    let live: i64 = c
-        .query_one(
-            "select count(*) from postpub.current where document = 'doc'",
-            &[],
-        )
-        .await
-        .expect("view")
-        .get(0);
+    let live = common::count(
+        &c,
+        "select count(*) from postpub.current where document = 'doc'",
+    )
+    .await;
     assert_eq!(live, 0, "a deleted document is not in the current view");
     db.assert_invariants(&c).await;
     d.stop().await;
 }
 
-#[tokio::test]
-async fn publishing_while_a_version_is_processing_is_handled_next() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+/// A daemon whose step takes 0.5 s, and version 1 of `doc` in processing there.
+async fn v1_processing(doc: &str) -> (TestDb, Client, Daemon, i64, common::Script) {
+    let (db, c) = TestDb::with_client().await;
     let script = common::Script::new("body=$(cat); sleep 0.5; printf '%s' \"$body\"");
-    let mut cfg = db.config();
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
-    let d = Daemon::start(cfg).await;
-    let v1 = db.publish(&c, "busy", "<p>1</p>", Some(RECIPE)).await;
+    let d = Daemon::start(db.command_config(&script)).await;
+    let v1 = db.publish(&c, doc, "<p>1</p>", Some(RECIPE)).await;
     wait_until(Duration::from_secs(10), "v1 processing", || async {
         db.state(&c, v1).await == "processing"
     })
     .await;
+    (db, c, d, v1, script)
+}
+
+#[tokio::test]
+async fn publishing_while_a_version_is_processing_is_handled_next() {
+    let (db, c, d, v1, _script) = v1_processing("busy").await;
     let v2 = db.publish(&c, "busy", "<p>2</p>", Some(RECIPE)).await;
     wait_until(Duration::from_secs(10), "v2 current", || async {
         db.state(&c, v2).await == "current"
@@ -347,18 +319,7 @@ async fn publishing_while_a_version_is_processing_is_handled_next() {
 
 #[tokio::test]
 async fn a_processing_version_overtaken_by_a_newer_current_one_is_superseded_not_published() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let script = common::Script::new("body=$(cat); sleep 0.5; printf '%s' \"$body\"");
-    let mut cfg = db.config();
-    cfg.pipeline.steps = vec!["command".to_owned()];
-    cfg.pipeline.command.program = script.program();
-    let d = Daemon::start(cfg).await;
-    let v1 = db.publish(&c, "race", "<p>1</p>", Some(RECIPE)).await;
-    wait_until(Duration::from_secs(10), "v1 processing", || async {
-        db.state(&c, v1).await == "processing"
-    })
-    .await;
+    let (db, c, d, v1, _script) = v1_processing("race").await;
     // Published without a recipe: current at once, while v1 is still being worked on.
     let v2 = db.publish(&c, "race", "<p>2</p>", None).await;
     assert_eq!(db.state(&c, v2).await, "current");

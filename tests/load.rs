@@ -19,8 +19,7 @@ const BATCH: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_daemons_process_20000_versions_over_500_documents_each_exactly_once() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut cfg = db.config();
     cfg.worker.concurrency = WORKERS;
     cfg.worker.batch_size = WORKERS;
@@ -65,7 +64,8 @@ async fn four_daemons_process_20000_versions_over_500_documents_each_exactly_onc
         )
         .await
         .expect("publish a batch");
-        // Keep publishing spread over a while, so that claims and publishes interleave.
+        // The scenario's pace, not a wait: publishing spread over a while, so that claims
+        // and publishes interleave.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let published_in = t0.elapsed();
@@ -121,15 +121,12 @@ async fn four_daemons_process_20000_versions_over_500_documents_each_exactly_onc
     assert_eq!(tally.claims, audit, "claims reported vs. audited");
 
     // Versions of a document are handled in order: the newest is the one that is current.
-    let behind: i64 = c
-        .query_one(
-            "select count(*) from postpub.documents d
+    let behind = common::count(
+        &c,
+        "select count(*) from postpub.documents d
               where d.last_version <> (select v.version from postpub.versions v
                                         where v.document = d.document and v.state = 'current')",
-            &[],
-        )
-        .await
-        .expect("newest is current")
-        .get(0);
+    )
+    .await;
     assert_eq!(behind, 0, "a document whose newest version is not current");
 }

@@ -46,8 +46,7 @@ async fn migrate_is_idempotent_and_safe_when_two_run_at_once() {
 
 #[tokio::test]
 async fn the_database_refuses_a_second_current_or_processing_version() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     db.publish(&c, "two", "<p>1</p>", None).await;
     db.publish(&c, "two", "<p>2</p>", None).await;
     for (state, token) in [("current", "null"), ("processing", "1")] {
@@ -70,8 +69,7 @@ async fn the_database_refuses_a_second_current_or_processing_version() {
 
 #[tokio::test]
 async fn a_newer_schema_than_the_binary_is_refused() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     c.execute(
         "insert into postpub.migrations (version, name) values (9999, 'future')",
         &[],

@@ -4,10 +4,11 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Proc, TestDb};
+use common::process::{self, Proc};
+use common::{bin, TestDb};
 
 struct Notifications {
     sock: UnixDatagram,
@@ -49,34 +50,25 @@ impl Notifications {
     }
 }
 
-fn start(db: &TestDb, dir: &std::path::Path, sock: &std::path::Path) -> Proc {
-    let cfg = dir.join("postpub.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[database]\nurl = \"{}\"\n[pipeline]\nsteps = [\"noop\"]\n[http]\nlisten = \"\"\n",
-            db.url
-        ),
-    )
-    .expect("config");
+fn start(db: &TestDb, sock: &std::path::Path) -> Proc {
     // WATCHDOG_PID must be the daemon's own pid, as systemd sets it: exec keeps the pid.
-    Proc::new(
-        Command::new("sh")
-            .args([
+    Proc::launch(
+        &process::config(&db.url, "", "steps = [\"noop\"]", ""),
+        |cfg| {
+            let mut cmd = Command::new("sh");
+            cmd.args([
                 "-c",
                 "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$@\"",
                 "sh",
             ])
             .arg(bin())
             .args(["run", "--config"])
-            .arg(&cfg)
+            .arg(cfg)
             .env("NOTIFY_SOCKET", sock)
             .env("WATCHDOG_USEC", "2000000")
-            .env_remove("DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn postpub"),
+            .env_remove("DATABASE_URL");
+            cmd
+        },
     )
 }
 
@@ -91,7 +83,7 @@ async fn ready_then_watchdog_pings_then_stopping_and_exit_0() {
         start: Instant::now(),
         got: Vec::new(),
     };
-    let mut child = start(&db, &dir, &path);
+    let mut child = start(&db, &path);
 
     let ready = n.read_until(5.0, |l| l == "READY=1");
     let Some(ready) = ready else {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::ops::free_port;
 use common::sinks::{
     assert_once_in_order as assert_complete_and_ordered, config, events_by_id, undelivered,
 };
@@ -27,13 +28,6 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------- nats-server
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A private nats-server with JetStream; stopped and its store removed when dropped.
 struct NatsServer {
@@ -120,6 +114,12 @@ impl NatsServer {
     async fn jetstream(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(self.url()).await.expect("connect nats");
         async_nats::jetstream::new(client)
+    }
+
+    /// The message ids (`Nats-Msg-Id`) of `stream`, in stream order.
+    async fn msg_ids(&self, stream: &str) -> Vec<String> {
+        let msgs = self.messages(stream).await;
+        msgs.into_iter().map(|m| m.msg_id).collect()
     }
 
     /// Every message of `stream`, in stream order.
@@ -267,6 +267,12 @@ impl Hook {
             .filter(|r| r.status < 300)
             .collect()
     }
+
+    /// Checks that it accepted every event of `events` once, each document's in order.
+    fn assert_got_all(&self, what: &str, events: &HashMap<String, (String, i64)>) {
+        let keys: Vec<String> = self.accepted().into_iter().map(|r| r.key).collect();
+        assert_complete_and_ordered(what, &keys, events);
+    }
 }
 
 impl Drop for Hook {
@@ -346,6 +352,11 @@ fn webhook_sink(name: &str, url: &str) -> WebhookSinkConfig {
     }
 }
 
+/// Waits until every event of the outbox was delivered.
+async fn all_delivered(c: &Client, within: Duration, what: &str) {
+    wait_until(within, what, || async { undelivered(c).await == 0 }).await
+}
+
 /// A relay of its own (no worker), so a test can abort it like a crash.
 fn spawn_relay(cfg: &Config, events: event::Events) -> (tokio::task::JoinHandle<()>, Arc<Notify>) {
     let (pool, target) = postpub::db::pool(&cfg.database).expect("pool");
@@ -369,9 +380,7 @@ fn spawn_relay(cfg: &Config, events: event::Events) -> (tokio::task::JoinHandle<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let nats = NatsServer::start().await;
     c.batch_execute(
         "select count(postpub.publish('doc-' || (i % 100), '<p>' || i || '</p>'))
@@ -384,10 +393,7 @@ async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order()
 
     let t0 = Instant::now();
     let d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
-    wait_until(Duration::from_secs(60), "every event delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(60), "every event delivered").await;
     let took = t0.elapsed();
     eprintln!(
         "relay: 10000 events to JetStream in {took:?} ({:.0} events/s, {} build, incl. startup)",
@@ -416,29 +422,21 @@ async fn ten_thousand_events_over_a_hundred_documents_reach_jetstream_in_order()
         );
     }
     assert!(m.json.get("body").is_none(), "no body unless include_body");
-    let left: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox_deliveries where delivered_at is null",
-            &[],
-        )
-        .await
-        .expect("deliveries")
-        .get(0);
+    let left = common::count(
+        &c,
+        "select count(*) from postpub.outbox_deliveries where delivered_at is null",
+    )
+    .await;
     assert_eq!(left, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_delays_events_but_loses_and_duplicates_none() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut nats = NatsServer::start().await;
     let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     db.publish(&c, "warm-up", "<p>w</p>", None).await;
-    wait_until(Duration::from_secs(10), "warm-up delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "warm-up delivered").await;
 
     nats.stop();
     c.batch_execute(
@@ -471,45 +469,35 @@ async fn an_outage_delays_events_but_loses_and_duplicates_none() {
         "failures are recorded for a retry"
     );
     // Only heads are tried: later events of a document wait for the first.
-    let tried_beyond_head: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox o where o.attempts > 0 and exists
+    let tried_beyond_head = common::count(
+        &c,
+        "select count(*) from postpub.outbox o where o.attempts > 0 and exists
                (select 1 from postpub.outbox p where p.document = o.document and p.id < o.id
                   and p.delivered_at is null)",
-            &[],
-        )
-        .await
-        .expect("order")
-        .get(0);
+    )
+    .await;
     assert_eq!(
         tried_beyond_head, 0,
         "an event was tried before an earlier one of its document"
     );
 
     nats.restart().await;
-    wait_until(
+    all_delivered(
+        &c,
         Duration::from_secs(30),
         "every event delivered after the outage",
-        || async { undelivered(&c).await == 0 },
     )
     .await;
     d.stop().await;
 
     let events = events_by_id(&c).await;
-    let ids: Vec<String> = nats
-        .messages("POSTPUB")
-        .await
-        .into_iter()
-        .map(|m| m.msg_id)
-        .collect();
+    let ids = nats.msg_ids("POSTPUB").await;
     assert_complete_and_ordered("stream after the outage", &ids, &events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplicate() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let nats = NatsServer::start().await;
     let hook = Hook::start().await;
     let cfg = config(
@@ -586,10 +574,7 @@ async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplica
         ),
         "JetStream's PubAck says duplicate: {dup:?}"
     );
-    wait_until(Duration::from_secs(10), "recorded as delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "recorded as delivered").await;
     d.stop().await;
 
     assert_eq!(
@@ -610,9 +595,7 @@ async fn a_relay_killed_before_recording_resends_and_jetstream_drops_the_duplica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeued() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     hook.answer("bad", 400);
     let mut sink = webhook_sink("hook", &hook.url());
@@ -677,14 +660,7 @@ async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeu
         .await
         .expect("second")
         .get(0);
-    let err = c
-        .query_one("select postpub.requeue_event($1)", &[&second])
-        .await
-        .expect_err("not parked");
-    let msg = err
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let msg = common::refused(&c, "select postpub.requeue_event($1)", &[&second]).await;
     assert!(msg.contains("is not parked"), "{msg}");
 
     // Fixed on the receiver's side; the operator requeues from the command line.
@@ -704,12 +680,7 @@ async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeu
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_until(
-        Duration::from_secs(10),
-        "bad v1 and v2 delivered",
-        || async { undelivered(&c).await == 0 },
-    )
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "bad v1 and v2 delivered").await;
     d.stop().await;
 
     let bad: Vec<Received> = hook
@@ -738,9 +709,7 @@ async fn a_refused_event_is_parked_without_blocking_other_documents_until_requeu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_order() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     let mut cfg = config(
         &db,
@@ -755,21 +724,15 @@ async fn two_relays_share_the_work_without_sending_an_event_twice_or_out_of_orde
     .expect("publish 600");
     let a = Daemon::start(cfg.clone()).await;
     let b = Daemon::start(cfg).await;
-    wait_until(Duration::from_secs(30), "every event delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(30), "every event delivered").await;
     a.stop().await;
     b.stop().await;
-    let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
-    assert_complete_and_ordered("webhook", &keys, &events_by_id(&c).await);
+    hook.assert_got_all("webhook", &events_by_id(&c).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
-    common::init_logs();
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let good = Hook::start().await;
     let flaky = Hook::start().await;
     flaky.answer_all(503);
@@ -795,31 +758,23 @@ async fn a_failing_sink_does_not_make_the_others_receive_events_twice() {
     // The good sink has the heads; nothing is delivered until both have them.
     assert_eq!(undelivered(&c).await, 4);
     flaky.answer_all(200);
-    wait_until(Duration::from_secs(10), "every event delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "every event delivered").await;
     d.stop().await;
     let events = events_by_id(&c).await;
     for hook in [&good, &flaky] {
-        let keys: Vec<String> = hook.accepted().into_iter().map(|r| r.key).collect();
-        assert_complete_and_ordered("each sink", &keys, &events);
+        hook.assert_got_all("each sink", &events);
     }
-    let tries: i64 = c
-        .query_one(
-            "select max(attempts)::bigint from postpub.outbox_deliveries where sink = 'good'",
-            &[],
-        )
-        .await
-        .expect("attempts")
-        .get(0);
+    let tries = common::count(
+        &c,
+        "select max(attempts)::bigint from postpub.outbox_deliveries where sink = 'good'",
+    )
+    .await;
     assert_eq!(tries, 1, "the good sink was tried once per event");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sinks_events_stay_in_the_table_untouched() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let d = Daemon::start(config(&db, vec![])).await;
     // Through the worker, so the daemon has certainly been running a while.
     let id = db
@@ -849,8 +804,7 @@ async fn without_sinks_events_stay_in_the_table_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     hook.answer("stuck", 400);
     let mut cfg = config(
@@ -868,11 +822,7 @@ async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept(
         Duration::from_secs(15),
         "delivered events deleted",
         || async {
-            let n: i64 = c
-                .query_one("select count(*) from postpub.outbox", &[])
-                .await
-                .expect("count")
-                .get(0);
+            let n = common::count(&c, "select count(*) from postpub.outbox").await;
             n == 1
         },
     )
@@ -887,36 +837,29 @@ async fn delivered_events_are_deleted_after_retention_and_undelivered_ones_kept(
         .expect("the parked event is kept")
         .get(0);
     assert_eq!(left, "stuck");
-    let orphans: i64 = c
-        .query_one(
-            "select count(*) from postpub.outbox_deliveries d
+    let orphans = common::count(
+        &c,
+        "select count(*) from postpub.outbox_deliveries d
               where not exists (select 1 from postpub.outbox o where o.id = d.outbox_id)",
-            &[],
-        )
-        .await
-        .expect("deliveries")
-        .get(0);
+    )
+    .await;
     assert_eq!(orphans, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_names_become_one_escaped_subject_token_per_kind() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let nats = NatsServer::start().await;
     let d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     let doc = "books/a.b c*>é";
     db.publish(&c, doc, "<p>1</p>", None).await;
     db.delete(&c, doc).await; // through the worker: a `deleted` event
     wait_until(Duration::from_secs(10), "both events delivered", || async {
-        let n: i64 = c
-            .query_one(
-                "select count(*) from postpub.outbox where delivered_at is not null",
-                &[],
-            )
-            .await
-            .expect("count")
-            .get(0);
+        let n = common::count(
+            &c,
+            "select count(*) from postpub.outbox where delivered_at is not null",
+        )
+        .await;
         n == 2
     })
     .await;
@@ -939,8 +882,7 @@ async fn document_names_become_one_escaped_subject_token_per_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_sink_settles_the_events_only_it_still_owed() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let kept = Hook::start().await;
     let removed = Hook::start().await;
     removed.answer_all(503);
@@ -965,19 +907,14 @@ async fn removing_a_sink_settles_the_events_only_it_still_owed() {
 
     let d = Daemon::start(config(&db, vec![keep])).await;
     db.publish(&c, "s", "<p>2</p>", None).await;
-    wait_until(Duration::from_secs(10), "both events delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "both events delivered").await;
     d.stop().await;
-    let keys: Vec<String> = kept.accepted().into_iter().map(|r| r.key).collect();
-    assert_complete_and_ordered("the kept sink", &keys, &events_by_id(&c).await);
+    kept.assert_got_all("the kept sink", &events_by_id(&c).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let mut nats = NatsServer::not_started();
     let mut d = Daemon::start(config(&db, vec![nats_sink(&nats.url(), "POSTPUB")])).await;
     for i in 0..3 {
@@ -994,19 +931,9 @@ async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
         "{failed:?}"
     );
     nats.restart().await;
-    wait_until(
-        Duration::from_secs(15),
-        "delivered once NATS is up",
-        || async { undelivered(&c).await == 0 },
-    )
-    .await;
+    all_delivered(&c, Duration::from_secs(15), "delivered once NATS is up").await;
     d.stop().await;
-    let ids: Vec<String> = nats
-        .messages("POSTPUB")
-        .await
-        .into_iter()
-        .map(|m| m.msg_id)
-        .collect();
+    let ids = nats.msg_ids("POSTPUB").await;
     assert_complete_and_ordered("stream", &ids, &events_by_id(&c).await);
 }
 
@@ -1015,8 +942,7 @@ async fn a_relay_started_while_nats_is_down_delivers_once_it_is_up() {
 /// `last_error`, and the event is delivered once the receiver accepts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_retry_after_is_honoured() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let hook = Hook::start().await;
     hook.answer_all(429);
     hook.retry_after("2");
@@ -1046,10 +972,7 @@ async fn a_webhook_retry_after_is_honoured() {
         "{error}"
     );
     hook.answer_all(200);
-    wait_until(Duration::from_secs(10), "delivered", || async {
-        undelivered(&c).await == 0
-    })
-    .await;
+    all_delivered(&c, Duration::from_secs(10), "delivered").await;
     d.stop().await;
     let requests = hook.requests();
     assert_eq!(requests.len(), 2, "one refusal, one delivery: {requests:?}");
@@ -1125,8 +1048,7 @@ async fn a_nats_server_requiring_an_nkey_gets_events_from_a_sink_with_the_seed()
         user.public_key()
     ))
     .await;
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     db.publish(&c, "secret", "<p>s</p>", None).await;
 
     let error = refusal_with(&db, &c, nats_sink(&server.url(), "SECURE")).await;
@@ -1171,8 +1093,7 @@ async fn a_tls_nats_server_gets_events_from_a_sink_that_trusts_its_ca() {
         key_file.display()
     ))
     .await;
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     db.publish(&c, "private", "<p>p</p>", None).await;
 
     let untrusting = nats_sink_with(&server, "TLS", |n| n.tls_required = true);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::outcome as row;
 use common::process::{self, Proc};
-use common::{assert_settled, wait_until, Script, TestDb};
+use common::{assert_settled, held_by, wait_until, Script, TestDb};
 use tokio_postgres::Client;
 
 /// Hangs on HANG, floods stdout on FLOOD, passes everything else through. `exec`, so the
@@ -38,8 +38,7 @@ async fn versions_and_documents(c: &Client) -> (i64, i64) {
 
 #[tokio::test]
 async fn text_postgresql_cannot_hold_is_refused_by_publish_and_nothing_is_written() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (_db, c) = TestDb::with_client().await;
     let before = versions_and_documents(&c).await;
     // (how it is sent, statement, SQLSTATE, message fragment)
     let cases: [(&str, &str, &str, &str); 5] = [
@@ -112,8 +111,7 @@ async fn text_postgresql_cannot_hold_is_refused_by_publish_and_nothing_is_writte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memory_stays_bounded() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new(STEP);
     let mut daemon = Proc::start(&process::config(
         &db.url,
@@ -133,14 +131,11 @@ async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memo
         .publish(&c, "malformed", "<div><p>unclosed</div>", recipe)
         .await;
     let nul_ref = db.publish(&c, "nul-ref", "<p>a&#0;b</p>", recipe).await;
-    let huge: i64 = c
-        .query_one(
-            "select postpub.publish('huge', '<p>' || repeat('x', 50 * 1024 * 1024) || '</p>', 'p {}')",
-            &[],
-        )
-        .await
-        .expect("publish 50 MB")
-        .get(0);
+    let huge = common::count(
+        &c,
+        "select postpub.publish('huge', '<p>' || repeat('x', 50 * 1024 * 1024) || '</p>', 'p {}')",
+    )
+    .await;
     // Good documents alongside, while the poison is being processed.
     let mut good = Vec::new();
     for i in 0..20 {
@@ -238,7 +233,7 @@ async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memo
     );
     assert_settled(&c).await;
     daemon.signal("-TERM");
-    assert!(daemon.wait_exit(Duration::from_secs(15)).success());
+    assert!(daemon.wait_exit(Duration::from_secs(15)).await.success());
     // The programs killed for their timeout or their output are gone, not orphaned.
     let pids = std::fs::read_to_string(script.dir.join("pids")).expect("step pids");
     let left: Vec<&str> = pids
@@ -250,8 +245,7 @@ async fn poison_versions_end_errored_with_a_reason_while_good_ones_flow_and_memo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_one_cpu() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let cfg = |url: &str| {
         process::config(
             url,
@@ -263,25 +257,14 @@ async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_
     // A one-CPU deployment (a container limited to one CPU gets one runtime thread).
     let mut a = Proc::start_with_env(&cfg(&db.url), &[("TOKIO_WORKER_THREADS", "1")]);
     // 16 MB of text: several seconds of validation in a debug build, 0.5 s in release.
-    let big: i64 = c
-        .query_one(
-            "select postpub.publish('big', '<p>' || repeat('x', 16 * 1024 * 1024) || '</p>', 'p {}')",
-            &[],
-        )
-        .await
-        .expect("publish 16 MB")
-        .get(0);
+    let big = common::count(
+        &c,
+        "select postpub.publish('big', '<p>' || repeat('x', 16 * 1024 * 1024) || '</p>', 'p {}')",
+    )
+    .await;
     let t0 = Instant::now();
-    let held_by_a = format!(":{}:", a.pid());
     wait_until(Duration::from_secs(15), "A holds it", || async {
-        c.query_one(
-            "select count(*) from postpub.versions where state = 'processing' and locked_by like '%' || $1 || '%'",
-            &[&held_by_a],
-        )
-        .await
-        .expect("count")
-        .get::<_, i64>(0)
-            == 1
+        held_by(&c, a.pid()).await == 1
     })
     .await;
     // B would rescue it the moment A's lease ran out.
@@ -311,6 +294,6 @@ async fn a_body_that_takes_longer_than_the_lease_to_validate_keeps_its_lease_on_
     assert_settled(&c).await;
     for d in [&mut a, &mut b] {
         d.signal("-TERM");
-        assert!(d.wait_exit(Duration::from_secs(15)).success());
+        assert!(d.wait_exit(Duration::from_secs(15)).await.success());
     }
 }

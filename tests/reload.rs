@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{bin, wait_until, Proc, Script, TestDb};
+use common::process::Proc;
+use common::{holds_for, processing, wait_until, Script, TestDb};
 
 fn config(db: &TestDb, script: &Script, concurrency: usize, steps: &str, level: &str) -> String {
     format!(
@@ -19,36 +19,11 @@ fn config(db: &TestDb, script: &Script, concurrency: usize, steps: &str, level: 
     )
 }
 
-fn log_has(path: &std::path::Path, needle: &str) -> bool {
-    std::fs::read_to_string(path)
-        .map(|s| s.contains(needle))
-        .unwrap_or(false)
-}
-
-fn count_in_log(path: &std::path::Path, needle: &str) -> usize {
-    std::fs::read_to_string(path)
-        .map(|s| s.matches(needle).count())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 0.4; printf '%s' \"$body\"");
-    let cfg_path = script.dir.join("postpub.toml");
-    let log_path = script.dir.join("postpub.log");
-    std::fs::write(&cfg_path, config(&db, &script, 1, "[\"command\"]", "info")).expect("config");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = Proc::new(
-        Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn"),
-    );
+    let mut child = Proc::start(&config(&db, &script, 1, "[\"command\"]", "info"));
 
     let mut ids = Vec::new();
     for i in 0..9 {
@@ -58,30 +33,33 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         );
     }
     // concurrency = 1: one at a time.
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(800) {
-        let n = db.counts(&c).await.get("processing").copied().unwrap_or(0);
-        assert!(n <= 1, "{n} versions processing with concurrency 1");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    holds_for(
+        Duration::from_millis(800),
+        Duration::from_millis(20),
+        "at most one version processing with concurrency 1",
+        || async { processing(&c).await <= 1 },
+    )
+    .await;
 
     // Reload: concurrency 3, a validate step in front, debug logging.
-    std::fs::write(
-        &cfg_path,
-        config(&db, &script, 3, "[\"validate\", \"command\"]", "debug"),
-    )
-    .expect("config");
+    child.rewrite_config(&config(
+        &db,
+        &script,
+        3,
+        "[\"validate\", \"command\"]",
+        "debug",
+    ));
     child.signal("-HUP");
     wait_until(
         Duration::from_secs(10),
         "the reload to be applied",
-        || async { log_has(&log_path, "configuration reloaded") },
+        || async { child.logs().contains("configuration reloaded") },
     )
     .await;
     wait_until(
         Duration::from_secs(10),
         "three versions processing at once",
-        || async { db.counts(&c).await.get("processing").copied().unwrap_or(0) == 3 },
+        || async { processing(&c).await == 3 },
     )
     .await;
     let bad = db
@@ -93,16 +71,19 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         || async { db.state(&c, bad).await == "errored" },
     )
     .await;
-    assert!(log_has(&log_path, "DEBUG"), "log.level = debug took effect");
+    assert!(
+        child.logs().contains("DEBUG"),
+        "log.level = debug took effect"
+    );
 
     // An invalid file is refused; the running configuration (with validate) stays.
-    std::fs::write(&cfg_path, "[worker]\nconcurrency = \"lots\"\n").expect("config");
-    let refused_before = count_in_log(&log_path, "configuration reload refused");
+    child.rewrite_config("[worker]\nconcurrency = \"lots\"\n");
+    let refused_before = child.logs().matches("configuration reload refused").count();
     child.signal("-HUP");
     wait_until(
         Duration::from_secs(10),
         "the refusal to be logged",
-        || async { count_in_log(&log_path, "configuration reload refused") > refused_before },
+        || async { child.logs().matches("configuration reload refused").count() > refused_before },
     )
     .await;
     assert!(child.running(), "still running");

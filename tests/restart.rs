@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{assert_settled, claims, wait_until, Daemon, EventLog, Script};
+use common::{
+    assert_nothing_lost, assert_settled, reconnect, wait_settled, wait_until, Daemon, EventLog,
+    Script,
+};
 use postpub::config::Config;
 use tokio_postgres::Client;
 
@@ -43,6 +46,7 @@ fn publisher(
         let mut client: Option<Client> = None;
         let mut n: u64 = 0;
         while !stop.load(Ordering::Relaxed) {
+            // The publishing rate (the scenario), not a wait.
             tokio::time::sleep(every).await;
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
@@ -75,16 +79,6 @@ fn publisher(
     (out, h)
 }
 
-async fn pending(c: &Client) -> i64 {
-    c.query_one(
-        "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
-        &[],
-    )
-    .await
-    .map(|r| r.get(0))
-    .unwrap_or(i64::MAX)
-}
-
 async fn state(c: &Client, id: i64) -> Option<String> {
     c.query_opt(
         "select state::text from postpub.versions where id = $1",
@@ -96,22 +90,24 @@ async fn state(c: &Client, id: i64) -> Option<String> {
     .map(|r| r.get(0))
 }
 
-/// A fresh connection, retried while the server is still coming up.
-async fn reconnect(url: &str) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
-            Ok((c, conn)) => {
-                tokio::spawn(conn);
-                return c;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot reconnect to {url}: {e}"),
-        }
-    }
+/// Waits until the stream has moved on: `n` more acknowledged publishes and more claims
+/// by the daemons than when called (work builds up and flows).
+async fn stream_moves_on(published: &Mutex<Published>, log: &EventLog, n: usize) {
+    let acked = || published.lock().unwrap().ids.len();
+    let claimed = || {
+        log.tally()
+            .claims
+            .values()
+            .map(|n| u64::from(*n))
+            .sum::<u64>()
+    };
+    let (acked_before, claimed_before) = (acked(), claimed());
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} more publishes acknowledged and more claims"),
+        || async { acked() >= acked_before + n && claimed() > claimed_before },
+    )
+    .await;
 }
 
 /// Recovery figures of one restart.
@@ -199,8 +195,8 @@ async fn postgres_restarts_fast_and_immediate_under_load_lose_and_double_nothing
 
     let mut figures = Vec::new();
     for (round, mode) in [(1, "fast"), (2, "immediate"), (3, "fast"), (4, "immediate")] {
-        // Let work build up and flow before each restart.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Work builds up and flows before each restart.
+        stream_moves_on(&published, &log, 100).await;
         let r = restart_and_measure(&cluster, &log, daemons.len(), mode, round).await;
         println!(
             "restart -m {mode:<9}: server back after {:.2}s; then all 4 daemons listening after {:.2}s, \
@@ -211,15 +207,12 @@ async fn postgres_restarts_fast_and_immediate_under_load_lose_and_double_nothing
         );
         figures.push((mode, r));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream_moves_on(&published, &log, 50).await;
     stop.store(true, Ordering::Relaxed);
     publishing.await.expect("publisher");
 
     let c = reconnect(&cluster.url()).await;
-    wait_until(Duration::from_secs(60), "everything settled", || async {
-        pending(&c).await == 0
-    })
-    .await;
+    wait_settled(&c, Duration::from_secs(60)).await;
     for d in daemons {
         d.stop().await;
     }
@@ -227,17 +220,7 @@ async fn postgres_restarts_fast_and_immediate_under_load_lose_and_double_nothing
         let p = published.lock().unwrap();
         (p.ids.clone(), p.failed)
     };
-    let found: i64 = c
-        .query_one(
-            "select count(*) from postpub.versions where id = any($1)",
-            &[&ids],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(found, ids.len() as i64, "an acknowledged publish was lost");
-    assert_settled(&c).await;
-    let acc = claims(&c).await;
+    let acc = assert_nothing_lost(&c, &ids).await;
     let tally = log.tally();
     let event_claims: u64 = tally.claims.values().map(|n| u64::from(*n)).sum();
     println!(
@@ -255,8 +238,6 @@ async fn postgres_restarts_fast_and_immediate_under_load_lose_and_double_nothing
         tally.lease_lost
     );
     assert_eq!(tally.lagged, 0, "the event log missed events");
-    assert_eq!(acc.duplicates, 0, "{acc:?}");
-    assert_eq!(acc.published_not_once, 0, "{acc:?}");
     assert!(ids.len() > 300, "the stream kept publishing: {}", ids.len());
     for (mode, r) in &figures {
         assert!(
@@ -292,7 +273,8 @@ async fn a_paused_server_is_detected_by_the_health_check_and_work_resumes_after_
     let (published, publishing) =
         publisher(cluster.url(), 40, Duration::from_millis(20), stop.clone());
     let c0 = cluster.client().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Work builds up and flows before the stall.
+    stream_moves_on(&published, &log, 100).await;
 
     // Longer than the health check's timeout (1 s), the lease (3 s) and the TCP keepalive
     // limit (10 s idle + 3 x 5 s): keepalives cannot see a paused server, whose kernel
@@ -322,18 +304,16 @@ async fn a_paused_server_is_detected_by_the_health_check_and_work_resumes_after_
     for d in &daemons {
         assert!(!*d.ready.borrow(), "not ready while the server is stalled");
     }
+    // The scenario: the server stays paused for the whole stall.
     tokio::time::sleep(stall.saturating_sub(paused.elapsed())).await;
     cluster.resume();
     let resumed = Instant::now();
     let c = reconnect(&cluster.url()).await;
-    let probe: i64 = c
-        .query_one(
-            "select postpub.publish('probe', '<p>probe</p>', 'p {}')",
-            &[],
-        )
-        .await
-        .expect("publish the probe")
-        .get(0);
+    let probe = common::count(
+        &c,
+        "select postpub.publish('probe', '<p>probe</p>', 'p {}')",
+    )
+    .await;
     wait_until(Duration::from_secs(30), "the probe current", || async {
         state(&c, probe).await.as_deref() == Some("current")
     })
@@ -364,35 +344,20 @@ async fn a_paused_server_is_detected_by_the_health_check_and_work_resumes_after_
         listening.as_secs_f64()
     );
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream_moves_on(&published, &log, 50).await;
     stop.store(true, Ordering::Relaxed);
     publishing.await.expect("publisher");
-    wait_until(Duration::from_secs(60), "everything settled", || async {
-        pending(&c).await == 0
-    })
-    .await;
+    wait_settled(&c, Duration::from_secs(60)).await;
     for d in daemons {
         d.stop().await;
     }
     let ids = published.lock().unwrap().ids.clone();
-    let found: i64 = c
-        .query_one(
-            "select count(*) from postpub.versions where id = any($1)",
-            &[&ids],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(found, ids.len() as i64, "an acknowledged publish was lost");
-    assert_settled(&c).await;
-    let acc = claims(&c).await;
+    let acc = assert_nothing_lost(&c, &ids).await;
     let tally = log.tally();
     println!(
         "{} versions, {} claims ({} after a rescue/retry, duplicates {}); rescued {}, fenced off {}",
         acc.versions, acc.claims, acc.reclaims, acc.duplicates, tally.rescued, tally.lease_lost
     );
-    assert_eq!(acc.duplicates, 0, "{acc:?}");
-    assert_eq!(acc.published_not_once, 0, "{acc:?}");
     assert!(
         noticed < Duration::from_secs(5),
         "noticed after {noticed:?}"
@@ -430,13 +395,17 @@ async fn a_daemon_stops_within_its_shutdown_timeout_even_while_the_server_is_pau
         .await;
     }
     cluster.pause();
-    // Long enough for a poll, a rescue, a renewal and the end of the steps to be waiting.
+    // The scenario: 3 s into the stall (long enough for a poll, a rescue, a renewal and
+    // the end of the steps to be waiting on the server), the stop is requested.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t0 = Instant::now();
     let stopping = tokio::spawn(d.stop());
-    while !stopping.is_finished() && t0.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon to stop while the server is paused",
+        || async { stopping.is_finished() },
+    )
+    .await;
     let took = t0.elapsed();
     cluster.resume();
     println!("stop requested 3s into a server stall; the daemon stopped after {took:.2?}");
@@ -448,10 +417,7 @@ async fn a_daemon_stops_within_its_shutdown_timeout_even_while_the_server_is_pau
     // finishes everything.
     let d2 = Daemon::start(cfg).await;
     let c = reconnect(&cluster.url()).await;
-    wait_until(Duration::from_secs(30), "everything settled", || async {
-        pending(&c).await == 0
-    })
-    .await;
+    wait_settled(&c, Duration::from_secs(30)).await;
     assert_settled(&c).await;
     d2.stop().await;
 }
@@ -478,9 +444,10 @@ async fn a_claim_answered_after_the_stop_is_released_not_abandoned() {
     )
     .await
     .expect("publish");
+    // The scenario's timeline: 0.3 s running with nothing claimable; then paused, so the
+    // daemon's next poll sends a claim that the server answers only after the stop was
+    // requested (2.5 s later, when the version is claimable), and resumed 0.5 s after that.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Paused: the daemon's next poll sends a claim that the server answers only after
-    // the stop was requested, and by then the version is claimable.
     cluster.pause();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let t0 = Instant::now();

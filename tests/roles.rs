@@ -5,15 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::ops::{free_port, get, sqlstate, LoginRole};
+use common::ops::{get, sqlstate, LoginRole};
 use common::{wait_until, Daemon, TestDb};
 
 const DENIED: &str = "42501";
 
 #[tokio::test]
 async fn migrate_creates_the_three_roles_without_superpowers() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let rows = c
         .query(
             "select rolname, rolsuper, rolcanlogin, rolcreaterole, rolcreatedb
@@ -50,11 +49,7 @@ async fn a_publisher_publishes_and_deletes_but_cannot_requeue_or_read() {
     let db = TestDb::new().await;
     let role = LoginRole::new("postpub_publisher").await;
     let p = role.client(&db).await;
-    let id: i64 = p
-        .query_one("select postpub.publish('pub/a', '<p>x</p>', 'p {}')", &[])
-        .await
-        .expect("publisher publishes")
-        .get(0);
+    let id = common::count(&p, "select postpub.publish('pub/a', '<p>x</p>', 'p {}')").await;
     p.query_one("select postpub.publish('pub/b', '<p>x</p>')", &[])
         .await
         .expect("publisher publishes without a recipe");
@@ -75,8 +70,7 @@ async fn a_publisher_publishes_and_deletes_but_cannot_requeue_or_read() {
 
 #[tokio::test]
 async fn an_operator_reads_and_requeues_but_cannot_publish() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let v = db.publish(&c, "op/a", "<p>x</p>", Some("p {}")).await;
     c.execute(
         "update postpub.versions set state = 'errored', attempts = 1, last_error = 'test' where id = $1",
@@ -127,8 +121,7 @@ async fn an_operator_reads_and_requeues_but_cannot_publish() {
 
 #[tokio::test]
 async fn the_daemon_runs_end_to_end_as_a_postpub_worker_login() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let role = LoginRole::new("postpub_worker").await;
 
     // The worker itself may not publish, nor write versions directly.
@@ -143,12 +136,10 @@ async fn the_daemon_runs_end_to_end_as_a_postpub_worker_login() {
         assert_eq!(sqlstate(&e), DENIED, "{sql}: {e}");
     }
 
-    let port = free_port();
     let mut cfg = db.config();
     cfg.database.url = role.url(&db);
-    cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.pipeline.steps = vec!["validate".to_owned()];
-    let d = Daemon::start(cfg).await;
+    let (d, port) = Daemon::start_with_http(cfg).await;
 
     let ok = db.publish(&c, "w/ok", "<p>fine</p>", Some("p {}")).await;
     let bad = db
@@ -156,19 +147,8 @@ async fn the_daemon_runs_end_to_end_as_a_postpub_worker_login() {
         .await;
     let gone = db.publish(&c, "w/gone", "<p>bye</p>", None).await;
     let tomb = db.delete(&c, "w/gone").await;
-    // An abandoned lease, for the rescuer. Made in the publishing transaction, so that the
-    // running daemon never sees it pending: faked afterwards, the daemon could publish it
-    // first, and the fake lease would then have it published twice (as in tests/http.rs).
-    c.batch_execute("begin").await.expect("begin");
-    let stuck = db.publish(&c, "w/stuck", "<p>x</p>", Some("p {}")).await;
-    c.execute(
-        "update postpub.versions set state = 'processing', attempts = 1, locked_by = 'gone',
-                locked_until = now() - interval '1 minute', lease_token = 1 where id = $1",
-        &[&stuck],
-    )
-    .await
-    .expect("abandoned lease");
-    c.batch_execute("commit").await.expect("commit");
+    // An abandoned lease, for the rescuer.
+    let stuck = db.publish_abandoned(&c, "w/stuck").await;
     wait_until(Duration::from_secs(15), "every version settled", || async {
         db.state(&c, ok).await == "current"
             && db.state(&c, bad).await == "errored"

@@ -3,71 +3,49 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use common::process::{self, Proc};
-use common::{bin, wait_until, Script, TestDb};
+use common::{processing, wait_until, Script, TestDb};
+use tokio_postgres::Client;
 
-fn start(db: &TestDb, script: &Script, shutdown_timeout: &str, dir: &std::path::Path) -> Child {
-    let cfg = format!(
-        "[database]\nurl = \"{}\"\n[worker]\nconcurrency = 4\nshutdown_timeout = \"{shutdown_timeout}\"\npoll_interval = \"500ms\"\n\
-         [pipeline]\nsteps = [\"command\"]\n[pipeline.command]\nprogram = \"{}\"\ntimeout = \"60s\"\n[http]\nlisten = \"\"\n",
-        db.url,
-        script.program()
-    );
-    let path = dir.join("postpub.toml");
-    std::fs::write(&path, cfg).expect("config");
-    Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn postpub")
+/// `postpub run` with `concurrency` slots and `script` as its one step.
+fn start(db: &TestDb, script: &Script, concurrency: usize, shutdown_timeout: &str) -> Proc {
+    Proc::start(&process::config(
+        &db.url,
+        &format!(
+            "concurrency = {concurrency}\nshutdown_timeout = \"{shutdown_timeout}\"\npoll_interval = \"500ms\""
+        ),
+        "steps = [\"command\"]",
+        &format!("program = \"{}\"\ntimeout = \"5m\"", script.program()),
+    ))
 }
 
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("postpub did not exit within {within:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Sends SIGTERM and waits for the exit: its status and how long it took.
+async fn terminate(daemon: &mut Proc, within: Duration) -> (ExitStatus, Duration) {
+    let t0 = Instant::now();
+    daemon.signal("-TERM");
+    let status = daemon.wait_exit(within).await;
+    (status, t0.elapsed())
 }
 
 #[tokio::test]
 async fn sigterm_during_work_finishes_it_and_leaves_nothing_processing() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("body=$(cat); sleep 1; printf '%s' \"$body\"");
-    let mut child = start(&db, &script, "10s", &script.dir);
+    let mut daemon = start(&db, &script, 4, "10s");
     for i in 0..8 {
         db.publish(&c, &format!("term-{i}"), "<p>x</p>", Some("p {}"))
             .await;
     }
     wait_until(Duration::from_secs(10), "work in flight", || async {
-        db.counts(&c).await.get("processing").copied().unwrap_or(0) > 0
+        processing(&c).await > 0
     })
     .await;
-    let t0 = Instant::now();
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let (status, took) = terminate(&mut daemon, Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
     let counts = db.counts(&c).await;
     assert_eq!(counts.get("processing"), None, "{counts:?}");
     assert!(
@@ -79,24 +57,17 @@ async fn sigterm_during_work_finishes_it_and_leaves_nothing_processing() {
 
 #[tokio::test]
 async fn work_still_running_at_the_shutdown_timeout_is_released_without_counting_the_attempt() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
+    let (db, c) = TestDb::with_client().await;
     let script = Script::new("cat >/dev/null; sleep 30");
-    let mut child = start(&db, &script, "1s", &script.dir);
+    let mut daemon = start(&db, &script, 4, "1s");
     let v = db.publish(&c, "slow", "<p>x</p>", Some("p {}")).await;
     wait_until(Duration::from_secs(10), "work in flight", || async {
         db.state(&c, v).await == "processing"
     })
     .await;
-    let t0 = Instant::now();
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let (status, took) = terminate(&mut daemon, Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t0.elapsed()
-    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     let r = c
         .query_one(
             "select state::text, attempts, locked_by from postpub.versions where id = $1",
@@ -110,45 +81,32 @@ async fn work_still_running_at_the_shutdown_timeout_is_released_without_counting
     db.assert_invariants(&c).await;
 }
 
-/// `postpub run` with `concurrency` slots and a command step, as a child process.
-fn start_loaded(db: &TestDb, script: &Script, concurrency: usize, shutdown_timeout: &str) -> Proc {
-    Proc::start(&process::config(
-        &db.url,
-        &format!(
-            "concurrency = {concurrency}\nshutdown_timeout = \"{shutdown_timeout}\"\npoll_interval = \"500ms\""
-        ),
-        "steps = [\"command\"]",
-        &format!("program = \"{}\"\ntimeout = \"5m\"", script.program()),
-    ))
-}
-
-async fn publish_100(c: &tokio_postgres::Client) {
+/// A daemon with 100 slots and `step`, 100 versions all in flight, then SIGTERM: the
+/// database, the daemon (for its log), and its exit status and time.
+async fn terminate_with_100_in_flight(
+    step: &str,
+    shutdown_timeout: &str,
+) -> (TestDb, Client, Proc, ExitStatus, Duration) {
+    let (db, c) = TestDb::with_client().await;
+    let script = Script::new(step);
+    let mut daemon = start(&db, &script, 100, shutdown_timeout);
     c.batch_execute(
         "select count(postpub.publish('load-' || i, '<p>' || i || '</p>', 'p {}')) from generate_series(1, 100) i",
     )
     .await
     .expect("publish 100");
-}
-
-async fn processing(db: &TestDb, c: &tokio_postgres::Client) -> i64 {
-    db.counts(c).await.get("processing").copied().unwrap_or(0)
+    wait_until(Duration::from_secs(30), "100 in flight", || async {
+        processing(&c).await == 100
+    })
+    .await;
+    let (status, took) = terminate(&mut daemon, Duration::from_secs(20)).await;
+    (db, c, daemon, status, took)
 }
 
 #[tokio::test]
 async fn sigterm_with_100_versions_in_flight_finishes_them_within_the_shutdown_timeout() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let script = Script::new("body=$(cat); sleep 1; printf '%s' \"$body\"");
-    let mut daemon = start_loaded(&db, &script, 100, "10s");
-    publish_100(&c).await;
-    wait_until(Duration::from_secs(30), "100 in flight", || async {
-        processing(&db, &c).await == 100
-    })
-    .await;
-    let t0 = Instant::now();
-    daemon.signal("-TERM");
-    let status = daemon.wait_exit(Duration::from_secs(20));
-    let took = t0.elapsed();
+    let (db, c, daemon, status, took) =
+        terminate_with_100_in_flight("body=$(cat); sleep 1; printf '%s' \"$body\"", "10s").await;
     println!("SIGTERM with 100 in flight (1 s steps): exited {status:?} after {took:.2?}");
     assert!(status.success(), "exit status {status:?}");
     assert!(
@@ -165,19 +123,8 @@ async fn sigterm_with_100_versions_in_flight_finishes_them_within_the_shutdown_t
 
 #[tokio::test]
 async fn sigterm_with_100_versions_stuck_releases_them_all_within_the_shutdown_timeout() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let script = Script::new("cat >/dev/null; exec sleep 60");
-    let mut daemon = start_loaded(&db, &script, 100, "2s");
-    publish_100(&c).await;
-    wait_until(Duration::from_secs(30), "100 in flight", || async {
-        processing(&db, &c).await == 100
-    })
-    .await;
-    let t0 = Instant::now();
-    daemon.signal("-TERM");
-    let status = daemon.wait_exit(Duration::from_secs(20));
-    let took = t0.elapsed();
+    let (db, c, _daemon, status, took) =
+        terminate_with_100_in_flight("cat >/dev/null; exec sleep 60", "2s").await;
     println!(
         "SIGTERM with 100 stuck steps (shutdown_timeout 2s): exited {status:?} after {took:.2?}"
     );

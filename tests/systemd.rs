@@ -92,16 +92,35 @@ fn systemd_analyze_verify_reports_only_the_missing_binary() {
         .collect();
     units.sort();
     assert_eq!(units.len(), 2, "{units:?}");
-    let out = Command::new(analyze)
-        .arg("verify")
-        .args(&units)
-        .output()
-        .expect("run systemd-analyze");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // And as an operator who keeps the password in a credential has them: the commented
+    // LoadCredential= line switched on (a run of its own: verify reads a unit name once).
+    let with_credential =
+        std::env::temp_dir().join(format!("postpub-units-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&with_credential).expect("temp dir");
+    let mut switched_on = Vec::new();
+    for unit in &units {
+        let text = std::fs::read_to_string(unit).expect("unit");
+        assert!(
+            text.contains("\n#LoadCredential=pg-password:/etc/postpub/pg-password\n"),
+            "{} shows the credential",
+            unit.display()
+        );
+        let on = text.replace("\n#LoadCredential=", "\nLoadCredential=");
+        let path = with_credential.join(unit.file_name().expect("name"));
+        std::fs::write(&path, on).expect("write unit");
+        switched_on.push(path);
+    }
+    let mut text = String::new();
+    for set in [&units, &switched_on] {
+        let out = Command::new(&analyze)
+            .arg("verify")
+            .args(set)
+            .output()
+            .expect("run systemd-analyze");
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&with_credential);
     let problems: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -7,9 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{bin, wait_until};
+use common::{bin, holds_for, wait_until};
 use postpub::cluster::{shared, Binaries, Cluster};
 
 /// A cluster of its own, started off the async threads.
@@ -128,13 +128,17 @@ async fn the_shared_cluster_serves_every_user_and_goes_with_the_last() {
     let _ = watched.kill();
     let _ = watched.wait();
     // One user is left: the cluster stays although cargo (the watched process) is gone.
-    let until = Instant::now() + Duration::from_millis(1500);
-    while Instant::now() < until {
-        let c = common::connect(&b.url("postgres")).await;
-        c.query_one("select 1", &[]).await.expect("still answers");
-        assert!(state.exists());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    holds_for(
+        Duration::from_millis(1500),
+        Duration::from_millis(100),
+        "the cluster serving its last user",
+        || async {
+            let c = common::connect(&b.url("postgres")).await;
+            c.query_one("select 1", &[]).await.expect("still answers");
+            state.exists()
+        },
+    )
+    .await;
     drop(b);
     wait_until(
         Duration::from_secs(20),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::process::{self, Proc};
-use common::{assert_settled, claims, wait_until, Script};
+use common::{assert_processed_once, count, processing, wait_settled, wait_until, Script};
 use tokio_postgres::Client;
 
 /// One test at a time: both break the server for a while.
@@ -17,22 +17,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SLOW_STEP: &str = "body=$(cat); sleep 0.3; printf '%s' \"$body\"";
 
-fn daemon(cluster: &Cluster, script: &Script) -> Proc {
-    Proc::start(&process::config(
-        &cluster.url(),
-        "concurrency = 8\nbatch_size = 8\nlease = \"3s\"\npoll_interval = \"500ms\"\n\
-         max_attempts = 5\nbackoff = { initial = \"100ms\", max = \"1s\" }",
-        "steps = [\"validate\", \"command\"]",
-        &format!("program = \"{}\"\ntimeout = \"30s\"", script.program()),
-    ))
-}
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
+/// The worker settings of the daemons.
+const WORKER: &str = "concurrency = 8\nbatch_size = 8\nlease = \"3s\"\npoll_interval = \"500ms\"\n\
+         max_attempts = 5\nbackoff = { initial = \"100ms\", max = \"1s\" }";
 
 async fn publish_many(c: &Client, prefix: &str, n: i32) {
     c.execute(
@@ -47,15 +34,7 @@ async fn publish_many(c: &Client, prefix: &str, n: i32) {
 /// Waits until nothing is pending, then checks nothing was errored or doubled.
 async fn settles_cleanly(c: &Client, what: &str) -> Duration {
     let t0 = Instant::now();
-    wait_until(Duration::from_secs(60), "everything settled", || async {
-        count(
-            c,
-            "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
-        )
-        .await
-            == 0
-    })
-    .await;
+    wait_settled(c, Duration::from_secs(60)).await;
     let took = t0.elapsed();
     let errored = c
         .query(
@@ -66,10 +45,7 @@ async fn settles_cleanly(c: &Client, what: &str) -> Duration {
         .expect("errored");
     let errored: Vec<(i64, String)> = errored.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert!(errored.is_empty(), "errored because of {what}: {errored:?}");
-    assert_settled(c).await;
-    let acc = claims(c).await;
-    assert_eq!(acc.duplicates, 0, "{acc:?}");
-    assert_eq!(acc.published_not_once, 0, "{acc:?}");
+    let acc = assert_processed_once(c).await;
     println!(
         "after {what}: settled {:.2}s after writes came back; {} versions, {} claims ({} after a retry/rescue/release)",
         took.as_secs_f64(),
@@ -87,7 +63,8 @@ async fn a_read_only_database_is_retried_with_clear_errors_and_nothing_is_lost_o
     let script = Script::new(SLOW_STEP);
     let c = cluster.client().await;
     let admin = cluster.admin().await;
-    let daemons = [daemon(&cluster, &script), daemon(&cluster, &script)];
+    let daemons =
+        [(); 2].map(|_| process::start_validate_and_command(&cluster.url(), WORKER, &script));
     wait_until(Duration::from_secs(15), "both daemons listening", || async {
         count(
             &c,
@@ -101,12 +78,7 @@ async fn a_read_only_database_is_retried_with_clear_errors_and_nothing_is_lost_o
     // Fewer than the 16 slots: the daemons hold free slots and will try to claim.
     publish_many(&c, "before-", 10).await;
     wait_until(Duration::from_secs(15), "work in flight", || async {
-        count(
-            &c,
-            "select count(*) from postpub.versions where state = 'processing'",
-        )
-        .await
-            > 0
+        processing(&c).await > 0
     })
     .await;
     // One statement per call: ALTER SYSTEM refuses a transaction block.
@@ -116,8 +88,19 @@ async fn a_read_only_database_is_retried_with_clear_errors_and_nothing_is_lost_o
     ] {
         admin.batch_execute(sql).await.expect("read-only on");
     }
-    // Our own session sees the new default too: writes are refused with a clear error.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Our own session sees the new default too (once the server has reloaded): writes
+    // are refused with a clear error.
+    wait_until(
+        Duration::from_secs(10),
+        "the read-only default in effect",
+        || async {
+            c.query_one("show default_transaction_read_only", &[])
+                .await
+                .map(|r| r.get::<_, String>(0) == "on")
+                .unwrap_or(false)
+        },
+    )
+    .await;
     let refused = c
         .execute("select postpub.publish('refused', '<p>x</p>', 'p {}')", &[])
         .await
@@ -129,7 +112,8 @@ async fn a_read_only_database_is_retried_with_clear_errors_and_nothing_is_lost_o
         .await
         .expect("read-write session");
     publish_many(&c, "during-", 20).await;
-    tokio::time::sleep(Duration::from_secs(5)).await; // longer than the 3 s lease
+    // The scenario: the database stays read-only for 5 s, longer than the 3 s lease.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let stuck_in_errored = count(
         &c,
         "select count(*) from postpub.versions where state = 'errored'",
@@ -189,15 +173,11 @@ async fn a_full_disk_is_retried_with_clear_errors_and_nothing_is_lost_or_errored
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     let script = Script::new(SLOW_STEP);
-    let daemons = [daemon(&cluster, &script), daemon(&cluster, &script)];
+    let daemons =
+        [(); 2].map(|_| process::start_validate_and_command(&cluster.url(), WORKER, &script));
     publish_many(&c, "before-", 40).await;
     wait_until(Duration::from_secs(15), "work in flight", || async {
-        count(
-            &c,
-            "select count(*) from postpub.versions where state = 'processing'",
-        )
-        .await
-            > 0
+        processing(&c).await > 0
     })
     .await;
 
@@ -230,6 +210,7 @@ async fn a_full_disk_is_retried_with_clear_errors_and_nothing_is_lost_or_errored
             Err(e) => postpub::db::describe(e),
         }
     );
+    // The scenario: the disk stays full for 5 s (longer than the 3 s lease).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let errored_meanwhile = count(
         &c,

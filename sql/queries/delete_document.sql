@@ -1,2 +1,2 @@
 -- delete_document: postpub.delete(document $1) as the CLI calls it.
-select postpub.delete($1::text)
+select postpub.delete($1::text) as id

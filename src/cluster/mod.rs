@@ -414,6 +414,34 @@ impl Cluster {
         }
     }
 
+    /// Makes the server take TLS connections only (for TLS tests): `ssl = on` with this
+    /// certificate and key (PEM), and a `pg_hba.conf` whose only TCP entry is `hostssl`
+    /// with scram-sha-256 passwords (set one first, while the server still trusts). The
+    /// socket in [`Cluster::dir`] stays `trust`. Restarts the server.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data();
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(Error::io("writing", &path))?;
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(Error::io("writing", &path))?;
+            self.chown(&path)?;
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(Error::io("reading", &conf))?;
+        text.push_str("\n# postpub TLS test\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(Error::io("writing", &conf))?;
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .map_err(Error::io("writing", &hba))?;
+        self.ctl(["restart", "-m", "fast"])
+    }
+
     /// Gives up ownership: the server keeps running and the directory stays.
     pub fn into_info(self) -> Info {
         self.keep();

@@ -19,38 +19,25 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// One entry of [`MIGRATIONS`]: `sql/<file>`, embedded.
+macro_rules! migration {
+    ($version:expr, $name:expr, $file:expr) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../sql/", $file)),
+        }
+    };
+}
+
 /// Every migration this binary knows, in order. A test checks this matches `sql/` on disk.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "schema",
-        sql: include_str!("../../sql/0001_schema.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "api",
-        sql: include_str!("../../sql/0002_api.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "worker",
-        sql: include_str!("../../sql/0003_worker.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "operations",
-        sql: include_str!("../../sql/0004_operations.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "outbox",
-        sql: include_str!("../../sql/0005_outbox.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "input_limits",
-        sql: include_str!("../../sql/0006_input_limits.sql"),
-    },
+    migration!(1, "schema", "0001_schema.sql"),
+    migration!(2, "api", "0002_api.sql"),
+    migration!(3, "worker", "0003_worker.sql"),
+    migration!(4, "operations", "0004_operations.sql"),
+    migration!(5, "outbox", "0005_outbox.sql"),
+    migration!(6, "input_limits", "0006_input_limits.sql"),
 ];
 
 /// The schema version this binary needs.

@@ -4,8 +4,13 @@
 //! Everything that decides what happens to a version is SQL (`sql/`); this module only
 //! connects, and sorts failures into "try again" and "give up" ([`classify`]).
 
+pub mod endpoint;
 pub mod migrate;
+pub mod row;
 pub mod sql;
+pub mod tls;
+
+pub use endpoint::{Endpoint, Spec};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,11 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::DatabaseConfig;
+use crate::conninfo;
 
 /// Failures talking to PostgreSQL, each naming what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,22 @@ pub enum Error {
         target: String,
         /// The driver's reason (part of the message, so not a separate `source`).
         error: tokio_postgres::Error,
+    },
+    /// TLS could not be set up (a certificate file) or the server's certificate was refused.
+    #[error("cannot connect to the database at {target}: {error}")]
+    Tls {
+        /// host:port/dbname of the attempt.
+        target: String,
+        /// What went wrong, naming the setting.
+        error: tls::Error,
+    },
+    /// `database.password_file` (or `listen_password_file`) cannot be used.
+    #[error("cannot read the database password file {path}: {reason}")]
+    PasswordFile {
+        /// The file, after the credentials directory was applied.
+        path: String,
+        /// Why (never its content).
+        reason: String,
     },
     /// The pool could not hand out a connection.
     #[error("cannot connect to the database at {target}: {reason}")]
@@ -112,14 +134,19 @@ impl Error {
             Error::InvalidUrl(_) | Error::NotMigrated { .. } | Error::TooNew { .. } => {
                 Class::Permanent
             }
-            Error::Connect { .. } | Error::Pool { .. } => Class::Transient,
+            // A certificate or password file may be fixed while the daemon waits.
+            Error::Connect { .. }
+            | Error::Pool { .. }
+            | Error::Tls { .. }
+            | Error::PasswordFile { .. } => Class::Transient,
             Error::Query { error, .. } => classify(error),
         }
     }
 }
 
 /// One readable line for a driver error: the server's message (with detail) when there is
-/// one, the I/O cause otherwise.
+/// one, the I/O cause otherwise; for the refusals an operator meets when first connecting
+/// (the server insists on TLS, no password), what to change.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
@@ -127,12 +154,24 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             s.push_str(": ");
             s.push_str(detail);
         }
+        if *db.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && db.message().ends_with("no encryption")
+        {
+            s.push_str(": the server accepts only TLS connections from here; connect with sslmode=require or stronger, not sslmode=disable");
+        }
         return s;
     }
     let s = e.to_string();
-    match std::error::Error::source(e).map(|c| c.to_string()) {
+    let s = match std::error::Error::source(e).map(|c| c.to_string()) {
         Some(cause) if !s.contains(&cause) => format!("{s}: {cause}"),
         _ => s,
+    };
+    if s.contains("password missing") {
+        format!("{s}: the server asks for a password; give it in the URL, database.password_file, PGPASSWORD or ~/.pgpass")
+    } else if s.contains("server does not support TLS") {
+        format!("{s}, and the sslmode asks for TLS (sslmode=prefer takes a plain connection)")
+    } else {
+        s
     }
 }
 
@@ -169,10 +208,19 @@ pub fn classify(e: &tokio_postgres::Error) -> Class {
     }
 }
 
-/// Parses a database URL into driver settings with our connection defaults.
+/// Parses a database URL into driver settings with our connection defaults (no TLS, no
+/// password lookup: [`Spec::resolve`] adds those).
 pub fn pg_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Config, Error> {
-    let mut cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| Error::InvalidUrl(format!("{e} (in {})", redact(url))))?;
+    let mut cfg = conninfo::parse(url)
+        .map_err(|e| Error::InvalidUrl(format!("{e} (in {})", redact(url))))?
+        .driver;
+    connection_defaults(&mut cfg, connect_timeout);
+    Ok(cfg)
+}
+
+/// Our defaults where the URL says nothing: the application name, the connect timeout,
+/// keepalives.
+fn connection_defaults(cfg: &mut tokio_postgres::Config, connect_timeout: Duration) {
     if cfg.get_application_name().is_none() {
         cfg.application_name("postpub");
     }
@@ -184,7 +232,6 @@ pub fn pg_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres:
     cfg.keepalives_idle(Duration::from_secs(10));
     cfg.keepalives_interval(Duration::from_secs(5));
     cfg.keepalives_retries(3);
-    Ok(cfg)
 }
 
 /// `host:port/dbname` of a connection, for messages; never includes a password.
@@ -206,15 +253,14 @@ pub fn target(cfg: &tokio_postgres::Config) -> String {
 
 pub use crate::config::redact;
 
-/// The same server and credentials with another database name, as a key=value
-/// connection string (the demo, the bench and tests create their own databases).
+/// The same server, credentials and TLS settings with another database name, as a
+/// key=value connection string (the demo, the bench and tests create their own databases).
 pub fn url_with_database(url: &str, dbname: &str) -> Result<String, Error> {
+    use conninfo::quote;
     use tokio_postgres::config::Host;
-    let cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| Error::InvalidUrl(format!("{e} (in {})", redact(url))))?;
-    fn quote(v: &str) -> String {
-        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
+    let split =
+        conninfo::parse(url).map_err(|e| Error::InvalidUrl(format!("{e} (in {})", redact(url))))?;
+    let cfg = split.driver;
     let mut parts = Vec::new();
     let hosts: Vec<String> = cfg
         .get_hosts()
@@ -238,6 +284,7 @@ pub fn url_with_database(url: &str, dbname: &str) -> Result<String, Error> {
         parts.push(format!("password={}", quote(&String::from_utf8_lossy(pw))));
     }
     parts.push(format!("dbname={}", quote(dbname)));
+    parts.extend(split.params.to_keywords());
     Ok(parts.join(" "))
 }
 
@@ -291,15 +338,11 @@ pub fn pool_with(
     size: usize,
     session_sql: Option<&'static str>,
 ) -> Result<(Pool, String), Error> {
-    let pg = pg_config(&cfg.url, cfg.connect_timeout)?;
-    let target = target(&pg);
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let endpoint = Spec::main(cfg).resolve()?;
+    let target = endpoint.target().to_owned();
+    let manager = endpoint.manager(ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    });
     clock_base();
     let mut builder = Pool::builder(manager)
         .max_size(size)
@@ -345,20 +388,11 @@ pub async fn get(pool: &Pool, target: &str) -> Result<deadpool_postgres::Object,
     })
 }
 
-/// Opens one connection outside the pool (LISTEN, migrations, CLI commands) and drives it
-/// on a task; the returned client fails once the connection is gone.
+/// Opens one connection to a bare URL (no password file) outside the pool and drives it
+/// on a task; the returned client fails once the connection is gone. Connections for a
+/// `[database]` section: [`Spec::main`]`(cfg).connect()`.
 pub async fn connect(url: &str, connect_timeout: Duration) -> Result<Client, Error> {
-    let cfg = pg_config(url, connect_timeout)?;
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|error| Error::Connect {
-        target: target(&cfg),
-        error,
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
-        }
-    });
-    Ok(client)
+    Spec::url(url, connect_timeout).connect().await
 }
 
 /// The state of a version, spelled exactly as in SQL.

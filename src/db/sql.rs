@@ -46,3 +46,19 @@ pub const PURGE_DELIVERED: &str = include_str!("../../sql/queries/purge_delivere
 pub const SET_MAX_BODY_BYTES: &str = include_str!("../../sql/queries/set_max_body_bytes.sql");
 /// See `sql/queries/document_chunks.sql`.
 pub const DOCUMENT_CHUNKS: &str = include_str!("../../sql/queries/document_chunks.sql");
+
+/// See `sql/queries/drop_database.sql`; use with [`for_database`].
+pub const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
+/// See `sql/queries/create_database.sql`; use with [`for_database`].
+pub const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sql");
+
+/// `template` (DDL naming a database) with `{database}` replaced by `name` as a quoted
+/// identifier. The one place identifiers go into SQL text: DDL takes no parameters.
+pub fn for_database(template: &str, name: &str) -> String {
+    template.replace("{database}", &quote_ident(name))
+}
+
+/// `name` as a PostgreSQL identifier: double-quoted, inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -35,11 +35,13 @@ use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use futures_util::future::{join_all, BoxFuture};
 use tokio::sync::{watch, Notify};
+use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::backoff::BackoffConfig;
+use crate::backoff::{BackoffConfig, DbRetry};
 use crate::config::{Config, ConfigError, OutboxConfig, SinkConfig};
+use crate::db::row::FromRow;
 use crate::db::{self, sql};
 use crate::event::Event;
 use crate::service::Base;
@@ -272,7 +274,7 @@ impl Relay {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
         let mut next_purge = Instant::now();
-        let mut db_backoff = Duration::from_millis(100);
+        let mut retry = DbRetry::default();
         // When failed deliveries this relay scheduled become due (others' are found by the
         // poll).
         let mut retries: BTreeSet<Instant> = BTreeSet::new();
@@ -308,7 +310,7 @@ impl Relay {
             retries = retries.split_off(&now);
             match round {
                 Ok(r) => {
-                    db_backoff = Duration::from_millis(100);
+                    retry.reset();
                     retries.extend(r.retries.iter().map(|d| now + *d));
                     if r.delivered > 0 {
                         // Progress: the next events of those documents may be deliverable.
@@ -321,13 +323,10 @@ impl Relay {
                 }
                 Err(e) => {
                     db::retire_sessions_after(&e);
-                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "outbox round failed");
-                    tokio::select! {
-                        biased;
-                        _ = soft.cancelled() => break,
-                        _ = tokio::time::sleep(db_backoff) => {}
+                    tracing::warn!(error = %e, retry_in_ms = retry.pause().as_millis() as u64, "outbox round failed");
+                    if !retry.wait(&soft).await {
+                        break;
                     }
-                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             }
@@ -439,33 +438,8 @@ impl Relay {
             .query(&stmt, &[&self.names, &limit, &with_body])
             .await
             .map_err(db::Error::query("claiming outbox events"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: i64 = r.get(0);
-            let event_id: Uuid = r.get(1);
-            let document: String = r.get(2);
-            let kind: String = r.get(3);
-            let payload: serde_json::Value = r.get(4);
-            let body: Option<String> = r.get(5);
-            let d_sinks: Vec<String> = r.get(6);
-            let d_delivered: Vec<bool> = r.get(7);
-            let d_due: Vec<bool> = r.get(8);
-            let d_attempts: Vec<i32> = r.get(9);
-            let mut state = HashMap::new();
-            for (i, sink) in d_sinks.into_iter().enumerate() {
-                state.insert(
-                    sink,
-                    SinkState {
-                        delivered: d_delivered.get(i).copied().unwrap_or(false),
-                        due: d_due.get(i).copied().unwrap_or(true),
-                        attempts: d_attempts.get(i).copied().unwrap_or(0),
-                    },
-                );
-            }
-            let event = outgoing(event_id, document, kind, payload, body);
-            out.push(Pending { id, event, state });
-        }
-        Ok(out)
+        let claimed: Vec<ClaimRow> = db::row::all(&rows, "reading claimed outbox events")?;
+        Ok(claimed.into_iter().map(ClaimRow::into_pending).collect())
     }
 
     /// Sends one document's claimed events in order, each to every sink still owed it,
@@ -586,7 +560,8 @@ impl Relay {
             )
             .await
             .map_err(db::Error::query("recording deliveries"))?;
-        Ok(rows.iter().filter(|r| r.get::<_, bool>(1)).count())
+        let recorded: Vec<Recorded> = db::row::all(&rows, "reading recorded deliveries")?;
+        Ok(recorded.iter().filter(|r| r.delivered).count())
     }
 
     /// Deletes delivered events past retention, in small batches.
@@ -623,11 +598,12 @@ impl Relay {
             .prepare_cached(sql::PURGE_DELIVERED)
             .await
             .map_err(db::Error::query("preparing the outbox purge"))?;
-        Ok(client
+        let row = client
             .query_one(&stmt, &[&retention_s, &PURGE_BATCH])
             .await
-            .map_err(db::Error::query("deleting delivered outbox events"))?
-            .get(0))
+            .map_err(db::Error::query("deleting delivered outbox events"))?;
+        row.try_get("deleted")
+            .map_err(db::Error::query("reading the purge count"))
     }
 }
 
@@ -653,6 +629,80 @@ struct SinkState {
     delivered: bool,
     due: bool,
     attempts: i32,
+}
+
+/// A row of `claim_events.sql`: an event and, in parallel arrays, what each sink already
+/// did with it.
+struct ClaimRow {
+    id: i64,
+    event_id: Uuid,
+    document: String,
+    kind: String,
+    payload: serde_json::Value,
+    body: Option<String>,
+    d_sinks: Vec<String>,
+    d_delivered: Vec<bool>,
+    d_due: Vec<bool>,
+    d_attempts: Vec<i32>,
+}
+
+impl FromRow for ClaimRow {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(ClaimRow {
+            id: r.try_get("id")?,
+            event_id: r.try_get("event_id")?,
+            document: r.try_get("document")?,
+            kind: r.try_get("kind")?,
+            payload: r.try_get("payload")?,
+            body: r.try_get("body")?,
+            d_sinks: r.try_get("d_sinks")?,
+            d_delivered: r.try_get("d_delivered")?,
+            d_due: r.try_get("d_due")?,
+            d_attempts: r.try_get("d_attempts")?,
+        })
+    }
+}
+
+impl ClaimRow {
+    fn into_pending(self) -> Pending {
+        let mut state = HashMap::new();
+        for (i, sink) in self.d_sinks.into_iter().enumerate() {
+            state.insert(
+                sink,
+                SinkState {
+                    delivered: self.d_delivered.get(i).copied().unwrap_or(false),
+                    due: self.d_due.get(i).copied().unwrap_or(true),
+                    attempts: self.d_attempts.get(i).copied().unwrap_or(0),
+                },
+            );
+        }
+        let event = outgoing(
+            self.event_id,
+            self.document,
+            self.kind,
+            self.payload,
+            self.body,
+        );
+        Pending {
+            id: self.id,
+            event,
+            state,
+        }
+    }
+}
+
+/// A row of `record_deliveries.sql`.
+struct Recorded {
+    /// The event is now delivered to every sink.
+    delivered: bool,
+}
+
+impl FromRow for Recorded {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Recorded {
+            delivered: r.try_get("delivered")?,
+        })
+    }
 }
 
 /// One (event, sink) try and how it went.

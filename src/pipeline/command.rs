@@ -36,9 +36,11 @@ impl Command {
         Self { cfg }
     }
 
-    async fn exec(&self, work: &mut Work) -> Result<(), StepError> {
+    /// Starts the program in a process group of its own, with the version in its
+    /// environment and its standard streams piped.
+    fn spawn(&self, work: &Work) -> Result<tokio::process::Child, StepError> {
         let cfg = &self.cfg;
-        let mut child = tokio::process::Command::new(&cfg.program)
+        tokio::process::Command::new(&cfg.program)
             .args(&cfg.args)
             .env("POSTPUB_DOCUMENT", &work.document)
             .env("POSTPUB_VERSION", work.version.to_string())
@@ -50,7 +52,29 @@ impl Command {
             .kill_on_drop(true)
             .process_group(0)
             .spawn()
-            .map_err(|e| StepError::Permanent(format!("cannot start {}: {e}", cfg.program)))?;
+            .map_err(|e| StepError::Permanent(format!("cannot start {}: {e}", cfg.program)))
+    }
+
+    /// The exit of a program that closed its output, by `deadline`.
+    async fn wait_exit(
+        &self,
+        child: &mut tokio::process::Child,
+        deadline: tokio::time::Instant,
+    ) -> Result<std::io::Result<std::process::ExitStatus>, StepError> {
+        tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .map_err(|_| {
+                StepError::Transient(format!(
+                    "{} closed its output but did not exit within {}",
+                    self.cfg.program,
+                    humantime::format_duration(self.cfg.timeout)
+                ))
+            })
+    }
+
+    async fn exec(&self, work: &mut Work) -> Result<(), StepError> {
+        let cfg = &self.cfg;
+        let mut child = self.spawn(work)?;
         // Declared after `child`, so dropped before it: the group goes first, then
         // `kill_on_drop` (a no-op by then) and the reaping of the program itself.
         let group = child.id().map(ProcessGroup);
@@ -104,33 +128,18 @@ impl Command {
             return Err(timed_out());
         };
         work.body = body;
-        let out = match out {
-            Ok(out) => out,
-            Err(ReadError::TooLong) => {
-                return Err(StepError::Permanent(format!(
-                    "{} wrote more than {} bytes to stdout (pipeline.command.max_output_bytes)",
-                    cfg.program, limit
-                )));
+        let out = out.map_err(|e| match e {
+            ReadError::TooLong => StepError::Permanent(format!(
+                "{} wrote more than {} bytes to stdout (pipeline.command.max_output_bytes)",
+                cfg.program, limit
+            )),
+            ReadError::Io(e) => {
+                StepError::Transient(format!("reading the output of {}: {e}", cfg.program))
             }
-            Err(ReadError::Io(e)) => {
-                return Err(StepError::Transient(format!(
-                    "reading the output of {}: {e}",
-                    cfg.program
-                )));
-            }
-        };
+        })?;
         let status = match status {
             Some(s) => s,
-            None => match tokio::time::timeout_at(deadline, child.wait()).await {
-                Ok(s) => s,
-                Err(_) => {
-                    return Err(StepError::Transient(format!(
-                        "{} closed its output but did not exit within {}",
-                        cfg.program,
-                        humantime::format_duration(cfg.timeout)
-                    )))
-                }
-            },
+            None => self.wait_exit(&mut child, deadline).await?,
         };
         let status = status
             .map_err(|e| StepError::Transient(format!("waiting for {}: {e}", cfg.program)))?;

@@ -82,6 +82,14 @@ pub trait Step: Send + Sync {
     fn run<'a>(&'a self, work: &'a mut Work) -> BoxFuture<'a, Result<(), StepError>>;
 }
 
+/// Why the configured pipeline cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// `pipeline.steps` names a step this binary does not have.
+    #[error("unknown pipeline step {0:?}")]
+    UnknownStep(String),
+}
+
 /// A failure of one named step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("step {step}: {error}")]
@@ -117,7 +125,7 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Builds the steps named in the configuration (names were checked by
     /// `Config::validate`; an unknown one here is still an error, not a panic).
-    pub fn from_config(cfg: &PipelineConfig) -> Result<Pipeline, String> {
+    pub fn from_config(cfg: &PipelineConfig) -> Result<Pipeline, BuildError> {
         let mut steps: Vec<Box<dyn Step>> = Vec::new();
         for name in &cfg.steps {
             let step: Box<dyn Step> = match name.as_str() {
@@ -125,7 +133,7 @@ impl Pipeline {
                 "validate" => Box::new(validate::Validate),
                 "command" => Box::new(command::Command::new(cfg.command.clone())),
                 "collate" => Box::new(collate::Collate::new(cfg.collate.clone())),
-                other => return Err(format!("unknown pipeline step {other:?}")),
+                other => return Err(BuildError::UnknownStep(other.to_owned())),
             };
             steps.push(step);
         }

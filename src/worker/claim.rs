@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Client;
+use tokio_postgres::Row;
 
+use crate::db::row::{self, FromRow};
 use crate::db::{sql, Error, State};
 
 /// A version this daemon now holds a lease on.
@@ -51,20 +53,23 @@ pub async fn claim_batch(
         .query(&stmt, &[&actor, &limit, &lease.as_secs_f64(), &token])
         .await
         .map_err(Error::query("claiming versions"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Claimed {
-            id: r.get(0),
-            document: r.get(1),
-            version: r.get(2),
-            is_tombstone: r.get(3),
-            recipe_id: r.get(4),
-            attempts: r.get(5),
-            token: r.get(6),
-            body_bytes: r.get(7),
-            created_at: r.get(8),
+    row::all(&rows, "reading claimed versions")
+}
+
+impl FromRow for Claimed {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Claimed {
+            id: r.try_get("version_id")?,
+            document: r.try_get("document")?,
+            version: r.try_get("version")?,
+            is_tombstone: r.try_get("is_tombstone")?,
+            recipe_id: r.try_get("recipe_id")?,
+            attempts: r.try_get("attempts")?,
+            token: r.try_get("lease_token")?,
+            body_bytes: r.try_get("body_bytes")?,
+            created_at: r.try_get("created_at")?,
         })
-        .collect())
+    }
 }
 
 /// What happens to a claimed version.
@@ -172,9 +177,11 @@ pub async fn finish_batch(
         .await
         .map_err(Error::query("finishing versions"))?;
     let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id: i64 = r.get(0);
-        let result: &str = r.get(1);
+    for FinishRow {
+        version_id: id,
+        result,
+    } in row::all(&rows, "reading finished versions")?
+    {
         let finished = if result == "lost" {
             Finished::Lost
         } else {
@@ -193,6 +200,35 @@ pub async fn finish_batch(
     Ok(out)
 }
 
+/// A row of `finish_batch.sql`.
+struct FinishRow {
+    version_id: i64,
+    /// The new state, or `lost`.
+    result: String,
+}
+
+impl FromRow for FinishRow {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(FinishRow {
+            version_id: r.try_get("version_id")?,
+            result: r.try_get("result")?,
+        })
+    }
+}
+
+/// A row of `renew_leases.sql`: a lease still held.
+struct Renewed {
+    id: i64,
+}
+
+impl FromRow for Renewed {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Renewed {
+            id: r.try_get("id")?,
+        })
+    }
+}
+
 /// Extends the leases this daemon holds; returns the ids still held.
 pub async fn renew_leases(
     client: &Client,
@@ -209,7 +245,8 @@ pub async fn renew_leases(
         .query(&stmt, &[&ids, &tokens, &lease.as_secs_f64()])
         .await
         .map_err(Error::query("renewing leases"))?;
-    Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+    let renewed: Vec<Renewed> = row::all(&rows, "reading renewed leases")?;
+    Ok(renewed.into_iter().map(|r| r.id).collect())
 }
 
 /// A version whose expired lease was taken back.
@@ -240,13 +277,16 @@ pub async fn rescue_expired(
         .query(&stmt, &[&actor, &max])
         .await
         .map_err(Error::query("rescuing expired leases"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Rescued {
-            id: r.get(0),
-            document: r.get(1),
-            state: r.get(2),
-            held_by: r.get(3),
+    row::all(&rows, "reading rescued versions")
+}
+
+impl FromRow for Rescued {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Rescued {
+            id: r.try_get("version_id")?,
+            document: r.try_get("document")?,
+            state: r.try_get("state")?,
+            held_by: r.try_get("held_by")?,
         })
-        .collect())
+    }
 }

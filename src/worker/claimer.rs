@@ -16,9 +16,11 @@ use super::claim::{self, Claimed, Outcome};
 use super::process::Processor;
 use super::registry::{Done, InFlight, Registry};
 use super::slots::Slots;
+use crate::backoff::DbRetry;
 use crate::config::{Config, WorkerConfig};
 use crate::db;
 use crate::event::Event;
+use crate::pipeline::BuildError;
 use crate::service::Base;
 
 /// The claim loop's view of the configuration, rebuilt on reload.
@@ -28,7 +30,7 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Settings, String> {
+    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Settings, BuildError> {
         Ok(Settings {
             worker: cfg.worker.clone(),
             process: Arc::new(Processor::new(cfg, base)?),
@@ -61,7 +63,7 @@ impl ClaimLoop {
     /// during a claim (it started then).
     pub(super) async fn run(&mut self, soft: &CancellationToken) -> Option<tokio::time::Instant> {
         let mut poll = interval(self.settings.worker.poll_interval);
-        let mut db_backoff = Duration::from_millis(100);
+        let mut retry = DbRetry::default();
         // Set when a wait below was ended by a reload (`changed()` marks it seen).
         let mut reloaded = false;
         // False once the configuration sender is gone (no more reloads can come).
@@ -92,20 +94,14 @@ impl ClaimLoop {
                     Err(_) => break, // closed: only on shutdown
                 },
             };
-            let mut permits = vec![first];
-            while permits.len() < self.settings.worker.batch_size {
-                match self.slots.sem.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
+            let mut permits = self.more_slots(first);
             let want = permits.len();
             let Some(claim) = self.claim_or_stop(want, soft, &mut stop_deadline).await else {
                 break;
             };
             let claimed = match claim {
                 Ok(c) => {
-                    db_backoff = Duration::from_millis(100);
+                    retry.reset();
                     self.claiming
                         .send_if_modified(|ok| !std::mem::replace(ok, true));
                     c
@@ -116,13 +112,10 @@ impl ClaimLoop {
                         .send_if_modified(|ok| std::mem::replace(ok, false));
                     // A read-only or lost session stays so: the next claim gets a new one.
                     let retired = db::retire_sessions_after(&e);
-                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, new_sessions = retired, "claim failed");
-                    tokio::select! {
-                        biased;
-                        _ = soft.cancelled() => break,
-                        _ = tokio::time::sleep(db_backoff) => {}
+                    tracing::warn!(error = %e, retry_in_ms = retry.pause().as_millis() as u64, new_sessions = retired, "claim failed");
+                    if !retry.wait(soft).await {
+                        break;
                     }
-                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
@@ -146,6 +139,18 @@ impl ClaimLoop {
             }
         }
         stop_deadline
+    }
+
+    /// `first` and as many more free slots as a batch takes.
+    fn more_slots(&self, first: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = vec![first];
+        while permits.len() < self.settings.worker.batch_size {
+            match self.slots.sem.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        permits
     }
 
     /// Applies the configuration in the watch; returns the new poll interval when it

@@ -58,7 +58,7 @@ pub enum Error {
     /// The configured pipeline cannot be built (the daemon checks this before it starts
     /// the worker, so only a library caller sees it).
     #[error("pipeline: {0}")]
-    Pipeline(String),
+    Pipeline(#[from] crate::pipeline::BuildError),
 }
 
 /// The worker service: the claim loop, its finishers and its renewer.
@@ -103,7 +103,7 @@ impl Worker {
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), Error> {
         tracing::debug!(actor = %self.base.actor, "worker started");
         let initial = self.config.borrow_and_update().clone();
-        let settings = Settings::new(&initial, &self.base).map_err(Error::Pipeline)?;
+        let settings = Settings::new(&initial, &self.base)?;
         let registry = Registry::default();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let done_rx = Arc::new(tokio::sync::Mutex::new(done_rx));

@@ -9,6 +9,7 @@ use crate::backoff::BackoffConfig;
 use crate::config::Config;
 use crate::db::{self, sql};
 use crate::event::Event;
+use crate::pipeline::BuildError;
 use crate::pipeline::{Pipeline, RecipeSource, Work};
 use crate::service::Base;
 
@@ -24,7 +25,7 @@ pub(super) struct Processor {
 
 impl Processor {
     /// The processing `cfg` asks for; fails when its pipeline cannot be built.
-    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Processor, String> {
+    pub(super) fn new(cfg: &Config, base: &Base) -> Result<Processor, BuildError> {
         let pipeline =
             Arc::new(Pipeline::from_config(&cfg.pipeline)?.with_events(base.events.clone()));
         Ok(Processor {
@@ -92,7 +93,9 @@ impl Processor {
             .query_one(&stmt, &[&c.id])
             .await
             .map_err(db::Error::query("loading the body"))?;
-        let body: String = row.get(0);
+        let body: String = row
+            .try_get("body")
+            .map_err(db::Error::query("reading the body"))?;
         let recipe = match c.recipe_id {
             Some(id) if self.pipeline.needs_recipe() => Some(self.recipe(&client, id).await?),
             _ => None,

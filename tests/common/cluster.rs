@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use postpub::cluster::Binaries;
 use postpub::config::Config;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The database the cluster's daemons use (migrated by [`Cluster::start`]).
 pub const DB: &str = "postpub";
@@ -52,7 +52,7 @@ impl Cluster {
             .batch_execute(&format!("create database {DB}"))
             .await
             .expect("create database");
-        let (mut client, conn) = tokio_postgres::connect(&cluster.url(), NoTls)
+        let (mut client, conn) = super::connect_raw(&cluster.url())
             .await
             .expect("connect to the cluster's database");
         let h = tokio::spawn(conn);
@@ -82,17 +82,8 @@ impl Cluster {
     /// Daemon settings for the cluster, like `TestDb::config`: fast polls and retries,
     /// short connect timeout, no HTTP, a no-op pipeline.
     pub fn config(&self) -> Config {
-        let mut cfg = Config::default();
-        cfg.database.url = self.url();
-        cfg.database.pool_size = 4;
+        let mut cfg = super::test_config(&self.url());
         cfg.database.connect_timeout = Duration::from_secs(2);
-        cfg.worker.poll_interval = Duration::from_millis(500);
-        cfg.worker.lease = Duration::from_secs(5);
-        cfg.worker.backoff.initial = Duration::from_millis(20);
-        cfg.worker.backoff.max = Duration::from_millis(100);
-        cfg.worker.shutdown_timeout = Duration::from_secs(5);
-        cfg.pipeline.steps = vec!["noop".to_owned()];
-        cfg.http.listen = String::new();
         cfg
     }
 
@@ -179,6 +170,14 @@ impl Cluster {
             .push(path.clone());
         self.inner.chown(&path).expect("chown the mount");
         Some(path)
+    }
+
+    /// TLS only from now on: see `postpub::cluster::Cluster::require_tls` (restarts the
+    /// server; [`Cluster::admin`] and [`Cluster::client`] need a password after this).
+    pub async fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        if let Err(e) = self.inner.require_tls(cert_pem, key_pem) {
+            panic!("{e}\nserver log:\n{}", self.log());
+        }
     }
 
     /// The server log so far (for messages and assertions).

@@ -21,7 +21,7 @@ use postpub::db;
 use postpub::event::{self, Event};
 use postpub::shutdown::Shutdown;
 use tokio::sync::{broadcast, watch};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The server the tests share when `DATABASE_URL` is unset.
 const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -115,8 +115,35 @@ fn fingerprint() -> String {
     format!("postpub-template-{h:016x}")
 }
 
+/// Opens a connection as postpub does (`db::Endpoint`: libpq's TLS settings and password
+/// lookup) and hands over its driver.
+pub async fn connect_raw(
+    url: &str,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, db::tls::RustlsStream>,
+    ),
+    db::Error,
+> {
+    // Not postpub's application name: tests find (and terminate) the daemon's sessions
+    // by it.
+    let url = if url.contains("application_name") {
+        url.to_owned()
+    } else if url.starts_with("postgres") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}application_name=postpub-test")
+    } else {
+        format!("{url} application_name=postpub-test")
+    };
+    db::Spec::url(&url, Duration::from_secs(10))
+        .resolve()?
+        .connect_raw()
+        .await
+}
+
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    let (client, conn) = connect_raw(url)
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     tokio::spawn(async move {
@@ -163,9 +190,7 @@ async fn ensure_template() {
             }
             {
                 let url = db::url_with_database(&server_url(), template).expect("url");
-                let (mut client, conn) = tokio_postgres::connect(&url, NoTls)
-                    .await
-                    .expect("connect template");
+                let (mut client, conn) = connect_raw(&url).await.expect("connect template");
                 let h = tokio::spawn(conn);
                 db::migrate::migrate(&mut client)
                     .await
@@ -228,6 +253,29 @@ async fn drop_stale_templates(admin: &Client, keep: &str) {
     }
 }
 
+/// Daemon settings for tests against `url`: fast polls and retries, no HTTP, a no-op
+/// pipeline. Every in-process daemon starts from these (shared server or private cluster).
+pub fn test_config(url: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.database.url = url.to_owned();
+    cfg.database.pool_size = 4;
+    cfg.worker.poll_interval = Duration::from_millis(500);
+    cfg.worker.lease = Duration::from_secs(5);
+    cfg.worker.backoff.initial = Duration::from_millis(20);
+    cfg.worker.backoff.max = Duration::from_millis(100);
+    cfg.worker.shutdown_timeout = Duration::from_secs(5);
+    cfg.pipeline.steps = vec!["noop".to_owned()];
+    cfg.http.listen = String::new();
+    cfg
+}
+
+/// `cfg` with a command step running `script` as its only step.
+pub fn with_command(mut cfg: Config, script: &Script) -> Config {
+    cfg.pipeline.steps = vec!["command".to_owned()];
+    cfg.pipeline.command.program = script.program();
+    cfg
+}
+
 /// A database of one's own.
 pub struct TestDb {
     pub name: String,
@@ -253,9 +301,10 @@ impl TestDb {
                 Ok(()) => break,
                 // "source database is being accessed by other users": another process is
                 // copying it right now.
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
+                    // Backoff before the next try (the copy takes a moment), not a wait for
+                    // a condition: the CREATE itself is the probe.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("create {name}: {e}"),
@@ -263,6 +312,15 @@ impl TestDb {
         }
         let url = db::url_with_database(&server_url(), &name).expect("url");
         TestDb { name, url }
+    }
+
+    /// A fresh, migrated database and a connection to it: the start of most tests (with
+    /// the test logs on when `RUST_LOG` asks for them).
+    pub async fn with_client() -> (TestDb, Client) {
+        init_logs();
+        let db = TestDb::new().await;
+        let c = db.client().await;
+        (db, c)
     }
 
     /// An empty database (not migrated).
@@ -284,19 +342,14 @@ impl TestDb {
         connect(&self.url).await
     }
 
-    /// Daemon settings for tests: fast polls and retries, no HTTP, a no-op pipeline.
+    /// Daemon settings for tests (see [`test_config`]).
     pub fn config(&self) -> Config {
-        let mut cfg = Config::default();
-        cfg.database.url = self.url.clone();
-        cfg.database.pool_size = 4;
-        cfg.worker.poll_interval = Duration::from_millis(500);
-        cfg.worker.lease = Duration::from_secs(5);
-        cfg.worker.backoff.initial = Duration::from_millis(20);
-        cfg.worker.backoff.max = Duration::from_millis(100);
-        cfg.worker.shutdown_timeout = Duration::from_secs(5);
-        cfg.pipeline.steps = vec!["noop".to_owned()];
-        cfg.http.listen = String::new();
-        cfg
+        test_config(&self.url)
+    }
+
+    /// [`TestDb::config`] with `script` as the one step (see [`with_command`]).
+    pub fn command_config(&self, script: &Script) -> Config {
+        with_command(self.config(), script)
     }
 
     pub async fn publish(&self, c: &Client, doc: &str, body: &str, recipe: Option<&str>) -> i64 {
@@ -307,6 +360,24 @@ impl TestDb {
         .await
         .unwrap_or_else(|e| panic!("publish {doc}: {e}"))
         .get(0)
+    }
+
+    /// Publishes a version of `doc` that looks claimed by a worker that died a minute ago
+    /// (its lease long expired), for the rescuer. Made in the publishing transaction, so
+    /// that a running daemon never sees it pending: faked afterwards, the daemon could
+    /// publish it first and the fake lease would then have it published twice.
+    pub async fn publish_abandoned(&self, c: &Client, doc: &str) -> i64 {
+        c.batch_execute("begin").await.expect("begin");
+        let id = self.publish(c, doc, "<p>x</p>", Some("p {}")).await;
+        c.execute(
+            "update postpub.versions set state = 'processing', attempts = 1, locked_by = 'gone',
+                    locked_until = now() - interval '1 minute', lease_token = 1 where id = $1",
+            &[&id],
+        )
+        .await
+        .expect("fake an abandoned lease");
+        c.batch_execute("commit").await.expect("commit");
+        id
     }
 
     pub async fn delete(&self, c: &Client, doc: &str) -> i64 {
@@ -361,23 +432,28 @@ impl Drop for TestDb {
             return;
         }
         let name = self.name.clone();
-        // Drop runs inside a runtime; do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = c
-                        .batch_execute(&format!("drop database if exists {name} with (force)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        on_own_runtime(async move {
+            if let Ok((c, conn)) = connect_raw(&server_url()).await {
+                tokio::spawn(conn);
+                let _ = c
+                    .batch_execute(&format!("drop database if exists {name} with (force)"))
+                    .await;
+            }
+        });
     }
+}
+
+/// Runs `work` to the end on a thread with a runtime of its own: for `Drop`s, which run
+/// inside the test's runtime and cannot block on it.
+pub fn on_own_runtime(work: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    })
+    .join();
 }
 
 /// An in-process daemon with its event stream.
@@ -407,6 +483,13 @@ impl Daemon {
             ready,
             handle,
         }
+    }
+
+    /// [`Daemon::start`] with HTTP on a free port of 127.0.0.1; that port.
+    pub async fn start_with_http(mut cfg: Config) -> (Daemon, u16) {
+        let port = ops::free_port();
+        cfg.http.listen = format!("127.0.0.1:{port}");
+        (Daemon::start(cfg).await, port)
     }
 
     /// Stops it and checks that it stopped in time (no leaked task keeps it alive).
@@ -444,16 +527,63 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    wait_for(timeout, what, || {
+        let fut = cond();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `probe` until it returns a value and returns that; panics with `what` after
+/// `timeout`. The one place tests wait for something to happen.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if cond().await {
-            return;
+        if let Some(v) = probe().await {
+            return v;
         }
         if Instant::now() > deadline {
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Checks `cond` every `every` for `window`; panics with `what` the first time it fails.
+/// For what must stay true for a while (nothing claimed, still unready), where a single
+/// look would prove nothing.
+pub async fn holds_for<F, Fut>(window: Duration, every: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + window;
+    loop {
+        assert!(cond().await, "{what} stopped holding");
+        if Instant::now() >= end {
+            return;
+        }
+        // The pace of the checks, not a wait for anything.
+        tokio::time::sleep(every.min(end.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// A fresh connection to `url`, retried while the server is (re)starting.
+pub async fn reconnect(url: &str) -> Client {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{url} to accept connections"),
+        || async {
+            let (c, conn) = connect_raw(url).await.ok()?;
+            tokio::spawn(conn);
+            Some(c)
+        },
+    )
+    .await
 }
 
 /// A shell script in a temp dir (removed when dropped).
@@ -500,59 +630,8 @@ pub fn init_logs() {
     });
 }
 
-/// A spawned `postpub` process that is killed if the test ends (or panics) while it runs,
-/// so a failing test never leaves a daemon behind.
-pub struct Proc {
-    pub child: std::process::Child,
-}
-
-impl Proc {
-    pub fn new(child: std::process::Child) -> Proc {
-        Proc { child }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name (`-TERM`, `-HUP`, `-KILL`, …).
-    pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill {sig} failed");
-    }
-
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// Waits for the process to exit; panics after `within`.
-    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                panic!("postpub did not exit within {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn count(c: &Client, sql: &str) -> i64 {
+/// The single number `sql` selects.
+pub async fn count(c: &impl tokio_postgres::GenericClient, sql: &str) -> i64 {
     c.query_one(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -761,6 +840,102 @@ impl EventLog {
     pub fn tally(&self) -> EventTally {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// Versions in processing right now.
+pub async fn processing(c: &Client) -> i64 {
+    count(
+        c,
+        "select count(*) from postpub.versions where state = 'processing'",
+    )
+    .await
+}
+
+/// Versions in processing under a lease of the daemon with process id `pid` (its worker
+/// ids read `<host>:<pid>:<n>`).
+pub async fn held_by(c: &Client, pid: u32) -> i64 {
+    c.query_one(
+        "select count(*) from postpub.versions where state = 'processing' and locked_by like '%' || $1 || '%'",
+        &[&format!(":{pid}:")],
+    )
+    .await
+    .expect("versions held by a daemon")
+    .get(0)
+}
+
+/// The end check of a scenario with acknowledged publishes `ids`: none was lost (each is
+/// in the table, in a final state: current, archived, superseded or errored with a reason),
+/// and everything [`assert_processed_once`] checks. Returns the claim accounting for the
+/// scenario's own figures.
+pub async fn assert_nothing_lost(c: &Client, ids: &[i64]) -> Claims {
+    let found: i64 = c
+        .query_one(
+            "select count(*) from postpub.versions where id = any($1)",
+            &[&ids],
+        )
+        .await
+        .expect("count the acknowledged versions")
+        .get(0);
+    assert_eq!(found, ids.len() as i64, "an acknowledged publish was lost");
+    assert_processed_once(c).await
+}
+
+/// Everything settled with the invariants holding (at most one current per document, …,
+/// see [`assert_settled`]), and no version processed twice for no reason or published
+/// other than once. Returns the claim accounting.
+pub async fn assert_processed_once(c: &Client) -> Claims {
+    assert_settled(c).await;
+    let acc = claims(c).await;
+    assert_eq!(acc.duplicates, 0, "a version processed twice: {acc:?}");
+    assert_eq!(
+        acc.published_not_once, 0,
+        "a version published twice: {acc:?}"
+    );
+    acc
+}
+
+/// Waits until no version is pending (post-publication or processing). A failing query
+/// (the server is still coming back) counts as not settled yet.
+pub async fn wait_settled(c: &Client, within: Duration) {
+    wait_until(within, "everything settled", || async {
+        c.query_one(
+            "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) == 0)
+        .unwrap_or(false)
+    })
+    .await
+}
+
+/// Terminates the backends of the daemons' LISTEN connections in `c`'s database (the
+/// listener's last query stays `LISTEN …` while it waits); returns how many.
+pub async fn terminate_listeners(c: &Client) -> i64 {
+    count(
+        c,
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid()
+            and query ilike 'listen%'",
+    )
+    .await
+}
+
+/// Runs `sql`, which the server must refuse, and returns the server's message ("" when
+/// the error did not come from the server).
+pub async fn refused(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    let e = c
+        .execute(sql, params)
+        .await
+        .map(|n| panic!("accepted ({n} rows), not refused: {sql}"))
+        .unwrap_or_else(|e| e);
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default()
 }
 
 /// (state, attempts, last_error or "") of a version.

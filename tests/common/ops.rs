@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::NoTls;
 
 use super::server_url;
 
@@ -156,41 +155,33 @@ impl Drop for LoginRole {
     fn drop(&mut self) {
         let name = self.name.clone();
         let dbs = std::mem::take(&mut *self.dbs.lock().unwrap_or_else(|p| p.into_inner()));
-        // Drop runs inside a runtime; do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let Ok((c, conn)) = tokio_postgres::connect(&server_url(), NoTls).await else {
-                    return;
-                };
-                tokio::spawn(conn);
-                let _ = c
-                    .execute(
-                        "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
-                        &[&name],
-                    )
-                    .await;
-                // A role that owns objects or holds grants cannot be dropped until they go.
-                for url in dbs {
-                    if let Ok((d, conn)) = tokio_postgres::connect(&url, NoTls).await {
-                        tokio::spawn(conn);
-                        let _ = d
-                            .batch_execute(&format!("drop owned by {name} cascade"))
-                            .await;
-                    }
+        super::on_own_runtime(async move {
+            let Ok((c, conn)) = super::connect_raw(&server_url()).await else {
+                return;
+            };
+            tokio::spawn(conn);
+            let _ = c
+                .execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
+                    &[&name],
+                )
+                .await;
+            // A role that owns objects or holds grants cannot be dropped until they go.
+            for url in dbs {
+                if let Ok((d, conn)) = super::connect_raw(&url).await {
+                    tokio::spawn(conn);
+                    let _ = d
+                        .batch_execute(&format!("drop owned by {name} cascade"))
+                        .await;
                 }
-                if let Err(e) = c
-                    .batch_execute(&format!("drop role if exists {name}"))
-                    .await
-                {
-                    eprintln!("could not drop test role {name}: {e}");
-                }
-            });
-        })
-        .join();
+            }
+            if let Err(e) = c
+                .batch_execute(&format!("drop role if exists {name}"))
+                .await
+            {
+                eprintln!("could not drop test role {name}: {e}");
+            }
+        });
     }
 }
 

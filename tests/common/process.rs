@@ -2,9 +2,9 @@
 //! process's memory matter: a config file and a log file in a temp dir, signals by pid,
 //! peak memory from `/proc/<pid>/status`. A daemon still running when dropped is killed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running `postpub run`.
 pub struct Proc {
@@ -23,6 +23,18 @@ impl Proc {
     /// The same with extra environment variables (e.g. `TOKIO_WORKER_THREADS=1` for a
     /// one-CPU deployment).
     pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Proc {
+        Proc::launch(toml, |cfg| {
+            let mut cmd = Command::new(super::bin());
+            cmd.args(["run", "--config"])
+                .arg(cfg)
+                .envs(env.iter().copied());
+            cmd
+        })
+    }
+
+    /// Starts the command `make` builds from the path of the configuration file (for a
+    /// wrapper, as systemd would run it); its stderr goes to the log file.
+    pub fn launch(toml: &str, make: impl FnOnce(&Path) -> Command) -> Proc {
         let dir = std::env::temp_dir().join(format!(
             "postpub-proc-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -32,16 +44,27 @@ impl Proc {
         std::fs::write(&cfg, toml).expect("config");
         let log = dir.join("postpub.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(super::bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
+        let child = make(&cfg)
             .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawn postpub");
         Proc { child, log, dir }
+    }
+
+    /// Its configuration file (rewrite it, then send `-HUP`, to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("postpub.toml")
+    }
+
+    /// Replaces its configuration file with `toml` (takes effect on `-HUP`).
+    pub fn rewrite_config(&self, toml: &str) {
+        std::fs::write(self.config_path(), toml).expect("rewrite config");
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
     }
 
     pub fn pid(&self) -> u32 {
@@ -63,22 +86,14 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Waits for it to exit; panics (after killing it) if it takes longer than `within`.
-    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "postpub did not exit within {within:?}; log:\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Waits for it to exit; panics (the drop kills it) if it takes longer than `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        super::wait_for(within, "postpub to exit (its log is kept)", || {
+            let st = child.try_wait().expect("try_wait");
+            async move { st }
+        })
+        .await
     }
 
     /// Everything it logged so far.
@@ -133,4 +148,15 @@ pub fn config(url: &str, worker: &str, pipeline: &str, command: &str) -> String 
          [pipeline.command]\n{command}\n\
          [http]\nlisten = \"\"\n"
     )
+}
+
+/// Starts a daemon running validate and then `script` (30 s timeout) with the worker
+/// section `worker`.
+pub fn start_validate_and_command(url: &str, worker: &str, script: &super::Script) -> Proc {
+    Proc::start(&config(
+        url,
+        worker,
+        "steps = [\"validate\", \"command\"]",
+        &format!("program = \"{}\"\ntimeout = \"30s\"", script.program()),
+    ))
 }

@@ -34,7 +34,7 @@ mod xml_canon;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use xml_canon::{canonical, diff_excerpt};
+use xml_canon::{canonical, diff_excerpt, fixture_names};
 
 use postpub_baker::{BakeOptions, CollateError, Level, Recipe, Warning};
 
@@ -78,17 +78,7 @@ fn easybake_fixtures_bake_like_the_reference() {
         );
         return;
     }
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("rulesets"))
-        .expect("rulesets folder is readable")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".css"))
-                .map(String::from)
-        })
-        .collect();
-    names.sort();
+    let names = fixture_names(&dir.join("rulesets"), "rulesets folder is readable");
     assert!(!names.is_empty(), "no fixtures in {}", dir.display());
 
     let mut failures = Vec::new();

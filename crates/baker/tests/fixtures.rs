@@ -17,7 +17,7 @@ mod xml_canon;
 use std::path::{Path, PathBuf};
 
 use postpub_baker::{BakeOptions, Recipe, Warning};
-use xml_canon::{canonical, diff_excerpt};
+use xml_canon::{canonical, diff_excerpt, fixture_names};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -89,17 +89,7 @@ fn messages(warnings: &[Warning]) -> Vec<String> {
 
 #[test]
 fn own_fixtures_bake_as_expected() {
-    let mut names: Vec<String> = std::fs::read_dir(dir())
-        .expect("tests/fixtures exists")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".css"))
-                .map(String::from)
-        })
-        .collect();
-    names.sort();
+    let names = fixture_names(&dir(), "tests/fixtures exists");
     assert!(names.len() >= 10, "fixtures missing: {names:?}");
     let failures: Vec<String> = names
         .iter()

@@ -2,9 +2,27 @@
 //! collation tests: one node per line, elements as `{namespace}local` with
 //! sorted attributes, text with whitespace runs collapsed (whitespace-only
 //! text dropped), comments trimmed, UUIDs masked. See the doc comment of
-//! `conformance.rs` for why.
+//! `conformance.rs` for why. Also lists a fixture folder, which both suites
+//! read the same way.
 
 use std::fmt::Write as _;
+
+/// The fixtures in `dir`: the names of its `NAME.css` files, sorted.
+/// Panics naming `what` when the folder cannot be read.
+pub fn fixture_names(dir: &std::path::Path, what: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{what} ({}): {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".css"))
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    names
+}
 
 /// Canonical one-node-per-line rendering (see the module docs).
 pub fn canonical(xml: &str) -> Result<Vec<String>, String> {

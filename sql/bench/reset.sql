@@ -1,0 +1,3 @@
+-- reset: empty the tables between benchmark runs (TRUNCATE keeps runs comparable).
+truncate postpub.transitions, postpub.outbox, postpub.collated, postpub.versions,
+         postpub.documents, postpub.recipes restart identity cascade
