@@ -484,6 +484,10 @@ pub enum SinkConfig {
     Nats(NatsSinkConfig),
     /// `kind = "webhook"`: HTTP POST.
     Webhook(WebhookSinkConfig),
+    /// `kind = "kafka"`: a Kafka topic.
+    Kafka(KafkaSinkConfig),
+    /// `kind = "amqp"`: a RabbitMQ exchange.
+    Amqp(AmqpSinkConfig),
 }
 
 impl SinkConfig {
@@ -492,6 +496,8 @@ impl SinkConfig {
         match self {
             SinkConfig::Nats(_) => "nats",
             SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Amqp(_) => "amqp",
         }
     }
 
@@ -500,6 +506,8 @@ impl SinkConfig {
         match self {
             SinkConfig::Nats(s) => &s.name,
             SinkConfig::Webhook(s) => &s.name,
+            SinkConfig::Kafka(s) => &s.name,
+            SinkConfig::Amqp(s) => &s.name,
         }
     }
 }
@@ -590,6 +598,101 @@ impl Default for WebhookSinkConfig {
             timeout: Duration::from_secs(10),
             concurrency: 8,
             include_body: false,
+        }
+    }
+}
+
+/// A Kafka sink (`kind = "kafka"`): key = document, value = the event JSON, headers
+/// `event_id` and `kind`; delivered once the broker acknowledged it. Checked by
+/// `outbox::kafka::validate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Name deliveries are tracked under; "" = `kafka-<index>`.
+    pub name: String,
+    /// Bootstrap brokers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Topic template; `{kind}` becomes `published` or `deleted`.
+    pub topic: String,
+    /// How long a send may wait for the broker's acknowledgement (librdkafka's
+    /// `message.timeout.ms`, retries included) before it fails and is retried later.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Largest message produced (librdkafka's `message.max.bytes`); keep it at or below the
+    /// broker's `message.max.bytes`. A larger event is parked.
+    pub max_message_bytes: usize,
+    /// Add the version's content (`body`) to the event JSON.
+    pub include_body: bool,
+    /// Connect with TLS (also implied by `tls_ca_file`).
+    pub tls: bool,
+    /// PEM file of the CA(s) that signed the brokers' certificates (else the system roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; needs `sasl_credentials_file`.
+    pub sasl_mechanism: Option<String>,
+    /// A file of two lines: the user name, then the password.
+    pub sasl_credentials_file: Option<PathBuf>,
+}
+
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            brokers: String::new(),
+            topic: "postpub".to_owned(),
+            ack_timeout: Duration::from_secs(10),
+            max_message_bytes: 1_000_000,
+            include_body: false,
+            tls: false,
+            tls_ca_file: None,
+            sasl_mechanism: None,
+            sasl_credentials_file: None,
+        }
+    }
+}
+
+/// An AMQP (RabbitMQ) sink (`kind = "amqp"`): persistent, mandatory messages with
+/// `message_id` = event id, delivered once the broker confirmed them. Checked by
+/// `outbox::amqp::validate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSinkConfig {
+    /// Name deliveries are tracked under; "" = `amqp-<index>`.
+    pub name: String,
+    /// `amqp://user:password@host:5672/vhost` (`%2f` for `/`) or `amqps://…`.
+    pub url: String,
+    /// Exchange template; `{kind}` is replaced.
+    pub exchange: String,
+    /// Routing key template; `{kind}`, `{document}` (escaped) and `{version}` are replaced.
+    pub routing_key: String,
+    /// Declare a durable topic exchange and a durable queue bound to it with `#`.
+    pub declare: bool,
+    /// The queue `declare` creates.
+    pub queue: String,
+    /// How long to wait for a connection or a confirm before the attempt fails.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Largest message sent (RabbitMQ's default `max_message_size` is 128 MiB); a larger
+    /// event is parked.
+    pub max_message_bytes: usize,
+    /// Add the version's content (`body`) to the event JSON.
+    pub include_body: bool,
+    /// PEM file of the CA(s) that signed the broker's certificate, for `amqps://`.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl Default for AmqpSinkConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            exchange: "postpub".to_owned(),
+            routing_key: "{kind}.{document}".to_owned(),
+            declare: false,
+            queue: "postpub".to_owned(),
+            ack_timeout: Duration::from_secs(10),
+            max_message_bytes: 128 << 20,
+            include_body: false,
+            tls_ca_file: None,
         }
     }
 }
@@ -1205,7 +1308,7 @@ include_body = true
         let f = write(&out);
         let cfg = Config::load(Some(&f.0), env(&[]), None).expect("examples parse");
         let kinds: Vec<&str> = cfg.outbox.sinks.iter().map(SinkConfig::kind).collect();
-        assert_eq!(kinds, ["nats", "webhook"]);
+        assert_eq!(kinds, ["nats", "webhook", "kafka", "amqp"]);
         assert_eq!(
             cfg.outbox.sinks[0],
             SinkConfig::Nats(NatsSinkConfig {
@@ -1213,6 +1316,22 @@ include_body = true
                 ..NatsSinkConfig::default()
             }),
             "the nats example shows the defaults"
+        );
+        assert_eq!(
+            cfg.outbox.sinks[2],
+            SinkConfig::Kafka(KafkaSinkConfig {
+                brokers: "127.0.0.1:9092".into(),
+                ..KafkaSinkConfig::default()
+            }),
+            "the kafka example shows the defaults"
+        );
+        assert_eq!(
+            cfg.outbox.sinks[3],
+            SinkConfig::Amqp(AmqpSinkConfig {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                ..AmqpSinkConfig::default()
+            }),
+            "the amqp example shows the defaults"
         );
     }
 

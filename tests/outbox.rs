@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::ops::free_port;
+use common::sinks::{
+    all_delivered, assert_once_in_order as assert_complete_and_ordered, config, events_by_id,
+    undelivered,
+};
 use common::{wait_until, Daemon, TestDb};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -346,73 +350,6 @@ fn webhook_sink(name: &str, url: &str) -> WebhookSinkConfig {
         url: url.to_owned(),
         timeout: Duration::from_secs(2),
         ..WebhookSinkConfig::default()
-    }
-}
-
-/// Test settings with fast relay retries and the given sinks.
-fn config(db: &TestDb, sinks: Vec<SinkConfig>) -> Config {
-    let mut cfg = db.config();
-    cfg.worker.poll_interval = Duration::from_millis(200);
-    cfg.outbox.backoff.initial = Duration::from_millis(50);
-    cfg.outbox.backoff.max = Duration::from_millis(400);
-    cfg.outbox.sinks = sinks;
-    cfg.validate().expect("test config is valid");
-    cfg
-}
-
-async fn undelivered(c: &Client) -> i64 {
-    c.query_one(
-        "select count(*) from postpub.outbox where delivered_at is null",
-        &[],
-    )
-    .await
-    .expect("count undelivered")
-    .get(0)
-}
-
-/// Waits until every event of the outbox was delivered.
-async fn all_delivered(c: &Client, within: Duration, what: &str) {
-    wait_until(within, what, || async { undelivered(c).await == 0 }).await
-}
-
-/// event_id -> (document, version) of every outbox event.
-async fn events_by_id(c: &Client) -> HashMap<String, (String, i64)> {
-    c.query(
-        "select o.event_id::text, o.document, v.version::bigint
-           from postpub.outbox o join postpub.versions v on v.id = o.version_id",
-        &[],
-    )
-    .await
-    .expect("outbox events")
-    .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2))))
-    .collect()
-}
-
-/// Checks that `ids` (in arrival order) holds every event exactly once, each document's in
-/// version order.
-fn assert_complete_and_ordered(
-    what: &str,
-    ids: &[String],
-    events: &HashMap<String, (String, i64)>,
-) {
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "{what}: an event arrived twice");
-    assert_eq!(
-        ids.len(),
-        events.len(),
-        "{what}: message count != event count"
-    );
-    let mut last: HashMap<&str, i64> = HashMap::new();
-    for id in ids {
-        let (doc, version) = events
-            .get(id)
-            .unwrap_or_else(|| panic!("{what}: unknown event id {id}"));
-        let prev = last.insert(doc.as_str(), *version);
-        assert!(
-            prev.is_none_or(|p| p < *version),
-            "{what}: {doc} v{version} arrived after v{prev:?}"
-        );
     }
 }
 

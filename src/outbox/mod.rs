@@ -1,6 +1,6 @@
 //! The outbox relay: delivers the events that `postpub.publish` and `postpub._finish` write
 //! to `postpub.outbox` (in the transaction that makes a version current) to the configured
-//! sinks, one file per sink ([`nats`], [`webhook`]).
+//! sinks, one file per sink ([`nats`], [`webhook`], [`kafka`], [`amqp`]).
 //!
 //! Guarantees, and who keeps them:
 //! * never lost: an event leaves the table only through retention, once every sink has
@@ -21,6 +21,8 @@
 //! (`postpub requeue --event`). This module leaves the SQL rules to SQL and the wire
 //! protocols to the sinks.
 
+pub mod amqp;
+pub mod kafka;
 pub mod nats;
 pub mod webhook;
 
@@ -110,6 +112,8 @@ pub fn validate(cfg: &OutboxConfig) -> Result<(), ConfigError> {
         let checked = match sink {
             SinkConfig::Nats(n) => nats::validate(n),
             SinkConfig::Webhook(w) => webhook::validate(w),
+            SinkConfig::Kafka(k) => kafka::validate(k),
+            SinkConfig::Amqp(a) => amqp::validate(a),
         };
         checked.map_err(|e| ConfigError::Sink {
             key: format!("outbox.sinks[{i}].{}", e.field),
@@ -177,6 +181,8 @@ pub fn sinks_from_config(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, Error> {
             Ok(match s {
                 SinkConfig::Nats(n) => Arc::new(nats::NatsSink::new(name, n.clone())),
                 SinkConfig::Webhook(w) => Arc::new(webhook::WebhookSink::new(name, w)?),
+                SinkConfig::Kafka(k) => Arc::new(kafka::KafkaSink::new(name, k.clone())?),
+                SinkConfig::Amqp(a) => Arc::new(amqp::AmqpSink::new(name, a.clone())?),
             })
         })
         .collect()
@@ -889,6 +895,18 @@ mod tests {
             ),
             ("[outbox]\nbatch_size = 0\n", "outbox.batch_size"),
             (
+                "[[outbox.sinks]]\nkind = \"kafka\"\n",
+                "outbox.sinks[0].brokers",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"kafka\"\nbrokers = \"h:9092\"\nsasl_mechanism = \"PLAIN\"\n",
+                "outbox.sinks[0].sasl_credentials_file",
+            ),
+            (
+                "[[outbox.sinks]]\nkind = \"amqp\"\nurl = \"amqp://h\"\nrouting_key = \"{title}\"\n",
+                "outbox.sinks[0].routing_key",
+            ),
+            (
                 "[[outbox.sinks]]\nkind = \"nats\"\nurl = \"nats://h:4222\"\ncredentials_file = \"/nonexistent/x.creds\"\n",
                 "outbox.sinks[0].credentials_file cannot read /nonexistent/x.creds",
             ),
@@ -914,7 +932,7 @@ mod tests {
         }
         // Wrong kind and unknown keys are refused by the parser, naming what is wrong.
         for (text, word) in [
-            ("[[outbox.sinks]]\nkind = \"kafka\"\n", "kafka"),
+            ("[[outbox.sinks]]\nkind = \"mqtt\"\n", "mqtt"),
             (
                 "[[outbox.sinks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nstream = \"S\"\n",
                 "stream",

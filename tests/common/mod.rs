@@ -7,6 +7,8 @@
 pub mod cluster;
 pub mod ops;
 pub mod process;
+pub mod proxy;
+pub mod sinks;
 pub mod webdriver;
 
 use std::collections::HashMap;
