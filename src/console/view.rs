@@ -77,12 +77,13 @@ pub fn split_error(error: &str) -> (&str, &str) {
         .unwrap_or(("", error))
 }
 
-/// An error as "step: reason" with the step emphasised.
+/// An error as recorded ("step NAME: reason"), in one piece so that it can be searched
+/// for and copied as it is in `last_error`; the step is also named in its title.
 pub fn error(error: &str) -> Markup {
-    let (step, reason) = split_error(error);
+    let (step, _) = split_error(error);
     html! {
-        @if !step.is_empty() { strong { "step " (step) ": " } }
-        span.reason { (reason) }
+        @if step.is_empty() { span.reason { (error) } }
+        @else { span.reason title=(format!("failed in step {step}")) { (error) } }
     }
 }
 
