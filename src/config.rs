@@ -510,6 +510,16 @@ impl SinkConfig {
             SinkConfig::Amqp(s) => &s.name,
         }
     }
+
+    /// Whether this sink's events carry the version's content.
+    pub fn include_body(&self) -> bool {
+        match self {
+            SinkConfig::Nats(s) => s.include_body,
+            SinkConfig::Webhook(s) => s.include_body,
+            SinkConfig::Kafka(s) => s.include_body,
+            SinkConfig::Amqp(s) => s.include_body,
+        }
+    }
 }
 
 /// A NATS JetStream sink: each event is published with `Nats-Msg-Id` = its event id and

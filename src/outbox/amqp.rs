@@ -382,14 +382,6 @@ fn redact(url: &str) -> String {
 }
 
 impl Sink for AmqpSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn include_body(&self) -> bool {
-        self.cfg.include_body
-    }
-
     fn deliver<'a>(&'a self, event: &'a Outgoing) -> BoxFuture<'a, Result<Ack, SinkError>> {
         Box::pin(self.publish(event))
     }

@@ -332,14 +332,6 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn include_body(&self) -> bool {
-        self.cfg.include_body
-    }
-
     fn deliver<'a>(&'a self, event: &'a Outgoing) -> BoxFuture<'a, Result<Ack, SinkError>> {
         Box::pin(self.produce(event))
     }

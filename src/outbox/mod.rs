@@ -157,14 +157,9 @@ impl Outgoing {
     }
 }
 
-/// A destination for events.
+/// A destination for events. Its name and whether it wants bodies are configuration
+/// (`[[outbox.sinks]]`), which the relay reads itself; a sink only delivers.
 pub trait Sink: Send + Sync {
-    /// The name deliveries are tracked under.
-    fn name(&self) -> &str;
-
-    /// Whether events carry the version's content for this sink.
-    fn include_body(&self) -> bool;
-
     /// Sends one event and waits for the acknowledgement.
     fn deliver<'a>(&'a self, event: &'a Outgoing) -> BoxFuture<'a, Result<Ack, SinkError>>;
 }
@@ -195,6 +190,8 @@ pub struct Relay {
     sinks: Vec<Arc<dyn Sink>>,
     /// Their names, as passed to SQL (an event is delivered once all of them acknowledged).
     names: Vec<String>,
+    /// Whether any of them wants the version's content (the claim reads it only then).
+    with_body: bool,
     /// Events claimed per round.
     batch_size: usize,
     /// Retry delays after failures.
@@ -226,6 +223,7 @@ impl Relay {
             base: base.clone(),
             sinks: sinks_from_config(&cfg)?,
             names: cfg.outbox.sink_names(),
+            with_body: cfg.outbox.sinks.iter().any(SinkConfig::include_body),
             batch_size: cfg.outbox.batch_size,
             backoff: cfg.outbox.backoff.clone(),
             retention: cfg.outbox.retention,
@@ -243,6 +241,7 @@ impl Relay {
             Ok(sinks) => {
                 self.sinks = sinks;
                 self.names = cfg.outbox.sink_names();
+                self.with_body = cfg.outbox.sinks.iter().any(SinkConfig::include_body);
                 self.batch_size = cfg.outbox.batch_size;
                 self.backoff = cfg.outbox.backoff.clone();
                 self.retention = cfg.outbox.retention;
@@ -433,9 +432,8 @@ impl Relay {
             .await
             .map_err(db::Error::query("preparing the outbox claim"))?;
         let limit = i32::try_from(self.batch_size).unwrap_or(i32::MAX);
-        let with_body = self.sinks.iter().any(|s| s.include_body());
         let rows = tx
-            .query(&stmt, &[&self.names, &limit, &with_body])
+            .query(&stmt, &[&self.names, &limit, &self.with_body])
             .await
             .map_err(db::Error::query("claiming outbox events"))?;
         let claimed: Vec<ClaimRow> = db::row::all(&rows, "reading claimed outbox events")?;

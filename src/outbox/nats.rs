@@ -329,14 +329,6 @@ impl NatsSink {
 }
 
 impl Sink for NatsSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn include_body(&self) -> bool {
-        self.cfg.include_body
-    }
-
     fn deliver<'a>(&'a self, event: &'a Outgoing) -> BoxFuture<'a, Result<Ack, SinkError>> {
         Box::pin(self.publish(event))
     }

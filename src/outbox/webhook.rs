@@ -33,8 +33,6 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 /// The webhook sink.
 pub struct WebhookSink {
-    /// Name deliveries are tracked under.
-    name: String,
     /// Where to POST.
     url: reqwest::Url,
     /// HMAC key for `X-Postpub-Signature`.
@@ -96,7 +94,6 @@ impl WebhookSink {
             .build()
             .map_err(|e| setup(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
         Ok(Self {
-            name,
             url,
             secret: cfg.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             include_body: cfg.include_body,
@@ -151,14 +148,6 @@ impl WebhookSink {
 }
 
 impl Sink for WebhookSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn include_body(&self) -> bool {
-        self.include_body
-    }
-
     fn deliver<'a>(&'a self, event: &'a Outgoing) -> BoxFuture<'a, Result<Ack, SinkError>> {
         Box::pin(self.post(event))
     }
