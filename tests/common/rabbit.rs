@@ -85,7 +85,7 @@ fn start_private() -> String {
         });
     let watcher = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
-         pkill -f {node} ; sleep 1; pkill -9 -f {node} ; kill {pid} 2>/dev/null; \
+         pkill -f '[b]eam.*{dir}' ; sleep 1; pkill -9 -f '[b]eam.*{dir}' ; kill {pid} 2>/dev/null; \
          ERL_EPMD_PORT={epmd} epmd -kill >/dev/null 2>&1; rm -rf {dir}",
         me = std::process::id(),
         pid = child.id(),
