@@ -1066,15 +1066,8 @@ async fn a_nats_server_requiring_an_nkey_gets_events_from_a_sink_with_the_seed()
 async fn a_tls_nats_server_gets_events_from_a_sink_that_trusts_its_ca() {
     let dir = std::env::temp_dir().join(format!("postpub-tls-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("tls dir");
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("server params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server cert");
+    let (ca, ca_key) = common::certs::make_ca("postpub test CA");
+    let (cert, key) = common::certs::server_cert(&ca, &ca_key);
     let write = |name: &str, pem: String| {
         let path = dir.join(name);
         std::fs::write(&path, pem).expect("pem");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::certs::{make_ca, server_cert};
 use common::cluster::Cluster;
 use common::{bin, wait_until, Daemon};
 use postpub::config::{Config, SinkConfig, WebhookSinkConfig};
@@ -46,12 +47,7 @@ impl TlsCluster {
         std::fs::create_dir_all(&dir).expect("tls dir");
         let (ca, ca_key) = make_ca("postpub test CA");
         let (wrong, _) = make_ca("someone else's CA");
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("server params")
-                .signed_by(&key, &ca, &ca_key)
-                .expect("server cert");
+        let (cert, key) = server_cert(&ca, &ca_key);
         let write = |name: &str, pem: String| {
             let path = dir.join(name);
             std::fs::write(&path, pem).expect("pem");
@@ -97,16 +93,6 @@ impl TlsCluster {
         cfg.worker.poll_interval = Duration::from_secs(30);
         cfg
     }
-}
-
-fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().expect("ca key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    (params.self_signed(&key).expect("ca cert"), key)
 }
 
 /// Runs the binary with a clean libpq environment plus `env`.

@@ -4,6 +4,7 @@
 //! their event stream, or as the real binary when signals matter.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod ops;
 pub mod process;
