@@ -1,3 +1,3 @@
--- busy: whether any version is still pending or processing.
-select exists (select 1 from postpub.versions where state = 'post-publication')
-       or exists (select 1 from postpub.versions where state = 'processing') as busy
+-- busy: whether any version is still pending or processing (the queue and the leases hold
+-- exactly those).
+select exists (select 1 from postpub.queue) or exists (select 1 from postpub.leases) as busy

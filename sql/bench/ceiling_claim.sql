@@ -1,10 +1,11 @@
 -- ceiling_claim: the writes of a claim as plain SQL, no per-document lock protocol:
--- up to $1 pending versions to processing for actor $2, with their audit rows.
+-- up to $1 due queue entries to processing for actor $2 (the version row, the queue row,
+-- the lease), with their audit rows.
 with c as (
-  select v.id
-    from postpub.versions v
-   where v.state = 'post-publication' and v.run_after <= now()
-   order by v.run_after, v.id
+  select q.version_id as id
+    from postpub.queue q
+   where q.run_after <= now()
+   order by q.run_after, q.version_id
    limit $1::int
      for update skip locked
 ), u as (
@@ -15,6 +16,11 @@ with c as (
     from c
    where v.id = c.id
   returning v.id, v.document, v.attempts
+), dq as (
+  delete from postpub.queue q using c where q.version_id = c.id
+), ls as (
+  insert into postpub.leases (document, version_id, locked_until)
+  select u.document, u.id, now() + interval '30 seconds' from u
 ), t as (
   insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
   select u.id, u.document, 'post-publication', 'processing', $2::text, 'claimed, attempt ' || u.attempts

@@ -1,18 +1,16 @@
 -- ceiling_finish: the writes of publishing versions $1 as plain SQL: archive the previous
--- current (none in the drain), make them current, outbox event and audit rows.
-with prev as (
-  select p.id
+-- current (none in the drain), make them current, move the pointer, drop the leases, the
+-- outbox event and the audit rows.
+with pub as (
+  select v.id, v.version, d.current_id, d.current_version
     from postpub.versions v
-    cross join lateral (
-      select c.id from postpub.versions c
-       where c.document = v.document and c.state = 'current' and c.version < v.version
-      offset 0) p
+    join postpub.documents d on d.document = v.document
    where v.id = any($1::bigint[])
 ), a as (
   update postpub.versions c
      set state = 'archived', state_changed_at = now()
-    from prev
-   where c.id = prev.id
+    from pub
+   where c.id = pub.current_id and pub.current_version < pub.version
   returning c.id, c.document
 ), u as (
   update postpub.versions v
@@ -20,6 +18,13 @@ with prev as (
          locked_by = null, locked_until = null, lease_token = null
    where v.id = any($1::bigint[]) and v.state = 'processing'
   returning v.id, v.document, v.version, v.published_at
+), dp as (
+  update postpub.documents d
+     set current_id = u.id, current_version = u.version
+    from u
+   where d.document = u.document
+), dl as (
+  delete from postpub.leases l using u where l.document = u.document
 ), e as (
   insert into postpub.outbox (event_id, document, version_id, kind, payload)
   select x.event_id, x.document, x.id, 'published',

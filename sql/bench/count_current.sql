@@ -1,2 +1,2 @@
--- count_current: versions that are current.
-select count(*) as current from postpub.versions where state = 'current'
+-- count_current: documents with a current version.
+select count(*) as current from postpub.documents where current_id is not null

@@ -1,3 +1,4 @@
 -- reset: empty the tables between benchmark runs (TRUNCATE keeps runs comparable).
 truncate postpub.transitions, postpub.outbox, postpub.collated, postpub.versions,
-         postpub.documents, postpub.recipes restart identity cascade
+         postpub.documents, postpub.recipes, postpub.queue, postpub.leases
+         restart identity cascade

@@ -1,7 +1,7 @@
 -- console_versions: one page of the versions list, newest first, by keyset (ids below $5),
 -- so a page costs the same at the millionth version as at the first; never a count.
 -- Run with its parameters as constants (a fresh statement each time), so that the planner
--- drops the filters not given and picks the partial index of the state asked for.
+-- drops the filters not given and picks the narrow table of the state asked for.
 -- $1 state ('' = any), $2 document filter ('' = none), $3 true: $2 is a prefix, false: a
 -- substring (of at most 1000 matching documents), $4 created at or after ('' = any),
 -- $5 created before ('' = any), $6 ids below (null = from the newest), $7 page size,
@@ -15,12 +15,15 @@ select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_e
        to_char(v.state_changed_at, 'YYYY-MM-DD HH24:MI:SS')
   from postpub.versions v
  where ($1::text = ''
-        -- One literal per state, not a cast of $1: a cast to the enum is not a constant
-        -- the planner can match against the partial index of that state.
-        or ($1::text = 'post-publication' and v.state = 'post-publication')
-        or ($1::text = 'processing' and v.state = 'processing')
+        -- One literal per state, not a cast of $1, so that the planner drops the arms
+        -- not asked for; the small states are found through their narrow table (queue,
+        -- leases) or partial index (versions_with_error).
+        or ($1::text = 'post-publication' and v.state = 'post-publication'
+            and v.id in (select q.version_id from postpub.queue q))
+        or ($1::text = 'processing' and v.state = 'processing'
+            and v.id in (select l.version_id from postpub.leases l))
         or ($1::text = 'current' and v.state = 'current')
-        or ($1::text = 'errored' and v.state = 'errored')
+        or ($1::text = 'errored' and v.last_error is not null and v.state = 'errored')
         or ($1::text = 'superseded' and v.state = 'superseded')
         or ($1::text = 'archived' and v.state = 'archived'))
    and ($2::text = ''

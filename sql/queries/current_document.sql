@@ -1,5 +1,5 @@
 -- current_document: the current version of document $1 for the runtime API (served by
--- the versions_one_current index). $2: version ids the client already has (If-None-Match),
+-- the document's current-version pointer). $2: version ids the client already has (If-None-Match),
 -- $3: the version number asked for (null: whichever is current), $4: the largest content
 -- returned inline (bytes); larger content is streamed by document_chunks.sql.
 -- The content is read only when it will be sent: not for a tombstone, a version the
@@ -12,9 +12,10 @@ with cur as (
          not (v.is_tombstone or v.id = any($2::bigint[])
               or ($3::bigint is not null and v.version <> $3::bigint)) as send,
          coalesce(c.content, v.body) as content
-    from postpub.versions v
+    from postpub.documents d
+    join postpub.versions v on v.id = d.current_id
     left join postpub.collated c on c.version_id = v.id
-   where v.document = $1::text and v.state = 'current'
+   where d.document = $1::text
 )
 select cur.id, cur.version, cur.is_tombstone,
        case when cur.send and octet_length(cur.content) <= $4::bigint then cur.content end,

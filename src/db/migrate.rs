@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "outbox", "0005_outbox.sql"),
     migration!(6, "input_limits", "0006_input_limits.sql"),
     migration!(7, "console", "0007_console.sql"),
+    migration!(8, "storage", "0008_storage.sql"),
 ];
 
 /// The schema version this binary needs.
