@@ -20,8 +20,14 @@
 --   * versions_with_error: versions with a last error (errored ones among them), an index
 --     on a column the happy path leaves alone.
 --
--- `versions.state` stays what operators read and filter on; the SQL API, the views and
--- the audit trail (postpub.transitions) are unchanged.
+-- `versions.state` stays what operators read and filter on; the SQL API and the views are
+-- unchanged.
+--
+-- The audit trail (postpub.transitions) shows the same rows as before, but the happy path
+-- of a version, claimed then published, is no longer two stored rows: it is read off the
+-- version row (claimed_at/claimed_by, published_at/published_by). Everything else (creation,
+-- supersede, archive, errors, retries, releases, rescues, requeues) is stored as before, in
+-- postpub.transition_log; postpub.transitions is a view of both.
 --
 -- Who keeps the narrow rows in step with `versions`:
 --   * The claim and the finish (postpub._claim, postpub._finish) write them in the same
@@ -80,7 +86,42 @@ drop index postpub.versions_errored;
 create index versions_with_error on postpub.versions (document) where last_error is not null;
 alter table postpub.versions set (fillfactor = 50);
 
--- 5. The triggers that keep the narrow rows in step for every writer but the hot path.
+-- 5. The audit trail: stored rows plus the happy path read off the version rows.
+alter table postpub.transitions rename to transition_log;
+alter index postpub.transitions_pkey rename to transition_log_pkey;
+alter index postpub.transitions_version rename to transition_log_version;
+alter table postpub.versions
+  add column claimed_at timestamptz,  -- the claim in progress or the one that published it
+  add column claimed_by text,
+  add column published_by text;       -- who made it current, when the daemon did
+
+-- Every state change of every version. Derived rows have no id (order a version's rows by
+-- `at`: each of its changes is a transaction of its own). A claim that ends in anything
+-- but a publish is stored when it ends (the next claim overwrites claimed_at), so a
+-- version's claims all appear, once each.
+create view postpub.transitions as
+select l.id, l.version_id, l.document, l.from_state, l.to_state, l.at, l.by, l.why
+  from postpub.transition_log l
+union all
+select null::bigint, v.id, v.document, 'post-publication'::postpub.state,
+       'processing'::postpub.state, v.claimed_at, v.claimed_by,
+       'claimed, attempt ' || v.attempts
+  from postpub.versions v
+ where v.claimed_at is not null
+union all
+select null::bigint, v.id, v.document, 'processing'::postpub.state, 'current'::postpub.state,
+       v.published_at, v.published_by,
+       case when v.is_tombstone then 'document deleted' else 'published' end
+  from postpub.versions v
+ where v.published_by is not null;
+
+-- Rows written to the view are stored (the functions of earlier migrations write there).
+create rule transitions_insert as on insert to postpub.transitions do instead
+  insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
+  values (new.version_id, new.document, new.from_state, new.to_state, coalesce(new.at, now()),
+          new.by, new.why);
+
+-- 6. The triggers that keep the narrow rows in step for every writer but the hot path.
 
 -- New pending versions (publish with a recipe, delete, a bulk insert) join the queue: one
 -- statement for the whole insert.
@@ -174,7 +215,7 @@ create trigger _100_sync_update after update on postpub.versions
 create trigger _100_unsync after delete on postpub.versions
   for each row execute function postpub._unsync_version();
 
--- 6. _event_id() without a SET clause, so that it is inlined into the statements that call
+-- 7. _event_id() without a SET clause, so that it is inlined into the statements that call
 -- it. With one, every call saved and restored the GUC state (9 µs per event, measured: more
 -- than the insert of the event itself). Its body names only pg_catalog functions, which
 -- are found first whatever the search_path. The time comes from date_part (float) rather
@@ -191,7 +232,7 @@ language sql volatile as $$
            'hex')::uuid
 $$;
 
--- 7. The views read the pointer.
+-- 8. The current view reads the pointer.
 create or replace view postpub.current as
 select v.document,
        v.id                       as version_id,
@@ -205,7 +246,7 @@ select v.document,
   left join postpub.collated c on c.version_id = v.id
  where not v.is_tombstone;
 
--- 8. The hot path. Same signatures and results as in 0003_worker (the daemon's queries do
+-- 9. The hot path. Same signatures and results as in 0003_worker (the daemon's queries do
 -- not change); see there for the locking protocol, which is the same: the documents row is
 -- the per-document lock, taken with SKIP LOCKED, then the document's rows are read in a new
 -- statement.
@@ -279,7 +320,7 @@ begin
        where v.id = t.id and v.state::text = 'post-publication'
       returning v.id, v.document, t.by_version
     ), tr as (
-      insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
+      insert into postpub.transition_log (version_id, document, from_state, to_state, by, why)
       select sup.id, sup.document, 'post-publication', 'superseded', p_actor,
              format('version %s is newer', sup.by_version)
         from sup
@@ -295,7 +336,9 @@ begin
            -- a crash loses an asynchronously committed claim); the id is the fallback
            -- for calls by hand.
            locked_until = now() + p_lease, lease_token = coalesce(p_token, txid_current()),
-           state_changed_at = now()
+           state_changed_at = now(),
+           -- the audit row of this claim (see postpub.transitions)
+           claimed_at = now(), claimed_by = p_actor
      where v.id = any(v_claim) and v.state::text = 'post-publication'
     returning v.id, v.document, v.version, v.is_tombstone, v.recipe_id, v.attempts,
               v.lease_token, octet_length(v.body) as body_bytes, v.created_at
@@ -304,11 +347,6 @@ begin
   ), ls as (
     insert into postpub.leases (document, version_id, locked_until)
     select cl.document, cl.id, now() + p_lease from cl
-  ), tr as (
-    insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-    select cl.id, cl.document, 'post-publication', 'processing', p_actor,
-           format('claimed, attempt %s', cl.attempts)
-      from cl
   )
   select cl.id, cl.document, cl.version, cl.is_tombstone, cl.recipe_id, cl.attempts,
          cl.lease_token, cl.body_bytes, cl.created_at
@@ -319,7 +357,9 @@ end $$;
 -- 0003_worker, in two statements: one locks the documents and reads, under the lock, each
 -- document's current version from its pointer; the other writes everything (the previous
 -- current archived, the version's new state, the pointer, the lease, the queue row for a
--- retry or a release, the collated output, the outbox event, the audit).
+-- retry or a release, the collated output, the outbox event, the audit). A publish stores
+-- no audit row (published_by is its row); any other outcome stores the claim it ends and
+-- itself.
 create or replace function postpub._finish(p_actor text, p_ids bigint[], p_tokens bigint[],
                                            p_outcomes text[], p_errors text[],
                                            p_retry_s double precision[], p_collated text[],
@@ -334,14 +374,19 @@ declare
   v_cur bigint[];       -- per finished version: its document's current version (id) ...
   v_cur_version int[];  -- ... and number, read under the document lock
   v_version int[];      -- per finished version: its own number
+  v_claimed_at timestamptz[];  -- ... and its claim (stored unless it ends in a publish)
+  v_claimed_by text[];
+  v_attempt int[];
 begin
   -- Lock the documents of the versions still held (skipping any an application is
   -- publishing to right now). A locked row is read as last committed, so the pointer read
   -- here is the one this transaction will move.
   select coalesce(array_agg(h.ord), '{}'), array_agg(h.current_id), array_agg(h.current_version),
-         array_agg(h.version)
-    into v_ord, v_cur, v_cur_version, v_version
-    from (select t.ord, v.version, d.current_id, d.current_version
+         array_agg(h.version), array_agg(h.claimed_at), array_agg(h.claimed_by),
+         array_agg(h.attempts)
+    into v_ord, v_cur, v_cur_version, v_version, v_claimed_at, v_claimed_by, v_attempt
+    from (select t.ord, v.version, d.current_id, d.current_version, v.claimed_at, v.claimed_by,
+                 v.attempts
             from unnest(p_ids, p_tokens) with ordinality as t(id, token, ord)
             join postpub.versions v on v.id = t.id and v.lease_token = t.token
             join postpub.documents d on d.document = v.document
@@ -363,7 +408,7 @@ begin
       select p_ids[o.ord] as id, p_tokens[o.ord] as token, p_outcomes[o.ord] as outcome,
              p_errors[o.ord] as error, p_retry_s[o.ord] as retry_s,
              p_collated[o.ord] as collated, p_warnings[o.ord] as warnings,
-             o.cur_id, o.cur_version, o.version,
+             o.cur_id, o.cur_version, o.version, o.claimed_at, o.claimed_by, o.attempt,
              case
                -- a newer version is already current: this one can never be
                when p_outcomes[o.ord] = 'publish' and o.cur_version > o.version then 'superseded'
@@ -371,7 +416,8 @@ begin
                when p_outcomes[o.ord] = 'error' then 'errored'
                else 'post-publication'
              end::postpub.state as new_state
-        from unnest(v_ord, v_cur, v_cur_version, v_version) as o(ord, cur_id, cur_version, version)
+        from unnest(v_ord, v_cur, v_cur_version, v_version, v_claimed_at, v_claimed_by, v_attempt)
+             as o(ord, cur_id, cur_version, version, claimed_at, claimed_by, attempt)
     ), a as (
       -- the previous current, replaced by a newer one
       update postpub.versions c
@@ -381,7 +427,7 @@ begin
          and c.state::text = 'current'
       returning c.id, c.document, c.is_tombstone, t.version as by_version
     ), ta as (
-      insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
+      insert into postpub.transition_log (version_id, document, from_state, to_state, by, why)
       select a.id, a.document, 'current', 'archived', p_actor,
              format('replaced by version %s', a.by_version)
         from a
@@ -398,11 +444,16 @@ begin
                               else now() end,
              attempts = case when t.outcome = 'release' then greatest(v.attempts - 1, 0)
                              else v.attempts end,
-             locked_by = null, locked_until = null, lease_token = null
+             locked_by = null, locked_until = null, lease_token = null,
+             published_by = case when t.new_state = 'current' then p_actor
+                                  else v.published_by end,
+             claimed_at = case when t.new_state = 'current' then v.claimed_at end,
+             claimed_by = case when t.new_state = 'current' then v.claimed_by end
         from t
        where v.id = t.id and v.lease_token = t.token
       returning v.id, v.document, v.version, v.is_tombstone, v.state, v.published_at,
-                v.run_after, t.outcome, t.error, t.retry_s, t.collated, t.warnings
+                v.run_after, t.outcome, t.error, t.retry_s, t.collated, t.warnings,
+                t.claimed_at, t.claimed_by, t.attempt
     ), dp as (
       update postpub.documents d
          set current_id = u.id, current_version = u.version
@@ -438,17 +489,27 @@ begin
                                 'version_id', ev.id, 'published_at', ev.published_at)
         from ev
     ), tr as (
-      insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-      select u.id, u.document, 'processing', u.state, p_actor,
-             case
-               when u.state = 'current' and u.is_tombstone then 'document deleted'
-               when u.state = 'current' then 'published'
-               when u.state = 'superseded' then 'a newer version is already current'
-               when u.outcome = 'retry' then format('retry in %ss: %s', round(u.retry_s::numeric, 3), u.error)
-               when u.outcome = 'release' then 'released at shutdown'
-               else u.error
-             end
-        from u
+      -- Not for a publish (see postpub.transitions): the claim that ended, then its end,
+      -- in that order (ids ascending).
+      insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
+      select r.version_id, r.document, r.from_state, r.to_state, r.at, r.by, r.why
+        from (select u.id as version_id, u.document, 'post-publication'::postpub.state as from_state,
+                     'processing'::postpub.state as to_state, u.claimed_at as at,
+                     u.claimed_by as by, 'claimed, attempt ' || u.attempt as why, 1 as k
+                from u
+               where u.state <> 'current' and u.claimed_at is not null
+              union all
+              select u.id, u.document, 'processing', u.state, now(), p_actor,
+                     case
+                       when u.state = 'superseded' then 'a newer version is already current'
+                       when u.outcome = 'retry' then format('retry in %ss: %s', round(u.retry_s::numeric, 3), u.error)
+                       when u.outcome = 'release' then 'released at shutdown'
+                       else u.error
+                     end,
+                     2
+                from u
+               where u.state <> 'current') r
+       order by r.version_id, r.k
     )
     select u.id, u.state::text from u;
   end if;
@@ -457,7 +518,8 @@ begin
 end $$;
 
 -- _rescue(actor, max_attempts): as in 0003_worker, found through the leases instead of an
--- index on the state. The triggers above move the pointer, the lease and the queue row.
+-- index on the state. The triggers above move the pointer, the lease and the queue row; the
+-- claim that ended is stored in the audit before the rescue.
 create or replace function postpub._rescue(p_actor text, p_max_attempts int)
 returns table (version_id bigint, document text, state text, held_by text)
 language plpgsql
@@ -467,7 +529,7 @@ declare
 begin
   return query
   with x as (
-    select v.id, v.locked_by
+    select v.id, v.locked_by, v.claimed_at, v.claimed_by, v.attempts
       from postpub.leases l
       join postpub.versions v on v.id = l.version_id
       join postpub.documents d on d.document = v.document
@@ -481,13 +543,24 @@ begin
            last_error = format('lease expired while %s held it (attempt %s of %s)',
                                coalesce(x.locked_by, 'a daemon'), v.attempts, p_max_attempts),
            run_after = now(), locked_by = null, locked_until = null, lease_token = null,
-           state_changed_at = now()
+           state_changed_at = now(), claimed_at = null, claimed_by = null
       from x
      where v.id = x.id
-    returning v.id, v.document, v.state, x.locked_by, v.last_error
+    returning v.id, v.document, v.state, x.locked_by, v.last_error, x.claimed_at, x.claimed_by,
+              x.attempts
   ), t as (
-    insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-    select u.id, u.document, 'processing', u.state, p_actor, u.last_error from u
+    -- the claim that ended (see postpub.transitions), then its end
+    insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
+    select r.version_id, r.document, r.from_state, r.to_state, r.at, r.by, r.why
+      from (select u.id as version_id, u.document, 'post-publication'::postpub.state as from_state,
+                   'processing'::postpub.state as to_state, u.claimed_at as at,
+                   u.claimed_by as by, 'claimed, attempt ' || u.attempts as why, 1 as k
+              from u
+             where u.claimed_at is not null
+            union all
+            select u.id, u.document, 'processing', u.state, now(), p_actor, u.last_error, 2
+              from u) r
+     order by r.version_id, r.k
   )
   select u.id, u.document, u.state::text, u.locked_by from u;
   get diagnostics v_back = row_count;

@@ -182,7 +182,7 @@ async fn a_database_read_only_for_ten_seconds_recovers_within_seconds_and_readyz
 async fn an_administrator_shutting_down_a_claim_in_progress_is_recovered_from() {
     let (db, c) = TestDb::with_client().await;
     let (d, port) = daemon(&db, &["validate"], None).await;
-    // Versions claimable two seconds from now: published (and their transitions written)
+    // Versions claimable two seconds from now: published (and their audit rows written)
     // before the lock below, claimed after it.
     let mut p = db.client().await;
     let ptx = p.transaction().await.expect("tx");
@@ -205,11 +205,11 @@ async fn an_administrator_shutting_down_a_claim_in_progress_is_recovered_from() 
     .await
     .expect("delay");
     ptx.commit().await.expect("commit");
-    // The claim then waits on this lock (it writes transitions), until its backend is
+    // The claim then waits on this lock (it writes a lease), until its backend is
     // terminated: 57P01 in the middle of the claim statement.
     let mut lock = db.client().await;
     let tx = lock.transaction().await.expect("tx");
-    tx.batch_execute("lock table postpub.transitions in exclusive mode")
+    tx.batch_execute("lock table postpub.leases in exclusive mode")
         .await
         .expect("lock");
     wait_until(
@@ -248,7 +248,7 @@ async fn an_administrator_shutting_down_a_finish_in_progress_is_recovered_from()
     .await;
     let mut lock = db.client().await;
     let tx = lock.transaction().await.expect("tx");
-    tx.batch_execute("lock table postpub.transitions in exclusive mode")
+    tx.batch_execute("lock table postpub.leases in exclusive mode")
         .await
         .expect("lock");
     std::fs::write(script.dir.join("go"), "").expect("go");

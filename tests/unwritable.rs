@@ -159,15 +159,28 @@ async fn a_full_disk_is_retried_with_clear_errors_and_nothing_is_lost_or_errored
         return;
     };
     let c = cluster.client().await;
-    // The audit trail lives on the small disk: every claim, finish, rescue and publish
-    // appends to it, so all of them need space there.
-    for sql in [
-        format!("create tablespace small location '{}'", disk.display()),
-        "alter table postpub.transitions set tablespace small".to_owned(),
-        "alter index postpub.transitions_pkey set tablespace small".to_owned(),
-        "alter index postpub.transitions_version set tablespace small".to_owned(),
-        "create table public.filler (x text) tablespace small".to_owned(),
-    ] {
+    // The leases, the outbox and the stored audit live on the small disk: every claim
+    // (a lease), finish (an outbox event), rescue and publish (audit rows) appends to one
+    // of them, so all of them need space there.
+    let mut moves = vec![format!(
+        "create tablespace small location '{}'",
+        disk.display()
+    )];
+    for table in ["leases", "outbox", "transition_log"] {
+        moves.push(format!(
+            "alter table postpub.{table} set tablespace small;
+             do $$ declare i text; begin
+               for i in select indexname from pg_indexes
+                         where schemaname = 'postpub' and tablename = '{table}' loop
+                 execute format('alter index postpub.%I set tablespace small', i);
+               end loop;
+             end $$"
+        ));
+    }
+    for sql in moves
+        .into_iter()
+        .chain(["create table public.filler (x text) tablespace small".to_owned()])
+    {
         c.batch_execute(&sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));

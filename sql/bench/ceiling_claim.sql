@@ -1,6 +1,6 @@
 -- ceiling_claim: the writes of a claim as plain SQL, no per-document lock protocol:
 -- up to $1 due queue entries to processing for actor $2 (the version row, the queue row,
--- the lease), with their audit rows.
+-- the lease); the version row is its own audit row (claimed_at).
 with c as (
   select q.version_id as id
     from postpub.queue q
@@ -12,7 +12,7 @@ with c as (
   update postpub.versions v
      set state = 'processing', attempts = v.attempts + 1, locked_by = $2::text,
          locked_until = now() + interval '30 seconds', lease_token = txid_current(),
-         state_changed_at = now()
+         state_changed_at = now(), claimed_at = now(), claimed_by = $2::text
     from c
    where v.id = c.id
   returning v.id, v.document, v.attempts
@@ -21,9 +21,5 @@ with c as (
 ), ls as (
   insert into postpub.leases (document, version_id, locked_until)
   select u.document, u.id, now() + interval '30 seconds' from u
-), t as (
-  insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-  select u.id, u.document, 'post-publication', 'processing', $2::text, 'claimed, attempt ' || u.attempts
-    from u
 )
 select u.id from u

@@ -1,6 +1,6 @@
 -- ceiling_finish: the writes of publishing versions $1 as plain SQL: archive the previous
 -- current (none in the drain), make them current, move the pointer, drop the leases, the
--- outbox event and the audit rows.
+-- outbox event and the archive's audit row (a publish is its own: published_by).
 with pub as (
   select v.id, v.version, d.current_id, d.current_version
     from postpub.versions v
@@ -14,7 +14,7 @@ with pub as (
   returning c.id, c.document
 ), u as (
   update postpub.versions v
-     set state = 'current', published_at = now(), state_changed_at = now(),
+     set state = 'current', published_at = now(), published_by = $2::text, state_changed_at = now(),
          locked_by = null, locked_until = null, lease_token = null
    where v.id = any($1::bigint[]) and v.state = 'processing'
   returning v.id, v.document, v.version, v.published_at
@@ -32,11 +32,7 @@ with pub as (
                             'version', x.version, 'version_id', x.id, 'published_at', x.published_at)
     from (select postpub._event_id() as event_id, u.* from u) x
 ), t as (
-  insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
-  select u.id, u.document, 'processing'::postpub.state, 'current'::postpub.state, $2::text,
-         'published'
-    from u
-  union all
+  insert into postpub.transition_log (version_id, document, from_state, to_state, by, why)
   select a.id, a.document, 'current'::postpub.state, 'archived'::postpub.state, $2::text,
          'replaced'
     from a

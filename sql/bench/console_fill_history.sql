@@ -2,7 +2,7 @@
 -- each, and an outbox event for each current one (delivered; parked in every 1000th
 -- document), as the pipeline would have written them.
 with t as (
-  insert into postpub.transitions (version_id, document, from_state, to_state, by, why)
+  insert into postpub.transition_log (version_id, document, from_state, to_state, by, why)
   select v.id, v.document, 'processing', v.state, 'bench', 'bench fill'
     from postpub.versions v
    where v.id > $1::bigint

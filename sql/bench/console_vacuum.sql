@@ -1,3 +1,3 @@
 -- console_vacuum: statistics and the visibility map for the console bench's tables, as
 -- autovacuum would have left them.
-vacuum analyze postpub.versions, postpub.documents, postpub.transitions, postpub.outbox
+vacuum analyze postpub.versions, postpub.documents, postpub.transition_log, postpub.outbox

@@ -1,4 +1,4 @@
 -- reset: empty the tables between benchmark runs (TRUNCATE keeps runs comparable).
-truncate postpub.transitions, postpub.outbox, postpub.collated, postpub.versions,
+truncate postpub.transition_log, postpub.outbox, postpub.collated, postpub.versions,
          postpub.documents, postpub.recipes, postpub.queue, postpub.leases
          restart identity cascade
