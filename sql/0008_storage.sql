@@ -95,10 +95,10 @@ alter table postpub.versions
   add column claimed_by text,
   add column published_by text;       -- who made it current, when the daemon did
 
--- Every state change of every version. Derived rows have no id (order a version's rows by
--- `at`: each of its changes is a transaction of its own). A claim that ends in anything
--- but a publish is stored when it ends (the next claim overwrites claimed_at), so a
--- version's claims all appear, once each.
+-- Every state change of every version. Derived rows have no id: order a version's rows by
+-- `at`, then `id` (a derived row is never in the same transaction as another change of its
+-- version). A claim that ends in anything but a publish is stored when it ends (the next
+-- claim overwrites claimed_at), so a version's claims all appear, once each.
 create view postpub.transitions as
 select l.id, l.version_id, l.document, l.from_state, l.to_state, l.at, l.by, l.why
   from postpub.transition_log l

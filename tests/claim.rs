@@ -174,7 +174,7 @@ async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
     .await;
     let why: String = c
         .query_one(
-            "select why from postpub.transitions where version_id = $1 and from_state = 'processing' order by at limit 1",
+            "select why from postpub.transitions where version_id = $1 and from_state = 'processing' order by at, id limit 1",
             &[&v],
         )
         .await

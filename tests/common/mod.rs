@@ -700,7 +700,7 @@ pub async fn assert_invariants(c: &Client) {
             "the audit trail does not end in the version's state",
             "select count(*) from postpub.versions v
                left join (select distinct on (version_id) version_id, to_state
-                            from postpub.transitions order by version_id, at desc) t
+                            from postpub.transitions order by version_id, at desc, id desc) t
                  on t.version_id = v.id
               where t.to_state is distinct from v.state",
         ),

@@ -1,0 +1,182 @@
+//! Upgrades: a database filled by the previous release (migrations 0001–0007, versions in
+//! every state, events delivered, parked and pending, an audit trail) is migrated to the
+//! current layout without a version, an event or an audit row lost or changed, and a
+//! daemon then finishes the work it left.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_settled, count, wait_until, Daemon, TestDb};
+use tokio_postgres::Client;
+
+/// The schema of the last release before the storage layout of 0008.
+const PREVIOUS_RELEASE: i32 = 7;
+
+/// Every row a migration must keep, as text: versions (with their state), documents,
+/// events, collated output and the audit trail, each in a fixed order.
+async fn snapshot(c: &Client) -> Vec<String> {
+    let queries = [
+        "select format('%s %s v%s %s attempts=%s error=%s tombstone=%s recipe=%s body=%s created=%s published=%s token=%s by=%s',
+                       id, document, version, state, attempts, last_error, is_tombstone, recipe_id,
+                       md5(body), created_at, published_at, lease_token, locked_by)
+           from postpub.versions order by id",
+        "select format('%s last=%s', document, last_version) from postpub.documents order by document",
+        "select format('%s %s %s v%s %s %s delivered=%s parked=%s attempts=%s error=%s',
+                       id, event_id, document, version_id, kind, payload, delivered_at is not null,
+                       parked_at is not null, attempts, last_error)
+           from postpub.outbox order by id",
+        "select format('%s %s %s', version_id, md5(content), warnings) from postpub.collated order by version_id",
+        "select format('%s %s %s %s->%s %s %s %s', id, version_id, document, from_state, to_state, at, by, why)
+           from postpub.transitions order by id",
+    ];
+    let mut rows = Vec::new();
+    for q in queries {
+        for r in c.query(q, &[]).await.unwrap_or_else(|e| panic!("{q}: {e}")) {
+            rows.push(r.get::<_, String>(0));
+        }
+    }
+    rows
+}
+
+/// Fills a 0007 database through the previous release's own functions: what its daemon
+/// and its applications would have written.
+async fn fill_like_the_previous_release(c: &Client) {
+    c.batch_execute(
+        "select postpub.publish('direct', '<p>1</p>');
+         select postpub.publish('direct', '<p>2</p>');              -- 1 archived, 2 current
+         select postpub.publish('baked', '<p>1</p>', 'p {}');
+         select postpub.publish('baked', '<p>2</p>', 'p {}');       -- 1 superseded at the claim
+         select postpub.publish('broken', '<p>x</p>', 'p {}');      -- errored
+         select postpub.publish('again', '<p>x</p>', 'p {}');       -- retried, pending again
+         select postpub.publish('held', '<p>x</p>', 'p {}');        -- processing
+         select postpub.publish('gone', '<p>x</p>');
+         select postpub.delete('gone');                              -- deleted event
+         select postpub._claim('old-daemon', 100, interval '1 hour', 7);
+         select postpub.publish('waiting', '<p>x</p>', 'p {}');     -- pending
+         select postpub.publish('baked', '<p>3</p>', 'p {}');       -- pending, newer than current
+         select postpub._finish('old-daemon', array_agg(v.id), array_agg(7::bigint),
+                                array_agg(case v.document when 'broken' then 'error'
+                                                          when 'again' then 'retry'
+                                                          else 'publish' end),
+                                array_agg(case v.document when 'broken' then 'bad markup'
+                                                          when 'again' then 'flaky' end),
+                                array_agg(0::float8),
+                                array_agg(case v.document when 'baked' then '<p>baked</p>' end),
+                                array_agg(null::text))
+           from postpub.versions v
+          where v.state = 'processing' and v.document <> 'held';
+         update postpub.outbox set delivered_at = now(), attempts = 1 where document = 'direct';
+         update postpub.outbox set parked_at = now(), attempts = 3, last_error = 'refused'
+          where document = 'gone';",
+    )
+    .await
+    .expect("fill the database as the previous release would");
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_release_upgrades_without_losing_anything() {
+    let db = TestDb::empty().await;
+    let mut c = db.client().await;
+    let report = postpub::db::migrate::migrate_to(&mut c, PREVIOUS_RELEASE)
+        .await
+        .expect("migrate to the previous release");
+    assert_eq!(report.to, PREVIOUS_RELEASE);
+    fill_like_the_previous_release(&c).await;
+    let states: Vec<String> = c
+        .query(
+            "select distinct state::text from postpub.versions order by 1",
+            &[],
+        )
+        .await
+        .expect("states")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "archived",
+            "current",
+            "errored",
+            "post-publication",
+            "processing",
+            "superseded"
+        ],
+        "the previous release's data covers every state"
+    );
+    let before = snapshot(&c).await;
+
+    let report = postpub::db::migrate::migrate(&mut c)
+        .await
+        .expect("migrate to the current release");
+    assert_eq!(report.from, PREVIOUS_RELEASE);
+    assert_eq!(report.to, postpub::db::migrate::latest());
+    let after = snapshot(&c).await;
+    assert_eq!(before, after, "a row changed in the upgrade");
+
+    // The new structures describe the same data.
+    for (what, sql) in [
+        (
+            "a current version without the document's pointer on it",
+            "select count(*) from postpub.versions v join postpub.documents d using (document)
+              where (v.state = 'current') <> (d.current_id is not distinct from v.id)",
+        ),
+        (
+            "the queue is not the pending versions",
+            "select count(*) from postpub.versions v
+               full join postpub.queue q on q.version_id = v.id
+              where (v.state = 'post-publication') is distinct from (q.version_id is not null)",
+        ),
+        (
+            "the leases are not the processing versions",
+            "select count(*) from postpub.versions v
+               full join postpub.leases l on l.version_id = v.id
+              where (v.state = 'processing') is distinct from (l.version_id is not null)",
+        ),
+    ] {
+        assert_eq!(count(&c, sql).await, 0, "{what}");
+    }
+    assert_eq!(
+        count(&c, "select count(*) from postpub.current").await,
+        2,
+        "direct and baked are live; gone is deleted"
+    );
+
+    // The database still refuses a second current version, now through the pointer.
+    let e = c
+        .batch_execute("update postpub.versions set state = 'current' where document = 'direct'")
+        .await
+        .expect_err("a second current version");
+    assert_eq!(common::ops::sqlstate(&e), "23505");
+
+    // The abandoned claim ("held", leased for an hour by a daemon that is gone) expires,
+    // and a daemon of this release finishes everything.
+    c.batch_execute(
+        "update postpub.versions set locked_until = now() - interval '1 second'
+          where state = 'processing'",
+    )
+    .await
+    .expect("expire the old lease");
+    let d = Daemon::start(db.config()).await;
+    wait_until(Duration::from_secs(30), "the old work finished", || async {
+        count(
+            &c,
+            "select count(*) from postpub.versions where state in ('post-publication', 'processing')",
+        )
+        .await
+            == 0
+    })
+    .await;
+    d.stop().await;
+    assert_settled(&c).await;
+    // The audit trail of the previous release is still there, unchanged, first.
+    let kept = snapshot(&c).await;
+    let old_audit: Vec<&String> = before.iter().filter(|r| r.contains("->")).collect();
+    let new_audit: Vec<&String> = kept.iter().filter(|r| r.contains("->")).collect();
+    assert_eq!(
+        &new_audit[..old_audit.len()],
+        &old_audit[..],
+        "the old audit rows stay as they were"
+    );
+}
