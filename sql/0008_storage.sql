@@ -4,11 +4,12 @@
 -- predicates of five partial indexes (one current, one processing, pending, pending per
 -- document, errored). An update that touches a column an index depends on cannot be HOT, so
 -- each state change inserted a new entry into every index of the table, the text-keyed
--- unique ones with a heap check each: about two thirds of PostgreSQL's time in a drain.
+-- unique ones with a heap check each: index insertion was the largest part (about a third)
+-- of PostgreSQL's time in a drain.
 --
 -- Now no index of `versions` depends on a column the hot path changes, and the table keeps
--- room on its pages, so a claim and a finish each rewrite the row in place (HOT). What the
--- partial indexes did moves to narrow rows of their own:
+-- room on its pages, so a claim and a finish each rewrite the row in place (HOT) when the
+-- page has room. What the partial indexes did moves to narrow rows of their own:
 --   * documents.current_id / current_version: the one current version of a document, a
 --     pointer (one column: at most one current by construction). Publishing moves it.
 --   * postpub.queue: one row per post-publication version (what the claim scans, oldest
@@ -33,7 +34,7 @@
 --   * The claim and the finish (postpub._claim, postpub._finish) write them in the same
 --     statements as the version rows. They run with `postpub.internal = on`.
 --   * Anything else that writes `versions` (publish, delete, requeue, the rescuer, an
---     operator's UPDATE) is followed by the triggers below, which move the pointers, the
+--     operator's UPDATE) is followed by the triggers below, which move the pointer, the
 --     queue and the leases, and refuse a second current or processing version of a
 --     document (SQLSTATE 23505) exactly as the unique indexes did. They do not run inside
 --     the claim and the finish, so the hot path pays nothing for them.
