@@ -106,8 +106,8 @@ alter table postpub.versions
 
 -- Every state change of every version. Derived rows have no id: order a version's rows by
 -- `at`, then `id` (a derived row is never in the same transaction as another change of its
--- version). A claim that ends in anything but a publish is stored when it ends (the next
--- claim overwrites claimed_at), so a version's claims all appear, once each.
+-- version). A claim that ends in anything but a publish is stored when it ends (see
+-- _store_claim below), so a version's claims all appear, once each.
 create view postpub.transitions as
 select l.id, l.version_id, l.document, l.from_state, l.to_state, l.at, l.by, l.why
   from postpub.transition_log l
@@ -129,6 +129,24 @@ create rule transitions_insert as on insert to postpub.transitions do instead
   insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
   values (new.version_id, new.document, new.from_state, new.to_state, coalesce(new.at, now()),
           new.by, new.why);
+
+-- _store_claim(): the claim recorded on a version row (claimed_at) is about to be cleared
+-- or replaced: store it first, so it stays in postpub.transitions and comes before the
+-- row that ends it. One mechanism for every writer: a finish other than a publish, the
+-- rescuer, an operator's UPDATE. It never fires for a claim (claimed_at was null) or a
+-- publish (claimed_at stays).
+create function postpub._store_claim() returns trigger
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+begin
+  insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
+  values (OLD.id, OLD.document, 'post-publication', 'processing', OLD.claimed_at,
+          OLD.claimed_by, 'claimed, attempt ' || OLD.attempts);  -- as the view shows it
+  return NEW;
+end $$;
+create trigger _100_store_claim before update on postpub.versions
+  for each row
+  when (OLD.claimed_at is not null and NEW.claimed_at is distinct from OLD.claimed_at)
+  execute function postpub._store_claim();
 
 -- 6. The triggers that keep the narrow rows in step for every writer but the hot path.
 
@@ -367,8 +385,8 @@ end $$;
 -- document's current version from its pointer; the other writes everything (the previous
 -- current archived, the version's new state, the pointer, the lease, the queue row for a
 -- retry or a release, the collated output, the outbox event, the audit). A publish stores
--- no audit row (published_by is its row); any other outcome stores the claim it ends and
--- itself.
+-- no audit row (published_by is its row); any other outcome clears claimed_at, so the
+-- claim it ends is stored (_store_claim), then itself.
 create or replace function postpub._finish(p_actor text, p_ids bigint[], p_tokens bigint[],
                                            p_outcomes text[], p_errors text[],
                                            p_retry_s double precision[], p_collated text[],
@@ -383,19 +401,14 @@ declare
   v_cur bigint[];       -- per finished version: its document's current version (id) ...
   v_cur_version int[];  -- ... and number, read under the document lock
   v_version int[];      -- per finished version: its own number
-  v_claimed_at timestamptz[];  -- ... and its claim (stored unless it ends in a publish)
-  v_claimed_by text[];
-  v_attempt int[];
 begin
   -- Lock the documents of the versions still held (skipping any an application is
   -- publishing to right now). A locked row is read as last committed, so the pointer read
   -- here is the one this transaction will move.
   select coalesce(array_agg(h.ord), '{}'), array_agg(h.current_id), array_agg(h.current_version),
-         array_agg(h.version), array_agg(h.claimed_at), array_agg(h.claimed_by),
-         array_agg(h.attempts)
-    into v_ord, v_cur, v_cur_version, v_version, v_claimed_at, v_claimed_by, v_attempt
-    from (select t.ord, v.version, d.current_id, d.current_version, v.claimed_at, v.claimed_by,
-                 v.attempts
+         array_agg(h.version)
+    into v_ord, v_cur, v_cur_version, v_version
+    from (select t.ord, v.version, d.current_id, d.current_version
             from unnest(p_ids, p_tokens) with ordinality as t(id, token, ord)
             join postpub.versions v on v.id = t.id and v.lease_token = t.token
             join postpub.documents d on d.document = v.document
@@ -417,7 +430,7 @@ begin
       select p_ids[o.ord] as id, p_tokens[o.ord] as token, p_outcomes[o.ord] as outcome,
              p_errors[o.ord] as error, p_retry_s[o.ord] as retry_s,
              p_collated[o.ord] as collated, p_warnings[o.ord] as warnings,
-             o.cur_id, o.cur_version, o.version, o.claimed_at, o.claimed_by, o.attempt,
+             o.cur_id, o.cur_version, o.version,
              case
                -- a newer version is already current: this one can never be
                when p_outcomes[o.ord] = 'publish' and o.cur_version > o.version then 'superseded'
@@ -425,8 +438,7 @@ begin
                when p_outcomes[o.ord] = 'error' then 'errored'
                else 'post-publication'
              end::postpub.state as new_state
-        from unnest(v_ord, v_cur, v_cur_version, v_version, v_claimed_at, v_claimed_by, v_attempt)
-             as o(ord, cur_id, cur_version, version, claimed_at, claimed_by, attempt)
+        from unnest(v_ord, v_cur, v_cur_version, v_version) as o(ord, cur_id, cur_version, version)
     ), a as (
       -- the previous current, replaced by a newer one
       update postpub.versions c
@@ -461,8 +473,7 @@ begin
         from t
        where v.id = t.id and v.lease_token = t.token
       returning v.id, v.document, v.version, v.is_tombstone, v.state, v.published_at,
-                v.run_after, t.outcome, t.error, t.retry_s, t.collated, t.warnings,
-                t.claimed_at, t.claimed_by, t.attempt
+                v.run_after, t.outcome, t.error, t.retry_s, t.collated, t.warnings
     ), dp as (
       update postpub.documents d
          set current_id = u.id, current_version = u.version
@@ -498,27 +509,18 @@ begin
                                 'version_id', ev.id, 'published_at', ev.published_at)
         from ev
     ), tr as (
-      -- Not for a publish (see postpub.transitions): the claim that ended, then its end,
-      -- in that order (ids ascending).
-      insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
-      select r.version_id, r.document, r.from_state, r.to_state, r.at, r.by, r.why
-        from (select u.id as version_id, u.document, 'post-publication'::postpub.state as from_state,
-                     'processing'::postpub.state as to_state, u.claimed_at as at,
-                     u.claimed_by as by, 'claimed, attempt ' || u.attempt as why, 1 as k
-                from u
-               where u.state <> 'current' and u.claimed_at is not null
-              union all
-              select u.id, u.document, 'processing', u.state, now(), p_actor,
-                     case
-                       when u.state = 'superseded' then 'a newer version is already current'
-                       when u.outcome = 'retry' then format('retry in %ss: %s', round(u.retry_s::numeric, 3), u.error)
-                       when u.outcome = 'release' then 'released at shutdown'
-                       else u.error
-                     end,
-                     2
-                from u
-               where u.state <> 'current') r
-       order by r.version_id, r.k
+      -- Not for a publish (see postpub.transitions); the claim it ends was stored by
+      -- _store_claim when `u` cleared claimed_at.
+      insert into postpub.transition_log (version_id, document, from_state, to_state, by, why)
+      select u.id, u.document, 'processing', u.state, p_actor,
+             case
+               when u.state = 'superseded' then 'a newer version is already current'
+               when u.outcome = 'retry' then format('retry in %ss: %s', round(u.retry_s::numeric, 3), u.error)
+               when u.outcome = 'release' then 'released at shutdown'
+               else u.error
+             end
+        from u
+       where u.state <> 'current'
     )
     select u.id, u.state::text from u;
   end if;
@@ -527,8 +529,8 @@ begin
 end $$;
 
 -- _rescue(actor, max_attempts): as in 0003_worker, found through the leases instead of an
--- index on the state. The triggers above move the pointer, the lease and the queue row; the
--- claim that ended is stored in the audit before the rescue.
+-- index on the state. The triggers above move the pointer, the lease and the queue row, and
+-- store the claim that ended before the rescue's own audit row.
 create or replace function postpub._rescue(p_actor text, p_max_attempts int)
 returns table (version_id bigint, document text, state text, held_by text)
 language plpgsql
@@ -538,7 +540,7 @@ declare
 begin
   return query
   with x as (
-    select v.id, v.locked_by, v.claimed_at, v.claimed_by, v.attempts
+    select v.id, v.locked_by
       from postpub.leases l
       join postpub.versions v on v.id = l.version_id
       join postpub.documents d on d.document = v.document
@@ -555,21 +557,11 @@ begin
            state_changed_at = now(), claimed_at = null, claimed_by = null
       from x
      where v.id = x.id
-    returning v.id, v.document, v.state, x.locked_by, v.last_error, x.claimed_at, x.claimed_by,
-              x.attempts
+    returning v.id, v.document, v.state, x.locked_by, v.last_error
   ), t as (
-    -- the claim that ended (see postpub.transitions), then its end
-    insert into postpub.transition_log (version_id, document, from_state, to_state, at, by, why)
-    select r.version_id, r.document, r.from_state, r.to_state, r.at, r.by, r.why
-      from (select u.id as version_id, u.document, 'post-publication'::postpub.state as from_state,
-                   'processing'::postpub.state as to_state, u.claimed_at as at,
-                   u.claimed_by as by, 'claimed, attempt ' || u.attempts as why, 1 as k
-              from u
-             where u.claimed_at is not null
-            union all
-            select u.id, u.document, 'processing', u.state, now(), p_actor, u.last_error, 2
-              from u) r
-     order by r.version_id, r.k
+    -- its end (the claim it ends was stored by _store_claim)
+    insert into postpub.transition_log (version_id, document, from_state, to_state, by, why)
+    select u.id, u.document, 'processing', u.state, p_actor, u.last_error from u
   )
   select u.id, u.document, u.state::text, u.locked_by from u;
   get diagnostics v_back = row_count;
