@@ -535,18 +535,27 @@ impl Bench {
                 .map_err(db::Error::query("prepare"))?;
             let actor = format!("ceiling-{i}");
             loop {
-                let ids = c
+                let rows = c
                     .query(&claim, &[&batch, &actor])
                     .await
-                    .map_err(db::Error::query("ceiling claim"))?
+                    .map_err(db::Error::query("ceiling claim"))?;
+                let ids = rows
                     .iter()
                     .map(|r| r.try_get("id"))
                     .collect::<Result<Vec<i64>, _>>()
                     .map_err(db::Error::query("ceiling claim"))?;
+                // One token per claim: the finish releases the claim's row.
+                let tokens = rows
+                    .first()
+                    .map(|r| r.try_get("lease_token"))
+                    .transpose()
+                    .map_err(db::Error::query("ceiling claim"))?
+                    .into_iter()
+                    .collect::<Vec<i64>>();
                 if ids.is_empty() {
                     return Ok::<(), db::Error>(());
                 }
-                c.query_one(&finish, &[&ids, &actor])
+                c.query_one(&finish, &[&ids, &actor, &tokens])
                     .await
                     .map_err(db::Error::query("ceiling finish"))?;
             }

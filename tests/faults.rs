@@ -205,11 +205,11 @@ async fn an_administrator_shutting_down_a_claim_in_progress_is_recovered_from() 
     .await
     .expect("delay");
     ptx.commit().await.expect("commit");
-    // The claim then waits on this lock (it writes a lease), until its backend is
+    // The claim then waits on this lock (it writes its claim's row), until its backend is
     // terminated: 57P01 in the middle of the claim statement.
     let mut lock = db.client().await;
     let tx = lock.transaction().await.expect("tx");
-    tx.batch_execute("lock table postpub.leases in exclusive mode")
+    tx.batch_execute("lock table postpub.claims in exclusive mode")
         .await
         .expect("lock");
     wait_until(
@@ -248,7 +248,8 @@ async fn an_administrator_shutting_down_a_finish_in_progress_is_recovered_from()
     .await;
     let mut lock = db.client().await;
     let tx = lock.transaction().await.expect("tx");
-    tx.batch_execute("lock table postpub.leases in exclusive mode")
+    // The finish writes the outbox event of each publish.
+    tx.batch_execute("lock table postpub.outbox in exclusive mode")
         .await
         .expect("lock");
     std::fs::write(script.dir.join("go"), "").expect("go");

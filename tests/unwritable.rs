@@ -159,14 +159,14 @@ async fn a_full_disk_is_retried_with_clear_errors_and_nothing_is_lost_or_errored
         return;
     };
     let c = cluster.client().await;
-    // The leases, the outbox and the stored audit live on the small disk: every claim
-    // (a lease), finish (an outbox event), rescue and publish (audit rows) appends to one
-    // of them, so all of them need space there.
+    // The claims, the outbox and the stored audit live on the small disk: every claim
+    // (its claim's row), finish (an outbox event), rescue and publish (audit rows) appends
+    // to one of them, so all of them need space there.
     let mut moves = vec![format!(
         "create tablespace small location '{}'",
         disk.display()
     )];
-    for table in ["leases", "outbox", "transition_log"] {
+    for table in ["claims", "outbox", "transition_log"] {
         moves.push(format!(
             "alter table postpub.{table} set tablespace small;
              do $$ declare i text; begin

@@ -1,6 +1,6 @@
--- ceiling_finish: the writes of publishing versions $1 as plain SQL: archive the previous
--- current (none in the drain), make them current, move the pointer, drop the leases, the
--- outbox event and the archive's audit row (a publish is its own: published_by).
+-- ceiling_finish: the writes of publishing versions $1 (claimed with tokens $3) as plain SQL: archive the previous
+-- current (none in the drain), make them current, move the pointers, drop the claims'
+-- rows, the outbox event and the archive's audit row (a publish is its own: published_by).
 with pub as (
   select v.id, v.version, d.current_id, d.current_version
     from postpub.versions v
@@ -20,11 +20,12 @@ with pub as (
   returning v.id, v.document, v.version, v.published_at
 ), dp as (
   update postpub.documents d
-     set current_id = u.id, current_version = u.version
+     set current_id = u.id, current_version = u.version, processing_id = null,
+         processing_version = null
     from u
    where d.document = u.document
 ), dl as (
-  delete from postpub.leases l using u where l.document = u.document
+  delete from postpub.claims c where c.token = any($3::bigint[])
 ), e as (
   insert into postpub.outbox (event_id, document, version_id, kind, payload)
   select x.event_id, x.document, x.id, 'published',

@@ -1,11 +1,12 @@
 -- console_daemons: the daemons alive, as the database sees them. No parameters. Rows:
 -- 'lease' rows (daemon actor, versions it holds, seconds until its earliest lease
--- expires) from the leases of processing versions, then 'conn' rows (client address, connections,
+-- expires) from the claims of processing versions, then 'conn' rows (client address, connections,
 -- seconds since the oldest connected) of sessions named "postpub" in this database.
 select 'lease', v.locked_by, count(*),
        extract(epoch from min(v.locked_until) - now())::float8
-  from postpub.leases l
-  join postpub.versions v on v.id = l.version_id
+  from postpub.claims c
+  cross join lateral unnest(c.version_ids) as i(id)
+  join postpub.versions v on v.id = i.id and v.lease_token = c.token
  group by v.locked_by
 union all
 select 'conn', coalesce(host(a.client_addr), 'local socket'), count(*),

@@ -17,11 +17,12 @@ select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_e
  where ($1::text = ''
         -- One literal per state, not a cast of $1, so that the planner drops the arms
         -- not asked for; the small states are found through their narrow table (queue,
-        -- leases) or partial index (versions_with_error).
+        -- claims) or partial index (versions_with_error).
         or ($1::text = 'post-publication' and v.state = 'post-publication'
             and v.id in (select q.version_id from postpub.queue q))
         or ($1::text = 'processing' and v.state = 'processing'
-            and v.id in (select l.version_id from postpub.leases l))
+            and v.id in (select i.id from postpub.claims c
+                          cross join lateral unnest(c.version_ids) as i(id)))
         or ($1::text = 'current' and v.state = 'current')
         or ($1::text = 'errored' and v.last_error is not null and v.state = 'errored')
         or ($1::text = 'superseded' and v.state = 'superseded')

@@ -2,11 +2,14 @@
 -- versions post-publication, processing and errored; age in seconds of the oldest
 -- post-publication version (0 when none); outbox events pending (undelivered, not parked)
 -- and parked; age in seconds of the oldest pending event (0 when none).
--- Each count reads a narrow table or a partial index (postpub.queue, postpub.leases,
+-- Each count reads a narrow table or a partial index (postpub.queue, postpub.claims,
 -- versions_with_error, outbox_undelivered), so a scrape costs what is in flight, not the
 -- size of the history. The oldest pending version is the queue's lowest id.
 select (select count(*) from postpub.queue),
-       (select count(*) from postpub.leases),
+       (select count(*)
+                 from postpub.claims c
+                 cross join lateral unnest(c.version_ids) as i(id)
+                 join postpub.versions v on v.id = i.id and v.lease_token = c.token),
        (select count(*) from postpub.versions where last_error is not null and state = 'errored'),
        coalesce((select extract(epoch from now() - v.created_at)
                    from postpub.versions v

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "input_limits", "0006_input_limits.sql"),
     migration!(7, "console", "0007_console.sql"),
     migration!(8, "storage", "0008_storage.sql"),
+    migration!(9, "hot_path", "0009_hot_path.sql"),
 ];
 
 /// The schema version this binary needs.

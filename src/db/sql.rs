@@ -6,6 +6,8 @@
 pub const CLAIM_BATCH: &str = include_str!("../../sql/queries/claim_batch.sql");
 /// See `sql/queries/finish_batch.sql`.
 pub const FINISH_BATCH: &str = include_str!("../../sql/queries/finish_batch.sql");
+/// See `sql/queries/release_claims.sql`.
+pub const RELEASE_CLAIMS: &str = include_str!("../../sql/queries/release_claims.sql");
 /// See `sql/queries/renew_leases.sql`.
 pub const RENEW_LEASES: &str = include_str!("../../sql/queries/renew_leases.sql");
 /// See `sql/queries/rescue_expired.sql`.

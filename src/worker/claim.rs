@@ -249,6 +249,20 @@ pub async fn renew_leases(
     Ok(renewed.into_iter().map(|r| r.id).collect())
 }
 
+/// Releases the rows of claims whose versions are all finished (see
+/// `postpub._release_claims`: a token some version still carries keeps its row).
+pub async fn release_claims(client: &Client, tokens: &[i64]) -> Result<(), Error> {
+    let stmt = client
+        .prepare_cached(sql::RELEASE_CLAIMS)
+        .await
+        .map_err(Error::query("preparing the claim release"))?;
+    client
+        .execute(&stmt, &[&tokens])
+        .await
+        .map_err(Error::query("releasing finished claims"))?;
+    Ok(())
+}
+
 /// A version whose expired lease was taken back.
 #[derive(Debug, Clone)]
 pub struct Rescued {

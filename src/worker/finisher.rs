@@ -2,7 +2,7 @@
 //! accumulated while the previous call ran), reports them, and frees their slots. A
 //! document locked by an application that is publishing to it is tried again shortly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,13 +80,18 @@ impl Finisher {
                     backoff = Duration::from_millis(50);
                     let mut results: HashMap<i64, Finished> = results.into_iter().collect();
                     let mut waiting = Vec::new();
+                    let mut tokens = HashSet::new();
                     for d in batch {
                         match results.remove(&d.id) {
-                            Some(f) => self.report(&d, f),
+                            Some(f) => {
+                                tokens.insert(d.token);
+                                self.report(&d, f);
+                            }
                             None => waiting.push(d),
                         }
                     }
                     self.wake.notify_one();
+                    self.release_claims(tokens).await;
                     if !waiting.is_empty() {
                         // Their documents are locked by an application transaction that is
                         // publishing to them; try again shortly.
@@ -125,6 +130,30 @@ impl Finisher {
             "finish"
         );
         Ok(done)
+    }
+
+    /// Releases the claims none of whose versions this daemon still holds, so that their
+    /// rows go now rather than when the rescuer finds them expired. Best effort: a claim
+    /// left behind costs the rescuer one look once its lease has ended.
+    async fn release_claims(&self, mut tokens: HashSet<i64>) {
+        {
+            let held = self.registry.lock();
+            for f in held.values() {
+                tokens.remove(&f.token);
+            }
+        }
+        if tokens.is_empty() {
+            return;
+        }
+        let tokens: Vec<i64> = tokens.into_iter().collect();
+        let released = async {
+            let client = db::get(&self.base.pool, &self.base.target).await?;
+            claim::release_claims(&client, &tokens).await
+        };
+        if let Err(e) = released.await {
+            db::retire_sessions_after(&e);
+            tracing::debug!(error = %e, claims = tokens.len(), "releasing finished claims failed; the rescuer will");
+        }
     }
 
     fn report(&self, d: &Done, f: Finished) {

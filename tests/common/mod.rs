@@ -657,6 +657,24 @@ pub async fn assert_invariants(c: &Client) {
             "select count(*) from (select document from postpub.versions where state = 'processing' group by 1 having count(*) > 1) x",
         ),
         (
+            // The pointers the hot path reads (sql/0008_storage.sql, 0009_hot_path.sql).
+            "a document's current or processing pointer disagrees with its versions",
+            "select count(*) from postpub.documents d
+               full join (select document,
+                                 max(id) filter (where state = 'current') as cur,
+                                 max(id) filter (where state = 'processing') as proc
+                            from postpub.versions group by 1) v using (document)
+              where d.current_id is distinct from v.cur or d.processing_id is distinct from v.proc",
+        ),
+        (
+            "a processing version no claim row leads the rescuer to",
+            "select count(*) from postpub.versions v
+               left join (select c.token, i.id
+                            from postpub.claims c, unnest(c.version_ids) as i(id)) c
+                 on c.id = v.id and c.token = v.lease_token
+              where v.state = 'processing' and c.id is null",
+        ),
+        (
             "errored without a reason",
             "select count(*) from postpub.versions where state = 'errored' and coalesce(last_error, '') = ''",
         ),
