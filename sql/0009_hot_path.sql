@@ -165,7 +165,18 @@ create trigger _100_sync_update after update on postpub.versions
 
 drop table postpub.leases;
 
--- 4. The hot path with the pointer and the claim rows. Same signatures, results and
+-- 4. The outbox: one index entry fewer per event. A new event (undelivered) was entered in
+-- four indexes: the id, the event id, outbox_undelivered (document, id) for the relay, and
+-- outbox_document (document, id, every event) for the console's document page. The page
+-- now reads the undelivered ones from outbox_undelivered and the delivered ones from a
+-- partial index of its own, which a new event is not in: the entry is made when the relay
+-- records the delivery, an update that already enters the row in every index anyway (it
+-- changes delivered_at, which outbox_undelivered depends on).
+drop index postpub.outbox_document;
+create index outbox_delivered_document on postpub.outbox (document, id)
+  where delivered_at is not null;
+
+-- 5. The hot path with the pointer and the claim rows. Same signatures, results and
 -- locking protocol as in 0008 (see there and 0003_worker).
 create or replace function postpub._claim(p_actor text, p_limit int, p_lease interval,
                                           p_token bigint default null)

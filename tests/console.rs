@@ -403,6 +403,49 @@ async fn an_operator_requeues_one_selected_and_matching_versions_and_the_audit_n
     f.daemon.stop().await;
 }
 
+/// The document page lists the document's events whether delivered or not (they are read
+/// from two partial indexes, sql/0009_hot_path.sql), newest first.
+#[tokio::test]
+async fn the_document_page_lists_delivered_and_undelivered_events_newest_first() {
+    let f = setup(|_| {}).await;
+    // One more published version after the fixture's have settled: a second event.
+    let v =
+        f.db.publish(&f.c, "console-ok", "<div><p>third</p></div>", Some("p {}"))
+            .await;
+    wait_until(
+        Duration::from_secs(20),
+        "the third version current",
+        || async { f.db.state(&f.c, v).await == "current" },
+    )
+    .await;
+    let ids: Vec<(i64, uuid::Uuid)> =
+        f.c.query(
+            "select id, event_id from postpub.outbox where document = 'console-ok' order by id",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(ids.len() >= 2, "two publishes, two events: {ids:?}");
+    f.c.execute(
+        "update postpub.outbox set delivered_at = now() where id = $1",
+        &[&ids[0].0],
+    )
+    .await
+    .expect("deliver the oldest");
+    let page = f.get("/console/document?name=console-ok").await;
+    let at = |e: &uuid::Uuid| {
+        page.body
+            .find(&e.to_string())
+            .unwrap_or_else(|| panic!("event {e} missing from the page: {}", page.body))
+    };
+    let (oldest, newest) = (at(&ids[0].1), at(&ids[ids.len() - 1].1));
+    assert!(newest < oldest, "newest first");
+    f.daemon.stop().await;
+}
+
 #[tokio::test]
 async fn a_parked_event_is_requeued_from_the_document_page() {
     let f = setup(|_| {}).await;

@@ -11,6 +11,14 @@ select o.event_id, o.kind::text, o.version_id,
        coalesce(to_char(d.delivered_at, 'YYYY-MM-DD HH24:MI:SS'), ''),
        coalesce(to_char(d.parked_at, 'YYYY-MM-DD HH24:MI:SS'), ''),
        coalesce(d.attempts, 0), coalesce(d.last_error, '')
-  from (select * from postpub.outbox where document = $1::text order by id desc limit 100) o
+  -- The newest 100 undelivered and the newest 100 delivered, each from its partial index
+  -- (outbox_undelivered, outbox_delivered_document), then the newest 100 of both.
+  from (select * from (
+          (select * from postpub.outbox
+            where document = $1::text and delivered_at is null order by id desc limit 100)
+          union all
+          (select * from postpub.outbox
+            where document = $1::text and delivered_at is not null order by id desc limit 100)
+        ) b order by id desc limit 100) o
   left join postpub.outbox_deliveries d on d.outbox_id = o.id
  order by o.id desc, d.sink
