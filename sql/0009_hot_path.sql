@@ -75,6 +75,15 @@ create table postpub.claims (
 );
 alter table postpub.claims set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
+-- The processing versions as their claims lead to them: what the metrics, the console and
+-- an operator count and list (a claim row can outlive its versions until it is released
+-- or rescued; only a version still carrying the claim's token is held by it).
+create view postpub.claimed as
+select c.token, v.id as version_id, v.document, v.locked_by, v.locked_until
+  from postpub.claims c
+  cross join lateral unnest(c.version_ids) as i(id)
+  join postpub.versions v on v.id = i.id and v.lease_token = c.token;
+
 update postpub.documents d
    set processing_id = v.id, processing_version = v.version
   from postpub.versions v

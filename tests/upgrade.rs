@@ -159,10 +159,8 @@ async fn upgrade_from(release: i32) {
         (
             "the claims are not the processing versions",
             "select count(*) from postpub.versions v
-               full join (select c.token, i.id
-                            from postpub.claims c, unnest(c.version_ids) as i(id)) c
-                 on c.id = v.id and c.token = v.lease_token
-              where (v.state = 'processing') is distinct from (c.id is not null)",
+               full join postpub.claimed h on h.version_id = v.id
+              where (v.state = 'processing') is distinct from (h.version_id is not null)",
         ),
     ] {
         assert_eq!(count(&c, sql).await, 0, "{what}");

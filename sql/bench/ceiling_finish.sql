@@ -1,6 +1,7 @@
--- ceiling_finish: the writes of publishing versions $1 (claimed with tokens $3) as plain SQL: archive the previous
--- current (none in the drain), make them current, move the pointers, drop the claims'
--- rows, the outbox event and the archive's audit row (a publish is its own: published_by).
+-- ceiling_finish: the writes of publishing versions $1 (claimed with tokens $3) as plain
+-- SQL: archive the previous current (none in the drain), make them current, move the
+-- pointers, drop the claims' rows, the outbox event and the archive's audit row (a publish
+-- is its own: published_by).
 with pub as (
   select v.id, v.version, d.current_id, d.current_version
     from postpub.versions v

@@ -2,12 +2,10 @@
 -- 'lease' rows (daemon actor, versions it holds, seconds until its earliest lease
 -- expires) from the claims of processing versions, then 'conn' rows (client address, connections,
 -- seconds since the oldest connected) of sessions named "postpub" in this database.
-select 'lease', v.locked_by, count(*),
-       extract(epoch from min(v.locked_until) - now())::float8
-  from postpub.claims c
-  cross join lateral unnest(c.version_ids) as i(id)
-  join postpub.versions v on v.id = i.id and v.lease_token = c.token
- group by v.locked_by
+select 'lease', h.locked_by, count(*),
+       extract(epoch from min(h.locked_until) - now())::float8
+  from postpub.claimed h
+ group by h.locked_by
 union all
 select 'conn', coalesce(host(a.client_addr), 'local socket'), count(*),
        extract(epoch from now() - min(a.backend_start))::float8

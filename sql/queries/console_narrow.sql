@@ -12,10 +12,7 @@ select (select count(*) from (select 1 from postpub.documents d
        -- limit.
        case $2::text
          when 'post-publication' then (select count(*) from (select 1 from postpub.queue limit 10001) s)
-         when 'processing' then (select count(*)
-                                         from postpub.claims c
-                                         cross join lateral unnest(c.version_ids) as i(id)
-                                         join postpub.versions v on v.id = i.id and v.lease_token = c.token)
+         when 'processing' then (select count(*) from postpub.claimed)
          when '' then 0
          else (select count(*) from (select 1 from postpub.versions v
                                       where ($2::text = 'errored' and v.last_error is not null

@@ -5,10 +5,7 @@
 -- longest-waiting due pending version has waited (0 when none), and the planner's estimate
 -- of all versions.
 select (select count(*) from (select 1 from postpub.queue limit 10001) p),
-       (select count(*)
-                 from postpub.claims c
-                 cross join lateral unnest(c.version_ids) as i(id)
-                 join postpub.versions v on v.id = i.id and v.lease_token = c.token),
+       (select count(*) from postpub.claimed),
        (select count(*) from (select 1 from postpub.versions
                                where last_error is not null and state = 'errored'
                                limit 10001) e),

@@ -21,8 +21,7 @@ select v.id, v.document, v.version, v.state::text, v.attempts, coalesce(v.last_e
         or ($1::text = 'post-publication' and v.state = 'post-publication'
             and v.id in (select q.version_id from postpub.queue q))
         or ($1::text = 'processing' and v.state = 'processing'
-            and v.id in (select i.id from postpub.claims c
-                          cross join lateral unnest(c.version_ids) as i(id)))
+            and v.id in (select h.version_id from postpub.claimed h))
         or ($1::text = 'current' and v.state = 'current')
         or ($1::text = 'errored' and v.last_error is not null and v.state = 'errored')
         or ($1::text = 'superseded' and v.state = 'superseded')

@@ -6,10 +6,7 @@
 -- versions_with_error, outbox_undelivered), so a scrape costs what is in flight, not the
 -- size of the history. The oldest pending version is the queue's lowest id.
 select (select count(*) from postpub.queue),
-       (select count(*)
-                 from postpub.claims c
-                 cross join lateral unnest(c.version_ids) as i(id)
-                 join postpub.versions v on v.id = i.id and v.lease_token = c.token),
+       (select count(*) from postpub.claimed),
        (select count(*) from postpub.versions where last_error is not null and state = 'errored'),
        coalesce((select extract(epoch from now() - v.created_at)
                    from postpub.versions v

@@ -669,10 +669,8 @@ pub async fn assert_invariants(c: &Client) {
         (
             "a processing version no claim row leads the rescuer to",
             "select count(*) from postpub.versions v
-               left join (select c.token, i.id
-                            from postpub.claims c, unnest(c.version_ids) as i(id)) c
-                 on c.id = v.id and c.token = v.lease_token
-              where v.state = 'processing' and c.id is null",
+               left join postpub.claimed h on h.version_id = v.id
+              where v.state = 'processing' and h.version_id is null",
         ),
         (
             "errored without a reason",
