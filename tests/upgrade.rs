@@ -1,5 +1,6 @@
 //! Upgrades: a database filled by an earlier release (migrations 0001–0007, the layout
-//! before 0008; and 0001–0008, the layout before 0009), with versions in every state,
+//! before 0008; 0001–0008, the layout before 0009; 0001–0009, the claim and finish before
+//! 0010), with versions in every state,
 //! events delivered, parked and pending and an audit trail, is migrated to the current
 //! layout without a version, an event or an audit row lost or changed, and a daemon then
 //! finishes the work it left.
@@ -15,6 +16,9 @@ use tokio_postgres::Client;
 const BEFORE_0008: i32 = 7;
 /// The schema of the last release before the hot path of 0009 (leases, BEFORE trigger).
 const BEFORE_0009: i32 = 8;
+/// The schema of the last release before the claim and finish of 0010 (claims released
+/// by a call of their own, the finish's lock a statement of its own).
+const BEFORE_0010: i32 = 9;
 
 /// Every row a migration must keep, as text: versions (with their state), documents,
 /// events, collated output and the audit trail, each in a fixed order.
@@ -96,6 +100,11 @@ async fn a_database_of_the_release_before_0008_upgrades_without_losing_anything(
 #[tokio::test]
 async fn a_database_of_the_release_before_0009_upgrades_without_losing_anything() {
     upgrade_from(BEFORE_0009).await;
+}
+
+#[tokio::test]
+async fn a_database_of_the_release_before_0010_upgrades_without_losing_anything() {
+    upgrade_from(BEFORE_0010).await;
 }
 
 async fn upgrade_from(release: i32) {

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "console", "0007_console.sql"),
     migration!(8, "storage", "0008_storage.sql"),
     migration!(9, "hot_path", "0009_hot_path.sql"),
+    migration!(
+        10,
+        "lean_claim_and_finish",
+        "0010_lean_claim_and_finish.sql"
+    ),
 ];
 
 /// The schema version this binary needs.
