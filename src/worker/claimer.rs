@@ -121,7 +121,7 @@ impl ClaimLoop {
             };
             let got = claimed.len();
             for (c, slot) in claimed.into_iter().zip(permits.drain(..)) {
-                self.start(c, slot);
+                self.start(c, slot, got);
             }
             drop(permits);
             if got == want {
@@ -233,8 +233,13 @@ impl ClaimLoop {
 
     /// Starts work on a claimed version: inline when nothing needs doing (tombstones, a
     /// pipeline of no-ops), otherwise on its own task.
-    fn start(&self, c: Claimed, slot: OwnedSemaphorePermit) {
-        let cancel = self.hard.child_token();
+    /// `claim_size` is how many versions the claim that took this one returned (they share
+    /// its token).
+    fn start(&self, c: Claimed, slot: OwnedSemaphorePermit, claim_size: usize) {
+        let instant = c.is_tombstone || self.settings.process.instant();
+        // A child token per version is work (the parent keeps a list of them); only a
+        // version that runs on its own task can be stopped.
+        let cancel = (!instant).then(|| self.hard.child_token());
         self.registry.lock().insert(
             c.id,
             InFlight {
@@ -252,11 +257,12 @@ impl ClaimLoop {
                 .unwrap_or_default()
                 .as_secs_f64(),
         });
-        if c.is_tombstone || self.settings.process.instant() {
+        let Some(cancel) = cancel else {
             tracing::debug!(version_id = c.id, document = %c.document, attempt = c.attempts, "claimed");
             let _ = self.done.send(Done {
                 id: c.id,
                 token: c.token,
+                claim_size,
                 document: c.document,
                 outcome: Outcome::Publish {
                     collated: None,
@@ -265,7 +271,7 @@ impl ClaimLoop {
                 _slot: slot,
             });
             return;
-        }
+        };
         let span = tracing::info_span!("version", version_id = c.id, document = %c.document);
         let done = self.done.clone();
         let process = self.settings.process.clone();
@@ -280,6 +286,7 @@ impl ClaimLoop {
                 let _ = done.send(Done {
                     id: c.id,
                     token: c.token,
+                    claim_size,
                     document: c.document,
                     outcome,
                     _slot: slot,

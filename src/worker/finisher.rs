@@ -2,10 +2,10 @@
 //! accumulated while the previous call ran), reports them, and frees their slots. A
 //! document locked by an application that is publishing to it is tried again shortly.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::claim::{self, Finish, Finished, Outcome};
@@ -78,19 +78,26 @@ impl Finisher {
             match self.finish(&batch).await {
                 Ok(results) => {
                     backoff = Duration::from_millis(50);
-                    let mut results: HashMap<i64, Finished> = results.into_iter().collect();
+                    let mut results: FxHashMap<i64, Finished> = results.into_iter().collect();
                     let mut waiting = Vec::new();
-                    let mut tokens = HashSet::new();
+                    let mut tokens = FxHashSet::default();
+                    // Per claim, the versions this call finished and the claim's size: a
+                    // claim finished whole in one call had its row deleted by the call.
+                    let mut finished: FxHashMap<i64, (usize, usize)> = FxHashMap::default();
                     for d in batch {
                         match results.remove(&d.id) {
                             Some(f) => {
                                 tokens.insert(d.token);
+                                if matches!(f, Finished::State(_)) {
+                                    finished.entry(d.token).or_insert((0, d.claim_size)).0 += 1;
+                                }
                                 self.report(&d, f);
                             }
                             None => waiting.push(d),
                         }
                     }
                     self.wake.notify_one();
+                    tokens.retain(|t| finished.get(t).is_none_or(|(n, size)| n != size));
                     self.release_claims(tokens).await;
                     if !waiting.is_empty() {
                         // Their documents are locked by an application transaction that is
@@ -133,9 +140,10 @@ impl Finisher {
     }
 
     /// Releases the claims none of whose versions this daemon still holds, so that their
-    /// rows go now rather than when the rescuer finds them expired. Best effort: a claim
-    /// left behind costs the rescuer one look once its lease has ended.
-    async fn release_claims(&self, mut tokens: HashSet<i64>) {
+    /// rows go now rather than when the rescuer finds them expired (a claim finished whole
+    /// by one `_finish` call is released by that call). Best effort: a claim left behind
+    /// costs the rescuer one look once its lease has ended.
+    async fn release_claims(&self, mut tokens: FxHashSet<i64>) {
         {
             let held = self.registry.lock();
             for f in held.values() {

@@ -73,7 +73,9 @@ impl Renewer {
                         // by another daemon: stop working on it; the finish is fenced.
                         if let Some(f) = registry.get(id) {
                             tracing::debug!(version_id = id, document = %f.document, "lease not renewed; cancelling its work");
-                            f.cancel.cancel();
+                            if let Some(cancel) = &f.cancel {
+                                cancel.cancel();
+                            }
                         }
                     }
                 }
