@@ -36,6 +36,8 @@ set postpub.internal = on as $$
 declare
   v_docs text[];
   v_claim bigint[];
+  v_locked text[];      -- the documents locked by the pick ...
+  v_tids tid[];         -- ... and where their rows are: locked, they stay there
   v_stale bigint[];
   v_by int[];
   v_more bigint[];
@@ -46,9 +48,10 @@ begin
   --    the only pending one this statement saw, is claimed as it stands; the other
   --    documents get the careful look of step 2.
   select coalesce(array_agg(x.version_id) filter (where x.direct), '{}'),
-         coalesce(array_agg(distinct x.document) filter (where not x.direct), '{}')
-    into v_claim, v_docs
-    from (select q.version_id, d.document,
+         coalesce(array_agg(distinct x.document) filter (where not x.direct), '{}'),
+         array_agg(x.document), array_agg(x.tid)
+    into v_claim, v_docs, v_locked, v_tids
+    from (select q.version_id, d.document, d.ctid as tid,
                  q.version = d.last_version and q.version > coalesce(d.current_version, 0)
                    and not exists (select 1 from postpub.queue o
                                     where o.document = q.document
@@ -127,11 +130,13 @@ begin
   ), dq as (
     delete from postpub.queue q where q.version_id = any(v_claim)
   ), dp as (
-    -- the processing pointer, on the rows locked above
+    -- the processing pointer, on the rows locked above: found where the lock left
+    -- them (no other transaction can move a row this one holds), not by their key
     update postpub.documents d
        set processing_id = cl.id, processing_version = cl.version
       from cl
-     where d.document = cl.document
+      join unnest(v_locked, v_tids) as l(document, tid) on l.document = cl.document
+     where d.ctid = l.tid
   ), cr as (
     -- the claim's row, for the rescuer (one per call: the token is the call's)
     insert into postpub.claims as c (token, actor, locked_until, version_ids)
@@ -191,7 +196,7 @@ begin
     -- version's new state on the pointer as locked. In no particular order: a finish
     -- never waits for a document (0009 sorted them first, 500 text keys a batch).
     select i.id, i.token, i.outcome, i.error, i.retry_s, i.collated, i.warnings, v.version,
-           d.current_id as cur_id, d.current_version as cur_version,
+           v.ctid as vtid, d.current_id as cur_id, d.current_version as cur_version,
            case
              -- a newer version is already current: this one can never be
              when i.outcome = 'publish' and d.current_version > v.version then 'superseded'
@@ -236,7 +241,9 @@ begin
            claimed_at = case when t.new_state = 'current' then v.claimed_at end,
            claimed_by = case when t.new_state = 'current' then v.claimed_by end
       from t
-     where v.id = t.id and v.lease_token = t.token
+     -- the row as read above, by where it is (one key probe fewer); updated by a rescue
+     -- since, it is re-read and the token no longer matches
+     where v.ctid = t.vtid and v.lease_token = t.token
     returning v.id, v.document, v.version, v.is_tombstone, v.state, v.published_at,
               v.run_after, t.token, t.outcome, t.error, t.retry_s, t.collated, t.warnings
   ), dp as (
