@@ -124,8 +124,9 @@ pub struct BenchArgs {
     /// Publishing rate of the latency scenario, versions per second.
     #[arg(long, default_value_t = 200, value_name = "PER_S")]
     pub rate: u32,
-    /// worker.concurrency of the benchmarked daemon.
-    #[arg(long, default_value_t = 2000, value_name = "N")]
+    /// worker.concurrency of the benchmarked daemon: 8 batches in flight (at 4 the claim
+    /// loop waited for free slots; see docs/performance.md).
+    #[arg(long, default_value_t = 4000, value_name = "N")]
     pub concurrency: usize,
     /// worker.batch_size of the benchmarked daemon.
     #[arg(long, default_value_t = 500, value_name = "N")]

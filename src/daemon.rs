@@ -203,6 +203,11 @@ impl Edge {
             stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
+        // Metrics only where they can be scraped: counting every claim and finish costs a
+        // tenth of the daemon's CPU in a drain.
+        let Some(listener) = listener else {
+            return Ok(edge);
+        };
         let metrics = Arc::new(Metrics::new());
         edge.tracker.spawn(
             Recorder {
@@ -211,9 +216,6 @@ impl Edge {
             }
             .run(edge.stop.clone()),
         );
-        let Some(listener) = listener else {
-            return Ok(edge);
-        };
         // A small pool of its own: API and scrape traffic never waits behind the worker.
         let http_db = crate::config::DatabaseConfig {
             pool_size: (cfg.database.pool_size / 4).max(2),
