@@ -84,6 +84,15 @@ impl Finisher {
                     // Per claim, the versions this call finished and the claim's size: a
                     // claim finished whole in one call had its row deleted by the call.
                     let mut finished: FxHashMap<i64, (usize, usize)> = FxHashMap::default();
+                    // No longer held: out of the registry under one lock for the batch.
+                    {
+                        let mut held = self.registry.lock();
+                        for d in &batch {
+                            if results.contains_key(&d.id) {
+                                held.remove(&d.id);
+                            }
+                        }
+                    }
                     for d in batch {
                         match results.remove(&d.id) {
                             Some(f) => {
@@ -164,8 +173,8 @@ impl Finisher {
         }
     }
 
+    /// Logs and announces an outcome (the version is already out of the registry).
     fn report(&self, d: &Done, f: Finished) {
-        self.registry.lock().remove(&d.id);
         let (id, document) = (d.id, d.document.as_str());
         match f {
             Finished::State(state) => {
