@@ -1,8 +1,8 @@
 -- 0010_lean_claim_and_finish: less work per version in the claim and the finish (issue 15),
 -- found by counting PostgreSQL's instructions (valgrind's callgrind on a backend) for
 -- rounds of claim + finish of 500 versions, next to the same writes as plain SQL (the
--- bench's ceiling, sql/bench/ceiling_*.sql): 194 million instructions a round against
--- 134. What went (docs/performance.md has the figures):
+-- bench's ceiling, sql/bench/ceiling_*.sql): 194 million instructions a round before,
+-- 164 after, the ceiling 134. What went (docs/performance.md has the figures):
 --
 -- 1. The claim rows were compressed. A claim's version_ids (500 ids, 4 kB) is over the
 --    2 kB at which PostgreSQL compresses a row (pglz, 3 % of all instructions) and reads
@@ -20,7 +20,9 @@ alter table postpub.claims set (toast_tuple_target = 8160);
 --    versions, one published meanwhile, one older than its current). A version requeued
 --    meanwhile (errored back to pending, which does not touch the document) is left for
 --    a later claim, which supersedes it: the same as had it been requeued just after
---    this claim.
+--    this claim. The processing pointer is then written on the locked rows found where
+--    the lock left them (ctid): no other transaction can move a row this one holds, so
+--    no key probe is needed.
 create or replace function postpub._claim(p_actor text, p_limit int, p_lease interval,
                                           p_token bigint default null)
 returns table (version_id bigint, document text, version int, is_tombstone boolean,
@@ -163,12 +165,10 @@ end $$;
 --    as when it was a statement of its own. (0009 said folding the lock into the writes
 --    would miss a publisher's newer current version: it does not; checked by updating a
 --    row while a locking read of it was under way, which returned the new value.) The
---    version rows are read by the update itself, which re-reads one a concurrent rescue
---    changed and then finds the token gone.
---  * postpub._event_id() per event: a SQL function with a search_path of its own cannot
---    be inlined, so each call set and restored the setting (4.7 µs an event against 2.0
---    for the expression inline). The time part is taken once per statement (one
---    millisecond value for a batch), the random part per event as before.
+--    update of each version row finds it where the lock's read did (ctid); one a
+--    concurrent rescue changed since is re-read by the update, which then finds the
+--    token gone. (The documents' update keeps the key: a row locked in its newest
+--    version may be newer than the statement's snapshot, where its ctid shows nothing.)
 --  * The release of finished claims was a transaction of its own after each finish
 --    (_release_claims, with one probe per version for its guard). A claim all of whose
 --    versions this statement finishes has nothing left for the rescuer: its row goes
@@ -184,9 +184,6 @@ language plpgsql
 set enable_seqscan = off set enable_bitmapscan = off set enable_mergejoin = off set jit = off
 set postpub.internal = on as $$
 declare
-  -- the 48-bit millisecond time of this statement's event ids (UUIDv7 layout, see
-  -- postpub._event_id in 0002_api)
-  v_ms bytea := substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3);
   v_done bigint[];
   v_state text[];
 begin
@@ -266,10 +263,7 @@ begin
      where u.state = 'current' and u.collated is not null
   ), ev as (
     -- A deletion emits `deleted` only when it replaced a live (non-tombstone) version.
-    select encode(set_bit(set_bit(  -- version nibble 0111
-             overlay(uuid_send(gen_random_uuid())  -- already has the RFC variant bits
-                     placing v_ms from 1 for 6),
-             52, 1), 53, 1), 'hex')::uuid as event_id,
+    select postpub._event_id() as event_id,
            u.id, u.document, u.version, u.published_at,
            case when u.is_tombstone then 'deleted' else 'published' end::postpub.event_kind
              as kind

@@ -81,11 +81,12 @@ async fn an_operator_uses_the_console_in_chromium() {
     b.click("select[name=state] option[value=errored]").await;
     b.type_into("input[name=doc]", "books/physics/").await;
     b.click("form[role=search] button[type=submit]").await;
-    let url = b.url().await;
+    let url = b.wait_url("state=errored", Duration::from_secs(15)).await;
     assert!(
         url.contains("state=errored") && url.contains("doc=books%2Fphysics%2F"),
         "{url}"
     );
+    b.wait_text("step validate:", Duration::from_secs(15)).await;
     let text = b.text().await;
     assert!(
         text.contains("books/physics/ch-3") && !text.contains("books/physics/ch-2"),

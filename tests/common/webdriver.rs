@@ -121,6 +121,23 @@ impl Browser {
             .to_owned()
     }
 
+    /// The current URL once it contains `needle` (a click that submits a form returns
+    /// before the browser has navigated; on a loaded machine, well before).
+    pub async fn wait_url(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let url = self.url().await;
+            if url.contains(needle) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the URL has no {needle:?} within {within:?}: {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The first element matching a CSS selector.
     pub async fn find(&self, css: &str) -> String {
         let v = self
