@@ -2,7 +2,7 @@
 -- found by counting PostgreSQL's instructions (valgrind's callgrind on a backend) for
 -- rounds of claim + finish of 500 versions, next to the same writes as plain SQL (the
 -- bench's ceiling, sql/bench/ceiling_*.sql): 194 million instructions a round before,
--- 164 after, the ceiling 134. What went (docs/performance.md has the figures):
+-- 168 after, the ceiling 134. What went (docs/performance.md has the figures):
 --
 -- 1. The claim rows were compressed. A claim's version_ids (500 ids, 4 kB) is over the
 --    2 kB at which PostgreSQL compresses a row (pglz, 3 % of all instructions) and reads
@@ -20,9 +20,7 @@ alter table postpub.claims set (toast_tuple_target = 8160);
 --    versions, one published meanwhile, one older than its current). A version requeued
 --    meanwhile (errored back to pending, which does not touch the document) is left for
 --    a later claim, which supersedes it: the same as had it been requeued just after
---    this claim. The processing pointer is then written on the locked rows found where
---    the lock left them (ctid): no other transaction can move a row this one holds, so
---    no key probe is needed.
+--    this claim.
 create or replace function postpub._claim(p_actor text, p_limit int, p_lease interval,
                                           p_token bigint default null)
 returns table (version_id bigint, document text, version int, is_tombstone boolean,
@@ -38,8 +36,6 @@ set postpub.internal = on as $$
 declare
   v_docs text[];
   v_claim bigint[];
-  v_locked text[];      -- the documents locked by the pick ...
-  v_tids tid[];         -- ... and where their rows are: locked, they stay there
   v_stale bigint[];
   v_by int[];
   v_more bigint[];
@@ -50,10 +46,9 @@ begin
   --    the only pending one this statement saw, is claimed as it stands; the other
   --    documents get the careful look of step 2.
   select coalesce(array_agg(x.version_id) filter (where x.direct), '{}'),
-         coalesce(array_agg(distinct x.document) filter (where not x.direct), '{}'),
-         array_agg(x.document), array_agg(x.tid)
-    into v_claim, v_docs, v_locked, v_tids
-    from (select q.version_id, d.document, d.ctid as tid,
+         coalesce(array_agg(distinct x.document) filter (where not x.direct), '{}')
+    into v_claim, v_docs
+    from (select q.version_id, d.document,
                  q.version = d.last_version and q.version > coalesce(d.current_version, 0)
                    and not exists (select 1 from postpub.queue o
                                     where o.document = q.document
@@ -132,13 +127,11 @@ begin
   ), dq as (
     delete from postpub.queue q where q.version_id = any(v_claim)
   ), dp as (
-    -- the processing pointer, on the rows locked above: found where the lock left
-    -- them (no other transaction can move a row this one holds), not by their key
+    -- the processing pointer, on the rows locked above
     update postpub.documents d
        set processing_id = cl.id, processing_version = cl.version
       from cl
-      join unnest(v_locked, v_tids) as l(document, tid) on l.document = cl.document
-     where d.ctid = l.tid
+     where d.document = cl.document
   ), cr as (
     -- the claim's row, for the rescuer (one per call: the token is the call's)
     insert into postpub.claims as c (token, actor, locked_until, version_ids)
@@ -165,10 +158,8 @@ end $$;
 --    as when it was a statement of its own. (0009 said folding the lock into the writes
 --    would miss a publisher's newer current version: it does not; checked by updating a
 --    row while a locking read of it was under way, which returned the new value.) The
---    update of each version row finds it where the lock's read did (ctid); one a
---    concurrent rescue changed since is re-read by the update, which then finds the
---    token gone. (The documents' update keeps the key: a row locked in its newest
---    version may be newer than the statement's snapshot, where its ctid shows nothing.)
+--    version rows are read by the update itself, which re-reads one a concurrent rescue
+--    changed and then finds the token gone.
 --  * The release of finished claims was a transaction of its own after each finish
 --    (_release_claims, with one probe per version for its guard). A claim all of whose
 --    versions this statement finishes has nothing left for the rescuer: its row goes
@@ -193,7 +184,7 @@ begin
     -- version's new state on the pointer as locked. In no particular order: a finish
     -- never waits for a document (0009 sorted them first, 500 text keys a batch).
     select i.id, i.token, i.outcome, i.error, i.retry_s, i.collated, i.warnings, v.version,
-           v.ctid as vtid, d.current_id as cur_id, d.current_version as cur_version,
+           d.current_id as cur_id, d.current_version as cur_version,
            case
              -- a newer version is already current: this one can never be
              when i.outcome = 'publish' and d.current_version > v.version then 'superseded'
@@ -238,9 +229,7 @@ begin
            claimed_at = case when t.new_state = 'current' then v.claimed_at end,
            claimed_by = case when t.new_state = 'current' then v.claimed_by end
       from t
-     -- the row as read above, by where it is (one key probe fewer); updated by a rescue
-     -- since, it is re-read and the token no longer matches
-     where v.ctid = t.vtid and v.lease_token = t.token
+     where v.id = t.id and v.lease_token = t.token
     returning v.id, v.document, v.version, v.is_tombstone, v.state, v.published_at,
               v.run_after, t.token, t.outcome, t.error, t.retry_s, t.collated, t.warnings
   ), dp as (
