@@ -80,6 +80,15 @@ pub enum Error {
         /// Schema version this binary was built for.
         need: i32,
     },
+    /// A result had another shape than this binary expects (the SQL and the binary
+    /// disagree).
+    #[error("{what}: {reason}")]
+    Shape {
+        /// What the statement was for.
+        what: &'static str,
+        /// What did not fit.
+        reason: String,
+    },
     /// The database was migrated by a newer postpub.
     #[error("database schema postpub is at version {found}, newer than this postpub knows ({need}): upgrade the binary")]
     TooNew {
@@ -131,9 +140,10 @@ impl Error {
     /// Whether retrying the same thing later can succeed.
     pub fn class(&self) -> Class {
         match self {
-            Error::InvalidUrl(_) | Error::NotMigrated { .. } | Error::TooNew { .. } => {
-                Class::Permanent
-            }
+            Error::InvalidUrl(_)
+            | Error::NotMigrated { .. }
+            | Error::TooNew { .. }
+            | Error::Shape { .. } => Class::Permanent,
             // A certificate or password file may be fixed while the daemon waits.
             Error::Connect { .. }
             | Error::Pool { .. }

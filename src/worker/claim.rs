@@ -49,23 +49,73 @@ pub async fn claim_batch(
     // A fresh random fencing token per claim: unique even across a database crash, which
     // could hand out the same transaction id twice.
     let token: i64 = rand::random();
-    let rows = client
-        .query(&stmt, &[&actor, &limit, &lease.as_secs_f64(), &token])
+    let row = client
+        .query_one(&stmt, &[&actor, &limit, &lease.as_secs_f64(), &token])
         .await
         .map_err(Error::query("claiming versions"))?;
-    row::all(&rows, "reading claimed versions")
+    let c: ClaimedArrays = row::one(&row, "reading claimed versions")?;
+    let n = c.ids.len();
+    let lengths = [
+        c.documents.len(),
+        c.versions.len(),
+        c.tombstones.len(),
+        c.recipe_ids.len(),
+        c.attempts.len(),
+        c.tokens.len(),
+        c.body_bytes.len(),
+        c.created_at.len(),
+    ];
+    if lengths.iter().any(|&l| l != n) {
+        return Err(Error::Shape {
+            what: "reading claimed versions",
+            reason: format!("{n} ids but columns of {lengths:?} elements"),
+        });
+    }
+    let mut documents = c.documents.into_iter();
+    let mut created_at = c.created_at.into_iter();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (Some(document), Some(created_at)) = (documents.next(), created_at.next()) else {
+            break; // lengths checked above
+        };
+        out.push(Claimed {
+            id: c.ids[i],
+            document,
+            version: c.versions[i],
+            is_tombstone: c.tombstones[i],
+            recipe_id: c.recipe_ids[i],
+            attempts: c.attempts[i],
+            token: c.tokens[i],
+            body_bytes: c.body_bytes[i],
+            created_at,
+        });
+    }
+    Ok(out)
 }
 
-impl FromRow for Claimed {
+/// The row of `claim_batch.sql`: one array per column, one element per claimed version.
+struct ClaimedArrays {
+    ids: Vec<i64>,
+    documents: Vec<String>,
+    versions: Vec<i32>,
+    tombstones: Vec<bool>,
+    recipe_ids: Vec<Option<i64>>,
+    attempts: Vec<i32>,
+    tokens: Vec<i64>,
+    body_bytes: Vec<i32>,
+    created_at: Vec<SystemTime>,
+}
+
+impl FromRow for ClaimedArrays {
     fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
-        Ok(Claimed {
-            id: r.try_get("version_id")?,
-            document: r.try_get("document")?,
-            version: r.try_get("version")?,
-            is_tombstone: r.try_get("is_tombstone")?,
-            recipe_id: r.try_get("recipe_id")?,
+        Ok(ClaimedArrays {
+            ids: r.try_get("version_ids")?,
+            documents: r.try_get("documents")?,
+            versions: r.try_get("versions")?,
+            tombstones: r.try_get("tombstones")?,
+            recipe_ids: r.try_get("recipe_ids")?,
             attempts: r.try_get("attempts")?,
-            token: r.try_get("lease_token")?,
+            tokens: r.try_get("lease_tokens")?,
             body_bytes: r.try_get("body_bytes")?,
             created_at: r.try_get("created_at")?,
         })
@@ -167,8 +217,8 @@ pub async fn finish_batch(
         .prepare_cached(sql::FINISH_BATCH)
         .await
         .map_err(Error::query("preparing the finish"))?;
-    let rows = client
-        .query(
+    let row = client
+        .query_one(
             &stmt,
             &[
                 &actor, &ids, &tokens, &outcomes, &errors, &retry_s, &collated, &warnings,
@@ -176,12 +226,18 @@ pub async fn finish_batch(
         )
         .await
         .map_err(Error::query("finishing versions"))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for FinishRow {
-        version_id: id,
-        result,
-    } in row::all(&rows, "reading finished versions")?
-    {
+    let FinishRow {
+        version_ids,
+        results,
+    } = row::one(&row, "reading finished versions")?;
+    if version_ids.len() != results.len() {
+        return Err(Error::Shape {
+            what: "reading finished versions",
+            reason: format!("{} ids but {} results", version_ids.len(), results.len()),
+        });
+    }
+    let mut out = Vec::with_capacity(version_ids.len());
+    for (id, result) in version_ids.into_iter().zip(results) {
         let finished = if result == "lost" {
             Finished::Lost
         } else {
@@ -202,16 +258,16 @@ pub async fn finish_batch(
 
 /// A row of `finish_batch.sql`.
 struct FinishRow {
-    version_id: i64,
-    /// The new state, or `lost`.
-    result: String,
+    version_ids: Vec<i64>,
+    /// Per version: the new state, or `lost`.
+    results: Vec<String>,
 }
 
 impl FromRow for FinishRow {
     fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
         Ok(FinishRow {
-            version_id: r.try_get("version_id")?,
-            result: r.try_get("result")?,
+            version_ids: r.try_get("version_ids")?,
+            results: r.try_get("results")?,
         })
     }
 }
