@@ -71,14 +71,10 @@ pub async fn claim_batch(
             reason: format!("{n} ids but columns of {lengths:?} elements"),
         });
     }
-    let mut documents = c.documents.into_iter();
-    let mut created_at = c.created_at.into_iter();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let (Some(document), Some(created_at)) = (documents.next(), created_at.next()) else {
-            break; // lengths checked above
-        };
-        out.push(Claimed {
+    // Every column has n elements (checked above); the owned ones are moved out.
+    let claimed = c.documents.into_iter().zip(c.created_at).enumerate();
+    Ok(claimed
+        .map(|(i, (document, created_at))| Claimed {
             id: c.ids[i],
             document,
             version: c.versions[i],
@@ -88,9 +84,8 @@ pub async fn claim_batch(
             token: c.tokens[i],
             body_bytes: c.body_bytes[i],
             created_at,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// The row of `claim_batch.sql`: one array per column, one element per claimed version.

@@ -124,18 +124,7 @@ impl Browser {
     /// The current URL once it contains `needle` (a click that submits a form returns
     /// before the browser has navigated; on a loaded machine, well before).
     pub async fn wait_url(&self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let url = self.url().await;
-            if url.contains(needle) {
-                return url;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the URL has no {needle:?} within {within:?}: {url}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_contains("the URL", needle, within, async || self.url().await).await
     }
 
     /// The first element matching a CSS selector.
@@ -191,18 +180,7 @@ impl Browser {
 
     /// Waits until the page's visible text contains `needle`.
     pub async fn wait_text(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let t = self.text().await;
-            if t.contains(needle) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on the page within {within:?}:\n{t}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_contains("the page", needle, within, async || self.text().await).await;
     }
 
     /// Writes a PNG of the page as it is to `path`.
@@ -224,5 +202,27 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// Reads `read` every 100 ms until what it returns contains `needle`, and returns that;
+/// fails the test, showing the last reading of `what`, once `within` has passed.
+async fn wait_contains(
+    what: &str,
+    needle: &str,
+    within: Duration,
+    read: impl AsyncFn() -> String,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = read().await;
+        if got.contains(needle) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {what} within {within:?}:\n{got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
