@@ -19,6 +19,8 @@ const BEFORE_0009: i32 = 8;
 /// The schema of the last release before the claim and finish of 0010 (claims released
 /// by a call of their own, the finish's lock a statement of its own).
 const BEFORE_0010: i32 = 9;
+/// The schema of the last release before the finish returned arrays (0011).
+const BEFORE_0011: i32 = 10;
 
 /// Every row a migration must keep, as text: versions (with their state), documents,
 /// events, collated output and the audit trail, each in a fixed order.
@@ -105,6 +107,11 @@ async fn a_database_of_the_release_before_0009_upgrades_without_losing_anything(
 #[tokio::test]
 async fn a_database_of_the_release_before_0010_upgrades_without_losing_anything() {
     upgrade_from(BEFORE_0010).await;
+}
+
+#[tokio::test]
+async fn a_database_of_the_release_before_0011_upgrades_without_losing_anything() {
+    upgrade_from(BEFORE_0011).await;
 }
 
 async fn upgrade_from(release: i32) {

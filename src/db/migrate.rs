@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "lean_claim_and_finish",
         "0010_lean_claim_and_finish.sql"
     ),
+    migration!(11, "finish_arrays", "0011_finish_arrays.sql"),
 ];
 
 /// The schema version this binary needs.

@@ -208,6 +208,12 @@ pub async fn finish_batch(
         collated.push(coll);
         warnings.push(warn);
     }
+    // A column no version of the batch uses goes as an empty array (the SQL pads it with
+    // nulls): a batch of plain publishes sends ids, tokens and outcomes only.
+    unused_as_empty(&mut errors, Option::is_none);
+    unused_as_empty(&mut retry_s, |s| *s == 0.0);
+    unused_as_empty(&mut collated, Option::is_none);
+    unused_as_empty(&mut warnings, Option::is_none);
     let stmt = client
         .prepare_cached(sql::FINISH_BATCH)
         .await
@@ -249,6 +255,13 @@ pub async fn finish_batch(
         out.push((id, finished));
     }
     Ok(out)
+}
+
+/// Empties `column` when `unused` holds for every element of it.
+fn unused_as_empty<T>(column: &mut Vec<T>, unused: impl Fn(&T) -> bool) {
+    if column.iter().all(unused) {
+        column.clear();
+    }
 }
 
 /// A row of `finish_batch.sql`.
