@@ -54,6 +54,8 @@ fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
 const INSERT_DOCUMENTS: &str = include_str!("../sql/bench/insert_documents.sql");
 /// See `sql/bench/insert_pending.sql`.
 const INSERT_PENDING: &str = include_str!("../sql/bench/insert_pending.sql");
+/// How often [`Bench::wait_drained`] looks at the outbox.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// See `sql/bench/ceiling_claim.sql`.
 const CEILING_CLAIM: &str = include_str!("../sql/bench/ceiling_claim.sql");
 /// See `sql/bench/ceiling_finish.sql`.
@@ -410,7 +412,9 @@ impl Bench {
     /// outbox event (the tables start empty, ids from 1), so until `events` ids exist it
     /// only reads the newest outbox id, one index page; the full check runs at the end.
     /// (Polling the versions table itself every few ms scanned ever more of it as the drain
-    /// went on, and took CPU from the daemon being measured.)
+    /// went on, and took CPU from the daemon being measured.) Every 20 ms: every 5 ms, the
+    /// polls took a tenth of a core (this process and its backend, measured) from the
+    /// daemon on a 2-core machine, for an end found 7.5 ms sooner on average.
     async fn wait_drained(&self, c: &Client, events: u32, limit: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
@@ -429,7 +433,7 @@ impl Bench {
             if started.elapsed() > limit {
                 bail!("drain did not finish within {}s", limit.as_secs());
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(DRAIN_POLL).await;
         }
     }
 
