@@ -289,3 +289,67 @@ async fn a_claim_takes_the_newest_pending_version_and_supersedes_what_can_never_
     assert_eq!(db.state(&c, old1).await, "superseded");
     assert_eq!(db.state(&c, old2).await, "current");
 }
+
+/// A document's next version (the one after its current) is claimed without a look for
+/// other pending versions (sql/0012_claim_next_version.sql). An old errored version an
+/// operator requeues behind it is older than the current one: it is never claimed, and the
+/// claim that reaches it, once the next version is done, supersedes it.
+#[tokio::test]
+async fn an_old_version_requeued_behind_the_next_one_is_superseded_when_reached() {
+    let (db, _pool, c) = pooled().await;
+    let lease = Duration::from_secs(30);
+    let v1 = db.publish(&c, "doc", "<p>1</p>", Some(RECIPE)).await;
+    let first = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
+    assert_eq!(first.len(), 1, "{first:?}");
+    claim::finish_batch(
+        &c,
+        "w",
+        &[Finish {
+            id: v1,
+            token: first[0].token,
+            outcome: Outcome::Error("bad".into()),
+        }],
+    )
+    .await
+    .expect("finish");
+    let v2 = db.publish(&c, "doc", "<p>2</p>", None).await;
+    assert_eq!(db.state(&c, v2).await, "current");
+    let v3 = db.publish(&c, "doc", "<p>3</p>", Some(RECIPE)).await;
+    c.execute("select postpub.requeue($1)", &[&v1])
+        .await
+        .expect("requeue");
+
+    // One at a time: v3 comes first in the queue and is the next version.
+    let next = claim::claim_batch(&c, "w", 1, lease).await.expect("claim");
+    let ids: Vec<i64> = next.iter().map(|x| x.id).collect();
+    assert_eq!(ids, vec![v3]);
+    claim::finish_batch(
+        &c,
+        "w",
+        &[Finish {
+            id: v3,
+            token: next[0].token,
+            outcome: Outcome::Publish {
+                collated: None,
+                warnings: vec![],
+            },
+        }],
+    )
+    .await
+    .expect("finish");
+    assert_eq!(db.state(&c, v3).await, "current");
+
+    let last = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
+    assert!(last.is_empty(), "claimed an old version: {last:?}");
+    assert_eq!(db.state(&c, v1).await, "superseded");
+    let why: String = c
+        .query_one(
+            "select why from postpub.transitions where version_id = $1 and to_state = 'superseded'",
+            &[&v1],
+        )
+        .await
+        .expect("transition")
+        .get(0);
+    assert_eq!(why, "version 3 is newer");
+    db.assert_invariants(&c).await;
+}

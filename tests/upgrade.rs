@@ -21,6 +21,8 @@ const BEFORE_0009: i32 = 8;
 const BEFORE_0010: i32 = 9;
 /// The schema of the last release before the finish returned arrays (0011).
 const BEFORE_0011: i32 = 10;
+/// The schema of the last release before the claim took a next version as it stands (0012).
+const BEFORE_0012: i32 = 11;
 
 /// Every row a migration must keep, as text: versions (with their state), documents,
 /// events, collated output and the audit trail, each in a fixed order.
@@ -112,6 +114,11 @@ async fn a_database_of_the_release_before_0010_upgrades_without_losing_anything(
 #[tokio::test]
 async fn a_database_of_the_release_before_0011_upgrades_without_losing_anything() {
     upgrade_from(BEFORE_0011).await;
+}
+
+#[tokio::test]
+async fn a_database_of_the_release_before_0012_upgrades_without_losing_anything() {
+    upgrade_from(BEFORE_0012).await;
 }
 
 async fn upgrade_from(release: i32) {

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "0010_lean_claim_and_finish.sql"
     ),
     migration!(11, "finish_arrays", "0011_finish_arrays.sql"),
+    migration!(12, "claim_next_version", "0012_claim_next_version.sql"),
 ];
 
 /// The schema version this binary needs.
