@@ -10,13 +10,15 @@
 --
 -- When the newest version is the one right after the current one (or a document's first
 -- version: nothing is current), any other pending version is older than the current one:
--- only an operator's requeue of an old errored version (or a row inserted by hand with an
--- old number) puts one there, since every claim of a newer version superseded the older
--- pending ones and a retry or a rescue returns the document's only processing version.
--- Such a version can never become current: a claim that reaches it supersedes it ("version
--- N is newer"). One the pick saw sends its document to the careful look of step 2, which
--- supersedes it in this claim, as before; one queued behind the new version is superseded
--- by the claim that reaches it, after the new version's, instead of by the same claim.
+-- only an operator's requeue of an old errored version (or an old version put back in
+-- the queue by hand) puts one there, since every claim of a newer version superseded
+-- the older pending ones and a retry or a rescue returns the document's only processing
+-- version. Such a version can never become current: a claim that reaches it supersedes it
+-- ("version N is newer"). One the pick saw sends its document to the careful look of
+-- step 2, which supersedes it in this claim, as before; one queued behind the new version
+-- is superseded by the claim that reaches it, after the new version's, instead of by the
+-- same claim. (A document picked twice, directly and for step 2, has its version claimed
+-- once: the claim updates the ids it is given, each once.)
 -- Versions further ahead of the current one (a burst of publishes, an errored version in
 -- between) keep the probe.
 create or replace function postpub._claim(p_actor text, p_limit int, p_lease interval,
