@@ -84,26 +84,26 @@ impl Finisher {
                     // Per claim, the versions this call finished and the claim's size: a
                     // claim finished whole in one call had its row deleted by the call.
                     let mut finished: FxHashMap<i64, (usize, usize)> = FxHashMap::default();
+                    let mut recorded = Vec::with_capacity(batch.len());
+                    for d in batch {
+                        match results.remove(&d.id) {
+                            Some(f) => recorded.push((d, f)),
+                            None => waiting.push(d),
+                        }
+                    }
                     // No longer held: out of the registry under one lock for the batch.
                     {
                         let mut held = self.registry.lock();
-                        for d in &batch {
-                            if results.contains_key(&d.id) {
-                                held.remove(&d.id);
-                            }
+                        for (d, _) in &recorded {
+                            held.remove(&d.id);
                         }
                     }
-                    for d in batch {
-                        match results.remove(&d.id) {
-                            Some(f) => {
-                                tokens.insert(d.token);
-                                if matches!(f, Finished::State(_)) {
-                                    finished.entry(d.token).or_insert((0, d.claim_size)).0 += 1;
-                                }
-                                self.report(&d, f);
-                            }
-                            None => waiting.push(d),
+                    for (d, f) in recorded {
+                        tokens.insert(d.token);
+                        if matches!(f, Finished::State(_)) {
+                            finished.entry(d.token).or_insert((0, d.claim_size)).0 += 1;
                         }
+                        self.report(&d, f);
                     }
                     self.wake.notify_one();
                     tokens.retain(|t| finished.get(t).is_none_or(|(n, size)| n != size));
