@@ -38,17 +38,21 @@ trap 'su postgres -c "$BIN/pg_ctl -D $D -w stop -m fast" >/dev/null 2>&1 || true
 PSQL="$BIN/psql -X -q -h 127.0.0.1 -p 5439 -U postgres"
 $PSQL -c "create database cg"
 RUST_LOG=warn "$POSTPUB" --database-url "postgres://postgres@127.0.0.1:5439/cg?sslmode=disable" migrate >/dev/null
-# The bench's backlog (sql/bench/insert_*.sql with 100,000 documents, one version each).
-$PSQL cg >/dev/null <<'EOF'
-select postpub._recipe_id('p { }');
-insert into postpub.documents (document, last_version)
-select 'bench-' || i, 1 from generate_series(1, 100000) i;
-insert into postpub.versions (document, version, body, recipe_id)
-select 'bench-' || i, 1, '<p>bench ' || i || '.1</p>', 1
-  from generate_series(1, 100000) i order by i;
-vacuum analyze;
-checkpoint;
-EOF
+# bench_sql FILE VALUE...: sql/bench/FILE with $1, $2, ... (and their casts) replaced by
+# the values, as `postpub bench` runs it with parameters.
+bench_sql() {
+  local s i=1
+  s=$(grep -v '^--' "sql/bench/$1"); shift
+  for v in "$@"; do s=$(sed -E "s/\\\$$i(::[a-z]+)?/$v/g" <<<"$s"); i=$((i + 1)); done
+  printf '%s' "$s"
+}
+# The bench's backlog: 100,000 documents with one pending version each.
+{
+  printf '%s \\gset\n' "$(bench_sql store_recipe.sql "'p { }'")"
+  printf '%s;\n' "$(bench_sql insert_documents.sql 100000 1)"
+  printf '%s;\n' "$(bench_sql insert_pending.sql 100000 1 :id)"
+  printf 'vacuum analyze;\ncheckpoint;\n'
+} | $PSQL -v ON_ERROR_STOP=1 cg >/dev/null
 su postgres -c "$BIN/pg_ctl -D $D -w stop >/dev/null"
 trap - EXIT
 
