@@ -66,7 +66,11 @@ def sql(path):
     return "\n".join(l for l in open(path).read().splitlines() if not l.lstrip().startswith("--"))
 def squash(s):  # no empty line inside a statement
     return re.sub(r"\n\s*\n", "\n", s)
-out = ["create temp table cg_claimed (ids bigint[], tokens bigint[])"]
+# The claim's arrays the finish needs, kept between statements; out of line uncompressed,
+# so that keeping them costs next to nothing (pglz on 500 document names would count).
+out = ["create temp table cg_claimed (ids bigint[], tokens bigint[], documents text[], versions int[])",
+       "alter table cg_claimed alter ids set storage external, alter tokens set storage external, "
+       "alter documents set storage external, alter versions set storage external"]
 if kind == "daemon":
     claim = sql("sql/queries/claim_batch.sql")
     claim = (claim.replace("$1::text", "'cg'").replace("$2::int", "500")
@@ -74,13 +78,14 @@ if kind == "daemon":
     finish = sql("sql/queries/finish_batch.sql")
     finish = (finish.replace("$1::text", "'cg'").replace("$2::bigint[]", "c.ids")
                     .replace("$3::bigint[]", "c.tokens")
+                    .replace("$9::text[]", "c.documents").replace("$10::int[]", "c.versions")
                     .replace("$4::text[]", "array_fill('publish'::text, array[cardinality(c.ids)])")
                     .replace("$5::text[]", "'{}'").replace("$6::float8[]", "'{}'")
                     .replace("$7::text[]", "'{}'").replace("$8::text[]", "'{}'"))
     finish = finish.replace("from postpub._finish(", "from cg_claimed c, postpub._finish(")
     for r in range(1, n + 1):
         c = claim.replace("$4::bigint", str(r))
-        out.append(f"insert into cg_claimed select x.version_ids, x.lease_tokens from ({c}) x")
+        out.append(f"insert into cg_claimed select x.version_ids, x.lease_tokens, x.documents, x.versions from ({c}) x")
         if not only_claim:
             out.append(finish)
         out.append("truncate cg_claimed")

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_until, Daemon, TestDb};
-use postpub::worker::claim::{self, Finish, Finished, Outcome};
+use postpub::worker::claim::{self, Claimed, Finish, Finished, Outcome};
 
 const RECIPE: &str = "p { color: inherit; }";
 
@@ -54,13 +54,23 @@ async fn exactly_one_current_per_document_with_four_daemons_racing_on_1000_docum
 async fn finish_one(
     c: &deadpool_postgres::Object,
     worker: &str,
-    id: i64,
-    token: i64,
+    claimed: &Claimed,
     outcome: Outcome,
 ) -> Vec<(i64, Finished)> {
-    claim::finish_batch(c, worker, &[Finish { id, token, outcome }])
+    claim::finish_batch(c, worker, &[finish(claimed, &outcome)])
         .await
-        .unwrap_or_else(|e| panic!("{worker} finishing {id}: {e}"))
+        .unwrap_or_else(|e| panic!("{worker} finishing {}: {e}", claimed.id))
+}
+
+/// What the daemon sends to record `outcome` for a version it claimed.
+fn finish<'a>(claimed: &'a Claimed, outcome: &'a Outcome) -> Finish<'a> {
+    Finish {
+        id: claimed.id,
+        token: claimed.token,
+        document: &claimed.document,
+        version: claimed.version,
+        outcome,
+    }
 }
 
 /// A fresh database and a connection from the daemon's own pool (what `claim` takes).
@@ -114,7 +124,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     assert_eq!(b[0].attempts, 2);
 
     // A wakes up and tries to error it: fenced off, nothing written.
-    let late = finish_one(&c, "worker-a", v, a[0].token, Outcome::Error("late".into())).await;
+    let late = finish_one(&c, "worker-a", &a[0], Outcome::Error("late".into())).await;
     assert_eq!(late, vec![(v, Finished::Lost)]);
     assert_eq!(db.state(&c, v).await, "processing");
     // A's renewal does not extend B's lease either.
@@ -127,8 +137,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     let done = finish_one(
         &c,
         "worker-b",
-        v,
-        b[0].token,
+        &b[0],
         Outcome::Publish {
             collated: Some("<p>X</p>".into()),
             warnings: vec![],
@@ -230,7 +239,7 @@ async fn a_claim_takes_the_newest_pending_version_and_supersedes_what_can_never_
     // "old": version 1 errors, version 2 becomes current, then version 1 is requeued.
     let old1 = db.publish(&c, "old", "<p>1</p>", Some(RECIPE)).await;
     let first = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
-    let mine = |id: i64| first.iter().find(|x| x.id == id).map(|x| x.token);
+    let mine = |id: i64| first.iter().find(|x| x.id == id);
     assert!(
         mine(three[2]).is_some() && mine(old1).is_some() && first.len() == 2,
         "first claim: {first:?}"
@@ -255,23 +264,17 @@ async fn a_claim_takes_the_newest_pending_version_and_supersedes_what_can_never_
     assert!(busy.is_empty(), "claimed while busy: {busy:?}");
     assert_eq!(db.state(&c, three4).await, "post-publication");
 
+    let publish = Outcome::Publish {
+        collated: None,
+        warnings: vec![],
+    };
+    let error = Outcome::Error("bad".into());
     claim::finish_batch(
         &c,
         "w",
         &[
-            Finish {
-                id: three[2],
-                token: mine(three[2]).expect("token"),
-                outcome: Outcome::Publish {
-                    collated: None,
-                    warnings: vec![],
-                },
-            },
-            Finish {
-                id: old1,
-                token: mine(old1).expect("token"),
-                outcome: Outcome::Error("bad".into()),
-            },
+            finish(mine(three[2]).expect("claimed"), &publish),
+            finish(mine(old1).expect("claimed"), &error),
         ],
     )
     .await
@@ -301,17 +304,9 @@ async fn an_old_version_requeued_behind_the_next_one_is_superseded_when_reached(
     let v1 = db.publish(&c, "doc", "<p>1</p>", Some(RECIPE)).await;
     let first = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");
     assert_eq!(first.len(), 1, "{first:?}");
-    claim::finish_batch(
-        &c,
-        "w",
-        &[Finish {
-            id: v1,
-            token: first[0].token,
-            outcome: Outcome::Error("bad".into()),
-        }],
-    )
-    .await
-    .expect("finish");
+    claim::finish_batch(&c, "w", &[finish(&first[0], &Outcome::Error("bad".into()))])
+        .await
+        .expect("finish");
     let v2 = db.publish(&c, "doc", "<p>2</p>", None).await;
     assert_eq!(db.state(&c, v2).await, "current");
     let v3 = db.publish(&c, "doc", "<p>3</p>", Some(RECIPE)).await;
@@ -323,20 +318,13 @@ async fn an_old_version_requeued_behind_the_next_one_is_superseded_when_reached(
     let next = claim::claim_batch(&c, "w", 1, lease).await.expect("claim");
     let ids: Vec<i64> = next.iter().map(|x| x.id).collect();
     assert_eq!(ids, vec![v3]);
-    claim::finish_batch(
-        &c,
-        "w",
-        &[Finish {
-            id: v3,
-            token: next[0].token,
-            outcome: Outcome::Publish {
-                collated: None,
-                warnings: vec![],
-            },
-        }],
-    )
-    .await
-    .expect("finish");
+    let publish = Outcome::Publish {
+        collated: None,
+        warnings: vec![],
+    };
+    claim::finish_batch(&c, "w", &[finish(&next[0], &publish)])
+        .await
+        .expect("finish");
     assert_eq!(db.state(&c, v3).await, "current");
 
     let last = claim::claim_batch(&c, "w", 10, lease).await.expect("claim");

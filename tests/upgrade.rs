@@ -23,6 +23,8 @@ const BEFORE_0010: i32 = 9;
 const BEFORE_0011: i32 = 10;
 /// The schema of the last release before the claim took a next version as it stands (0012).
 const BEFORE_0012: i32 = 11;
+/// The schema of the last release before the finish took documents from the daemon (0013).
+const BEFORE_0013: i32 = 12;
 
 /// Every row a migration must keep, as text: versions (with their state), documents,
 /// events, collated output and the audit trail, each in a fixed order.
@@ -119,6 +121,11 @@ async fn a_database_of_the_release_before_0011_upgrades_without_losing_anything(
 #[tokio::test]
 async fn a_database_of_the_release_before_0012_upgrades_without_losing_anything() {
     upgrade_from(BEFORE_0012).await;
+}
+
+#[tokio::test]
+async fn a_database_of_the_release_before_0013_upgrades_without_losing_anything() {
+    upgrade_from(BEFORE_0013).await;
 }
 
 async fn upgrade_from(release: i32) {

@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = &[
     ),
     migration!(11, "finish_arrays", "0011_finish_arrays.sql"),
     migration!(12, "claim_next_version", "0012_claim_next_version.sql"),
+    migration!(13, "finish_by_document", "0013_finish_by_document.sql"),
 ];
 
 /// The schema version this binary needs.

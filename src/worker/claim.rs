@@ -152,14 +152,19 @@ impl Outcome {
 }
 
 /// An outcome to record for one claimed version.
-#[derive(Debug, Clone)]
-pub struct Finish {
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
     /// Version id.
     pub id: i64,
     /// The token it was claimed with.
     pub token: i64,
+    /// Its document and version number, as the claim returned them: the finish locks the
+    /// document without reading the version row first (sql/0013_finish_by_document.sql).
+    pub document: &'a str,
+    /// See `document`.
+    pub version: i32,
     /// What to record.
-    pub outcome: Outcome,
+    pub outcome: &'a Outcome,
 }
 
 /// What recording an outcome did.
@@ -176,11 +181,13 @@ pub enum Finished {
 pub async fn finish_batch(
     client: &Client,
     actor: &str,
-    batch: &[Finish],
+    batch: &[Finish<'_>],
 ) -> Result<Vec<(i64, Finished)>, Error> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
+    let mut documents = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
     let mut outcomes = Vec::with_capacity(n);
     let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut retry_s = Vec::with_capacity(n);
@@ -189,8 +196,10 @@ pub async fn finish_batch(
     for f in batch {
         ids.push(f.id);
         tokens.push(f.token);
+        documents.push(f.document);
+        versions.push(f.version);
         outcomes.push(f.outcome.sql_name());
-        let (err, after, coll, warn) = match &f.outcome {
+        let (err, after, coll, warn) = match f.outcome {
             Outcome::Publish { collated, warnings } => (
                 None,
                 0.0,
@@ -223,6 +232,7 @@ pub async fn finish_batch(
             &stmt,
             &[
                 &actor, &ids, &tokens, &outcomes, &errors, &retry_s, &collated, &warnings,
+                &documents, &versions,
             ],
         )
         .await

@@ -264,6 +264,7 @@ impl ClaimLoop {
                 token: c.token,
                 claim_size,
                 document: c.document,
+                version: c.version,
                 outcome: Outcome::Publish {
                     collated: None,
                     warnings: Vec::new(),
@@ -288,6 +289,7 @@ impl ClaimLoop {
                     token: c.token,
                     claim_size,
                     document: c.document,
+                    version: c.version,
                     outcome,
                     _slot: slot,
                 });

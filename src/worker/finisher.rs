@@ -133,7 +133,9 @@ impl Finisher {
             .map(|d| Finish {
                 id: d.id,
                 token: d.token,
-                outcome: d.outcome.clone(),
+                document: &d.document,
+                version: d.version,
+                outcome: &d.outcome,
             })
             .collect();
         let started = Instant::now();

@@ -39,6 +39,7 @@ pub(super) struct Done {
     /// How many versions the claim with this token took.
     pub(super) claim_size: usize,
     pub(super) document: String,
+    pub(super) version: i32,
     pub(super) outcome: Outcome,
     pub(super) _slot: OwnedSemaphorePermit,
 }
