@@ -160,6 +160,68 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     db.assert_invariants(&c).await;
 }
 
+/// The finish archives the previous current only for the versions it made current
+/// (sql/0013_finish_by_document.sql): a late publish by a worker whose lease was rescued
+/// leaves the current version alone, and the worker holding the version now replaces it.
+#[tokio::test]
+async fn a_late_publish_of_a_version_no_longer_held_archives_nothing() {
+    let (db, _pool, c) = pooled().await;
+    let v1 = db.publish(&c, "replaced", "<p>1</p>", None).await;
+    let v2 = db.publish(&c, "replaced", "<p>2</p>", Some(RECIPE)).await;
+    let a = claim::claim_batch(&c, "worker-a", 10, Duration::from_secs(1))
+        .await
+        .expect("claim a");
+    assert_eq!(a.iter().map(|x| x.id).collect::<Vec<_>>(), vec![v2]);
+    wait_until(
+        Duration::from_secs(10),
+        "A's 1 s lease to run out",
+        || async {
+            c.query_one(
+                "select locked_until < now() from postpub.versions where id = $1",
+                &[&v2],
+            )
+            .await
+            .expect("lease")
+            .get::<_, bool>(0)
+        },
+    )
+    .await;
+    let rescued = claim::rescue_expired(&c, "rescuer", 5)
+        .await
+        .expect("rescue");
+    assert_eq!(rescued.len(), 1);
+    let b = claim::claim_batch(&c, "worker-b", 10, Duration::from_secs(30))
+        .await
+        .expect("claim b");
+    assert_eq!(b.len(), 1);
+
+    let publish = Outcome::Publish {
+        collated: None,
+        warnings: vec![],
+    };
+    let late = finish_one(&c, "worker-a", &a[0], publish.clone()).await;
+    assert_eq!(late, vec![(v2, Finished::Lost)]);
+    assert_eq!(db.state(&c, v1).await, "current");
+    assert_eq!(db.state(&c, v2).await, "processing");
+    let events: i64 = c
+        .query_one(
+            "select count(*) from postpub.outbox where document = 'replaced'",
+            &[],
+        )
+        .await
+        .expect("count events")
+        .get(0);
+    assert_eq!(events, 1, "only v1's event");
+
+    let done = finish_one(&c, "worker-b", &b[0], publish).await;
+    assert_eq!(
+        done,
+        vec![(v2, Finished::State(postpub::db::State::Current))]
+    );
+    assert_eq!(db.state(&c, v1).await, "archived");
+    db.assert_invariants(&c).await;
+}
+
 #[tokio::test]
 async fn a_version_whose_daemon_died_is_rescued_and_published_by_another() {
     let (db, c) = TestDb::with_client().await;
