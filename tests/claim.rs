@@ -81,17 +81,13 @@ async fn pooled() -> (TestDb, deadpool_postgres::Pool, deadpool_postgres::Object
     (db, pool, c)
 }
 
-#[tokio::test]
-async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
-    let (db, _pool, c) = pooled().await;
-    let v = db.publish(&c, "fenced", "<p>x</p>", Some(RECIPE)).await;
-
-    // Worker A claims with a 1 s lease and then stalls.
-    let a = claim::claim_batch(&c, "worker-a", 10, Duration::from_secs(1))
+/// Worker A claims `v` (the only pending version) with a 1 s lease and stalls until it has
+/// run out; the rescuer puts `v` back and worker B claims it. A's claim of it, then B's.
+async fn lose_to_another_worker(c: &deadpool_postgres::Object, v: i64) -> (Claimed, Claimed) {
+    let mut a = claim::claim_batch(c, "worker-a", 10, Duration::from_secs(1))
         .await
         .expect("claim a");
-    assert_eq!(a.len(), 1);
-    // A stalls until its lease has run out.
+    assert_eq!(a.iter().map(|x| x.id).collect::<Vec<_>>(), vec![v]);
     wait_until(
         Duration::from_secs(10),
         "A's 1 s lease to run out",
@@ -106,29 +102,33 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
         },
     )
     .await;
-    let rescued = claim::rescue_expired(&c, "rescuer", 5)
+    let rescued = claim::rescue_expired(c, "rescuer", 5)
         .await
         .expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert_eq!(rescued[0].state, "post-publication");
-
-    // Worker B re-claims it.
-    let b = claim::claim_batch(&c, "worker-b", 10, Duration::from_secs(30))
+    let mut b = claim::claim_batch(c, "worker-b", 10, Duration::from_secs(30))
         .await
         .expect("claim b");
-    assert_eq!(b.len(), 1);
-    assert_ne!(
-        a[0].token, b[0].token,
-        "a new claim carries a new fencing token"
-    );
-    assert_eq!(b[0].attempts, 2);
+    assert_eq!(b.iter().map(|x| x.id).collect::<Vec<_>>(), vec![v]);
+    (a.remove(0), b.remove(0))
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
+    let (db, _pool, c) = pooled().await;
+    let v = db.publish(&c, "fenced", "<p>x</p>", Some(RECIPE)).await;
+
+    let (a, b) = lose_to_another_worker(&c, v).await;
+    assert_ne!(a.token, b.token, "a new claim carries a new fencing token");
+    assert_eq!(b.attempts, 2);
 
     // A wakes up and tries to error it: fenced off, nothing written.
-    let late = finish_one(&c, "worker-a", &a[0], Outcome::Error("late".into())).await;
+    let late = finish_one(&c, "worker-a", &a, Outcome::Error("late".into())).await;
     assert_eq!(late, vec![(v, Finished::Lost)]);
     assert_eq!(db.state(&c, v).await, "processing");
     // A's renewal does not extend B's lease either.
-    let renewed = claim::renew_leases(&c, &[(v, a[0].token)], Duration::from_secs(60))
+    let renewed = claim::renew_leases(&c, &[(v, a.token)], Duration::from_secs(60))
         .await
         .expect("renew");
     assert!(renewed.is_empty());
@@ -137,7 +137,7 @@ async fn a_worker_whose_lease_expired_cannot_overwrite_the_reclaimed_row() {
     let done = finish_one(
         &c,
         "worker-b",
-        &b[0],
+        &b,
         Outcome::Publish {
             collated: Some("<p>X</p>".into()),
             warnings: vec![],
@@ -168,38 +168,13 @@ async fn a_late_publish_of_a_version_no_longer_held_archives_nothing() {
     let (db, _pool, c) = pooled().await;
     let v1 = db.publish(&c, "replaced", "<p>1</p>", None).await;
     let v2 = db.publish(&c, "replaced", "<p>2</p>", Some(RECIPE)).await;
-    let a = claim::claim_batch(&c, "worker-a", 10, Duration::from_secs(1))
-        .await
-        .expect("claim a");
-    assert_eq!(a.iter().map(|x| x.id).collect::<Vec<_>>(), vec![v2]);
-    wait_until(
-        Duration::from_secs(10),
-        "A's 1 s lease to run out",
-        || async {
-            c.query_one(
-                "select locked_until < now() from postpub.versions where id = $1",
-                &[&v2],
-            )
-            .await
-            .expect("lease")
-            .get::<_, bool>(0)
-        },
-    )
-    .await;
-    let rescued = claim::rescue_expired(&c, "rescuer", 5)
-        .await
-        .expect("rescue");
-    assert_eq!(rescued.len(), 1);
-    let b = claim::claim_batch(&c, "worker-b", 10, Duration::from_secs(30))
-        .await
-        .expect("claim b");
-    assert_eq!(b.len(), 1);
+    let (a, b) = lose_to_another_worker(&c, v2).await;
 
     let publish = Outcome::Publish {
         collated: None,
         warnings: vec![],
     };
-    let late = finish_one(&c, "worker-a", &a[0], publish.clone()).await;
+    let late = finish_one(&c, "worker-a", &a, publish.clone()).await;
     assert_eq!(late, vec![(v2, Finished::Lost)]);
     assert_eq!(db.state(&c, v1).await, "current");
     assert_eq!(db.state(&c, v2).await, "processing");
@@ -213,7 +188,7 @@ async fn a_late_publish_of_a_version_no_longer_held_archives_nothing() {
         .get(0);
     assert_eq!(events, 1, "only v1's event");
 
-    let done = finish_one(&c, "worker-b", &b[0], publish).await;
+    let done = finish_one(&c, "worker-b", &b, publish).await;
     assert_eq!(
         done,
         vec![(v2, Finished::State(postpub::db::State::Current))]
